@@ -1,0 +1,21 @@
+"""hetcl: image-classification training with per-device generated OpenCL kernels.
+
+The public names are imported lazily so that ``import hetcl`` stays cheap and does not touch
+OpenCL until a device is asked for.
+"""
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Device": "hetcl.device",
+    "list_devices": "hetcl.device",
+    "select_devices": "hetcl.device",
+    "HetclError": "hetcl.errors",
+}
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hetcl' has no attribute {name!r}")
+    import importlib
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,56 @@
+"""Device arrays: a cl.Buffer with a shape and dtype, numpy in and out.
+
+Host<->device copies are blocking unless an event is asked for. Where the device shares memory
+with the host (features["unified_memory"]) the buffer is allocated by the driver in host-visible
+memory (ALLOC_HOST_PTR), which PoCL and integrated GPUs map without a copy.
+"""
+import numpy as np
+import pyopencl as cl
+
+
+class DeviceArray:
+    def __init__(self, device, shape, dtype=np.float32):
+        self.device = device
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        flags = cl.mem_flags.READ_WRITE
+        if device.features["unified_memory"]:
+            flags |= cl.mem_flags.ALLOC_HOST_PTR
+        # OpenCL forbids zero-byte buffers; a 1-element allocation stands in for an empty array.
+        self.buffer = cl.Buffer(device.context, flags, max(self.nbytes, self.dtype.itemsize))
+
+    @property
+    def size(self):
+        return self.nbytes // self.dtype.itemsize
+
+    def set(self, array, wait=True):
+        array = np.ascontiguousarray(array, dtype=self.dtype)
+        if array.shape != self.shape:
+            raise ValueError(f"shape {array.shape} does not match device array {self.shape}")
+        if self.nbytes == 0:
+            return None
+        return cl.enqueue_copy(self.device.queue, self.buffer, array, is_blocking=wait)
+
+    def get(self, out=None):
+        out = np.empty(self.shape, self.dtype) if out is None else out
+        if self.nbytes:
+            cl.enqueue_copy(self.device.queue, out, self.buffer, is_blocking=True)
+        return out
+
+    def fill(self, value):
+        if self.nbytes:
+            cl.enqueue_fill_buffer(self.device.queue, self.buffer,
+                                   np.array(value, self.dtype), 0, self.nbytes)
+        return self
+
+
+def to_device(device, array, dtype=None):
+    array = np.ascontiguousarray(array, dtype=dtype or np.asarray(array).dtype)
+    out = DeviceArray(device, array.shape, array.dtype)
+    out.set(array)
+    return out
+
+
+def empty(device, shape, dtype=np.float32):
+    return DeviceArray(device, shape, dtype)

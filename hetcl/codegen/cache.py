@@ -1,0 +1,147 @@
+"""Build generated kernels, once: an in-memory cache and an on-disk cache of program binaries.
+
+Disk key = sha256(device fingerprint (driver version included) | build options | rendered
+source). The rendered source is a function of the template's content and the parameters, so the
+key changes whenever either does, and a driver update rebuilds everything.
+
+File layout, <cache dir>/programs/<key>.bin:  b"HETCLBIN1" | sha256(payload) (32 bytes) | payload
+(the driver's binary). A file that is short, has another magic, fails its checksum or that the
+driver refuses is deleted and rebuilt from source: the cache is never fatal. Files are written to
+a temporary name and renamed, so a crash leaves either nothing or a whole file.
+"""
+import hashlib
+import os
+import tempfile
+import warnings
+
+import pyopencl as cl
+
+from ..errors import BuildError
+from ..log import debug
+from .render import render
+
+MAGIC = b"HETCLBIN1"
+stats = {"compiled": 0, "disk_hits": 0, "memory_hits": 0, "rebuilt_corrupt": 0}
+_programs = {}
+
+
+def cache_dir():
+    """User cache dir for kernel binaries and the tuning DB (HETCL_CACHE_DIR overrides)."""
+    override = os.environ.get("HETCL_CACHE_DIR")
+    if override:
+        return override
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "hetcl")
+
+
+def _disk_path(key):
+    return os.path.join(cache_dir(), "programs", key + ".bin")
+
+
+def _read_binary(path):
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        debug("kernel cache: cannot read %s (%s), rebuilding", path, e)
+        return None
+    head = len(MAGIC) + 32
+    payload = blob[head:]
+    if (len(blob) <= head or not blob.startswith(MAGIC)
+            or hashlib.sha256(payload).digest() != blob[len(MAGIC):head]):
+        debug("kernel cache: %s is corrupt, rebuilding", path)
+        stats["rebuilt_corrupt"] += 1
+        _remove(path)
+        return None
+    return payload
+
+
+def _write_binary(path, payload):
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(MAGIC + hashlib.sha256(payload).digest() + payload)
+        os.replace(tmp, path)
+    except OSError as e:  # a read-only or full cache dir only costs a rebuild next time
+        debug("kernel cache: cannot write %s (%s)", path, e)
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _quiet_build(program, device, options):
+    """Build, keeping the compiler's warnings out of the user's terminal (HETCL_DEBUG shows
+    them)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", cl.CompilerWarning)
+        program.build(options=options, devices=[device.cl_device])
+    try:
+        log = program.get_build_info(device.cl_device, cl.program_build_info.LOG).strip()
+    except cl.Error:
+        log = ""
+    if log:
+        debug("build log on %s:\n%s", device, log)
+    return program
+
+
+def _build_from_source(device, source, options, template, params):
+    program = cl.Program(device.context, source)
+    try:
+        _quiet_build(program, device, options)
+    except cl.RuntimeError as e:
+        try:
+            log = program.get_build_info(device.cl_device, cl.program_build_info.LOG)
+        except cl.Error:
+            log = ""
+        raise BuildError(str(device), template, params, log or str(e)) from None
+    return program
+
+
+def _build_from_binary(device, payload, options):
+    try:
+        program = cl.Program(device.context, [device.cl_device], [payload])
+        return _quiet_build(program, device, options)
+    except cl.Error:
+        return None
+
+
+def build(device, params, options="", directories=None, **context):
+    """The built cl.Program of ``params.template`` for ``device``.
+
+    ``context`` holds the shape-specific template options (e.g. trans_a=True); the device's
+    feature flags are always passed as ``features``.
+    """
+    template = params.template
+    mem_key = (device.fingerprint, template, params, tuple(sorted(context.items())), options,
+               tuple(directories or ()))
+    program = _programs.get(mem_key)
+    if program is not None:
+        stats["memory_hits"] += 1
+        return program
+    source = render(template, params, directories, features=device.features, **context)
+    key = hashlib.sha256("\0".join((device.fingerprint, options, source)).encode()).hexdigest()
+    path = _disk_path(key)
+    payload = _read_binary(path)
+    program = _build_from_binary(device, payload, options) if payload is not None else None
+    if program is not None:
+        stats["disk_hits"] += 1
+        debug("kernel cache hit: %s %s on %s", template, params, device)
+    else:
+        if payload is not None:  # the driver refused a well-formed file: stale, rebuild
+            stats["rebuilt_corrupt"] += 1
+            _remove(path)
+        debug("compiling %s %s %s on %s", template, params, context, device)
+        program = _build_from_source(device, source, options, template, params)
+        stats["compiled"] += 1
+        binaries = program.get_info(cl.program_info.BINARIES)
+        if binaries and binaries[0]:
+            _write_binary(path, bytes(binaries[0]))
+    _programs[mem_key] = program
+    return program

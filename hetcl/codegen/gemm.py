@@ -1,0 +1,61 @@
+"""Host side of kernels/gemm.cl.mako: choose parameters, build, and enqueue a (batched) GEMM."""
+import numpy as np
+import pyopencl as cl
+
+from .cache import build
+from .params import GemmParams
+
+_ARG_TYPES = ([np.int32] * 3 + [np.float32] * 2 + [None, np.int32, np.int32, np.int32] * 3)
+
+
+class Gemm:
+    """C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b] for fixed shapes on one device.
+
+    Row-major operands; leading dimensions default to the packed ones. See the template header
+    for the exact layout. Build happens here, once; ``__call__`` only enqueues.
+    """
+
+    def __init__(self, device, m, n, k, trans_a=False, trans_b=False, batch=1, params=None,
+                 lda=None, ldb=None, ldc=None):
+        self.device = device
+        self.m, self.n, self.k, self.batch = int(m), int(n), int(k), int(batch)
+        self.trans_a, self.trans_b = bool(trans_a), bool(trans_b)
+        self.lda = lda or (self.m if trans_a else self.k)
+        self.ldb = ldb or (self.k if trans_b else self.n)
+        self.ldc = ldc or self.n
+        self.params = params or GemmParams.defaults(device.features)
+        reason = self.params.invalid_reason(device.features)
+        if reason:
+            raise ValueError(f"GEMM parameters {self.params} invalid on {device}: {reason}")
+        program = build(device, self.params, trans_a=self.trans_a, trans_b=self.trans_b)
+        self.kernel = cl.Kernel(program, "gemm")  # its own: arguments are per instance
+        self.kernel.set_scalar_arg_dtypes(_ARG_TYPES)
+        self.global_size = self.params.global_size(self.m, self.n, self.batch)
+        self.local_size = self.params.local_size()
+
+    def flops(self):
+        return 2.0 * self.m * self.n * self.k * self.batch
+
+    def __call__(self, a, b, c, alpha=1.0, beta=0.0, a_off=0, b_off=0, c_off=0,
+                 a_stride=0, b_stride=0, c_stride=0, wait_for=None, queue=None):
+        """Enqueue on the device's queue; a, b, c are cl.Buffers or DeviceArrays. Returns the
+        event. Offsets and batch strides are in elements."""
+        buf = lambda x: getattr(x, "buffer", x)
+        return self.kernel(
+            queue or self.device.queue, self.global_size, self.local_size,
+            self.m, self.n, self.k, alpha, beta,
+            buf(a), a_off, self.lda, a_stride, buf(b), b_off, self.ldb, b_stride,
+            buf(c), c_off, self.ldc, c_stride, wait_for=wait_for)
+
+
+def gemm(device, a, b, trans_a=False, trans_b=False, params=None):
+    """Convenience: numpy in, numpy out (2-D float32)."""
+    from ..buffers import empty, to_device
+    a = np.ascontiguousarray(a, np.float32)
+    b = np.ascontiguousarray(b, np.float32)
+    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    n = b.shape[0] if trans_b else b.shape[1]
+    op = Gemm(device, m, n, k, trans_a, trans_b, params=params)
+    c = empty(device, (m, n))
+    op(to_device(device, a), to_device(device, b), c)
+    return c.get()

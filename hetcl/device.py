@@ -1,0 +1,210 @@
+"""OpenCL device discovery, the device profile, feature flags and the device-selection parser.
+
+A Device is one OpenCL device with its own context and in-order profiling queue. Everything the
+kernels need to know about a device is in two places:
+  * ``profile``  - plain facts read from the driver (a dict, JSON-serialisable);
+  * ``features`` - flags derived from the profile by ``features(profile)``. Templates and kernel
+    defaults test these flags, never vendor or device names; a device quirk becomes a flag here.
+"""
+import functools
+import hashlib
+import json
+
+import pyopencl as cl
+
+from .errors import DeviceSelectionError, NoPlatformError
+
+KINDS = ("cpu", "igpu", "dgpu", "accelerator")
+
+NO_PLATFORM_HELP = (
+    "no OpenCL platform found: install one - `pip install hetcl[pocl]` gives a CPU device, "
+    "or install your GPU vendor's OpenCL driver")
+
+
+def _kind(dev):
+    if dev.type & cl.device_type.CPU:
+        return "cpu"
+    if dev.type & cl.device_type.GPU:
+        try:
+            unified = bool(dev.host_unified_memory)
+        except cl.Error:
+            unified = False
+        return "igpu" if unified else "dgpu"
+    return "accelerator"
+
+
+def _read_profile(platform, dev, index, platform_index, device_index):
+    def get(attr, default=None):
+        try:
+            return getattr(dev, attr)
+        except (cl.Error, AttributeError):
+            return default
+
+    local_type = get("local_mem_type", cl.device_local_mem_type.GLOBAL)
+    return {
+        "index": index,
+        "platform_index": platform_index,
+        "device_index": device_index,
+        "platform": platform.name.strip(),
+        "name": dev.name.strip(),
+        "vendor": dev.vendor.strip(),
+        "kind": _kind(dev),
+        "compute_units": dev.max_compute_units,
+        "clock_mhz": get("max_clock_frequency", 0),
+        "global_mem_bytes": dev.global_mem_size,
+        "max_alloc_bytes": dev.max_mem_alloc_size,
+        "local_mem_bytes": dev.local_mem_size,
+        "local_mem_dedicated": local_type == cl.device_local_mem_type.LOCAL,
+        "max_work_group_size": dev.max_work_group_size,
+        "max_work_item_sizes": list(dev.max_work_item_sizes),
+        "fp64": bool(get("double_fp_config", 0)),
+        "host_unified_memory": bool(get("host_unified_memory", False)),
+        "preferred_vector_width_float": get("preferred_vector_width_float", 1),
+        "driver_version": dev.driver_version.strip(),
+        "device_version": dev.version.strip(),
+        "extensions": sorted(dev.extensions.split()),
+    }
+
+
+def features(profile):
+    """Flags the templates and kernel defaults test. Derived only from the profile."""
+    return {
+        # Dedicated on-chip local memory (GPUs). Where local memory is emulated in global memory
+        # (CPUs), tiling through it only adds copies: the caches do that job.
+        "local_memory": profile["local_mem_dedicated"],
+        # Work-items are lanes of a SIMD machine that share one instruction stream (GPU warps);
+        # on CPUs PoCL turns a work-group into loops that it vectorises across work-items.
+        "simt": profile["kind"] in ("igpu", "dgpu"),
+        # Host and device share memory: buffers can be zero-copy (CPU, integrated GPU).
+        "unified_memory": profile["kind"] in ("cpu", "igpu") or profile["host_unified_memory"],
+        "fp64": profile["fp64"],
+        "max_work_group_size": profile["max_work_group_size"],
+        "local_mem_bytes": profile["local_mem_bytes"],
+    }
+
+
+def fingerprint(profile):
+    """Identifies a device *and its compiler*: binaries and tuning results are valid only for
+    the same one. The driver version is part of it, so a driver update rebuilds everything."""
+    keys = ("platform", "name", "vendor", "driver_version", "device_version", "compute_units")
+    blob = json.dumps({k: profile[k] for k in keys}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class Device:
+    """One OpenCL device with its own context and an in-order queue with profiling on."""
+
+    def __init__(self, cl_device, profile):
+        self.cl_device = cl_device
+        self.profile = profile
+        self.features = features(profile)
+        self.fingerprint = fingerprint(profile)
+        self._context = None
+        self._queue = None
+
+    index = property(lambda self: self.profile["index"])
+    name = property(lambda self: self.profile["name"])
+    kind = property(lambda self: self.profile["kind"])
+
+    @property
+    def context(self):
+        if self._context is None:
+            self._context = cl.Context([self.cl_device])
+        return self._context
+
+    @property
+    def queue(self):
+        if self._queue is None:
+            self._queue = cl.CommandQueue(
+                self.context, properties=cl.command_queue_properties.PROFILING_ENABLE)
+        return self._queue
+
+    def __repr__(self):
+        return f"Device({self.index}: {self.name} [{self.kind}])"
+
+    def __str__(self):
+        return f"device {self.index} ({self.name}, {self.profile['platform']})"
+
+
+@functools.lru_cache(maxsize=1)
+def _discover():
+    try:
+        platforms = cl.get_platforms()
+    except cl.Error as e:
+        if "PLATFORM_NOT_FOUND" in str(e) or "-1001" in str(e):
+            raise NoPlatformError(NO_PLATFORM_HELP) from None
+        raise
+    devices = []
+    for p_idx, platform in enumerate(platforms):
+        try:
+            cl_devices = platform.get_devices()
+        except cl.Error:  # a platform with no devices
+            continue
+        for d_idx, dev in enumerate(cl_devices):
+            profile = _read_profile(platform, dev, len(devices), p_idx, d_idx)
+            devices.append(Device(dev, profile))
+    if not devices:
+        raise NoPlatformError(NO_PLATFORM_HELP)
+    return tuple(devices)
+
+
+def list_devices():
+    """Every OpenCL device over all platforms, numbered in platform order."""
+    return list(_discover())
+
+
+def describe(devices):
+    return "; ".join(f"{d.profile['index']} = {d.profile['platform_index']}:"
+                     f"{d.profile['device_index']} {d.profile['name']} ({d.profile['kind']})"
+                     for d in devices)
+
+
+def parse_selection(spec, devices):
+    """Pick devices by a spec string. Works on anything with a ``profile`` dict, so it is pure.
+
+    Tokens, comma separated, union in order of first mention: ``all``, ``cpu``, ``gpu`` (igpu +
+    dgpu), ``igpu``, ``dgpu``, ``accelerator``, an index ``2`` (as `hetcl devices` numbers them),
+    or ``P:D`` (device D of platform P).
+    """
+    if isinstance(spec, int):
+        spec = str(spec)
+    tokens = [t.strip().lower() for t in str(spec or "").split(",") if t.strip()]
+    if not tokens:
+        raise DeviceSelectionError(
+            f"empty device selection; use all, cpu, gpu, igpu, dgpu, indices like 0,2 or P:D. "
+            f"Devices: {describe(devices)}")
+    chosen = []
+    for tok in tokens:
+        if tok == "all":
+            matched = list(devices)
+        elif tok == "gpu":
+            matched = [d for d in devices if d.profile["kind"] in ("igpu", "dgpu")]
+        elif tok in KINDS:
+            matched = [d for d in devices if d.profile["kind"] == tok]
+        elif tok.isdigit():
+            matched = [d for d in devices if d.profile["index"] == int(tok)]
+        elif ":" in tok and all(p.isdigit() for p in tok.split(":", 1)):
+            p, i = (int(x) for x in tok.split(":", 1))
+            matched = [d for d in devices
+                       if d.profile["platform_index"] == p and d.profile["device_index"] == i]
+        else:
+            raise DeviceSelectionError(
+                f"unknown device selector {tok!r}: use all, cpu, gpu, igpu, dgpu, indices like "
+                f"0,2 or P:D. Devices: {describe(devices)}")
+        if not matched:
+            raise DeviceSelectionError(
+                f"no device matches {tok!r}. Devices: {describe(devices)}")
+        chosen.extend(d for d in matched if d not in chosen)
+    return chosen
+
+
+def select_devices(spec="all"):
+    """Devices for a spec string (see parse_selection), a Device, or a list of Devices."""
+    if isinstance(spec, Device):
+        return [spec]
+    if isinstance(spec, (list, tuple)) and all(isinstance(d, Device) for d in spec):
+        if not spec:
+            raise DeviceSelectionError("empty device list")
+        return list(spec)
+    return parse_selection(spec, list_devices())
+

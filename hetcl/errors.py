@@ -1,0 +1,28 @@
+"""Errors a user can act on. Each message is one line that says what was wrong and what to do;
+the CLI prints it without a traceback and exits with status 1."""
+
+
+class HetclError(Exception):
+    """Base class: a mistake or a missing piece the user can fix."""
+
+
+class NoPlatformError(HetclError):
+    pass
+
+
+class DeviceSelectionError(HetclError):
+    pass
+
+
+class TemplateError(HetclError):
+    """A kernel template failed to render (e.g. an undefined name under strict_undefined)."""
+
+
+class BuildError(HetclError):
+    """The OpenCL compiler rejected a generated kernel. Carries the full build log."""
+
+    def __init__(self, device, template, params, log):
+        self.device, self.template, self.params, self.log = device, template, params, log
+        super().__init__(
+            f"OpenCL build of {template} failed on {device} with params {params}; "
+            f"compiler log:\n{log.strip()}")

@@ -1,0 +1,39 @@
+"""Shared fixtures: every OpenCL device present, and an isolated kernel cache per test session.
+
+Locally and in CI the devices are PoCL's (POCL_DEVICES="pthread basic" gives two uneven CPU
+devices); on the GPU machine NVIDIA's OpenCL device joins them.
+"""
+import os
+import tempfile
+
+import pytest
+
+# Before hetcl reads it: tests never touch (or depend on) the user's kernel cache.
+os.environ.setdefault("HETCL_CACHE_DIR", tempfile.mkdtemp(prefix="hetcl-test-cache-"))
+
+from hetcl.device import list_devices  # noqa: E402
+from hetcl.errors import NoPlatformError  # noqa: E402
+
+try:
+    DEVICES = list_devices()
+except NoPlatformError:
+    DEVICES = []
+
+
+def _device_id(d):
+    return f"{d.index}-{d.kind}-{d.name.split()[0]}"
+
+
+@pytest.fixture(params=DEVICES or [None], ids=[_device_id(d) for d in DEVICES] or ["none"])
+def device(request):
+    if request.param is None:
+        pytest.skip("no OpenCL device")
+    return request.param
+
+
+@pytest.fixture
+def gpu_device():
+    gpus = [d for d in DEVICES if d.kind in ("igpu", "dgpu")]
+    if not gpus:
+        pytest.skip("no GPU OpenCL device present")
+    return gpus[0]
