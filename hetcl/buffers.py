@@ -38,6 +38,11 @@ class DeviceArray:
             cl.enqueue_copy(self.device.queue, out, self.buffer, is_blocking=True)
         return out
 
+    def get_async(self, out, wait_for=None):
+        """Non-blocking read into ``out`` (kept alive by the caller); returns the event."""
+        return cl.enqueue_copy(self.device.queue, out, self.buffer, is_blocking=False,
+                               wait_for=wait_for)
+
     def fill(self, value):
         if self.nbytes:
             cl.enqueue_fill_buffer(self.device.queue, self.buffer,

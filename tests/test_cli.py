@@ -1,0 +1,74 @@
+"""The `hetcl` command: output, JSON, benchmarks and one-line errors."""
+import json
+import os
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from hetcl.cli import main
+from hetcl.device import list_devices
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_devices_table_lists_every_device():
+    result = invoke("devices")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[:4] == ["#", "P:D", "kind", "name"]
+    for d in list_devices():
+        assert any(line.startswith(f"{d.index} ") and d.name in line and d.kind in line
+                   and d.profile["driver_version"] in line for line in lines)
+
+
+def test_devices_json_is_complete():
+    result = invoke("devices", "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.output)
+    assert [d["index"] for d in data] == [d.index for d in list_devices()]
+    for entry in data:
+        for key in ("platform", "name", "kind", "compute_units", "clock_mhz", "global_mem_bytes",
+                    "local_mem_bytes", "max_work_group_size", "fp64", "driver_version",
+                    "fingerprint", "features"):
+            assert key in entry
+
+
+def test_devices_bench_measures_real_numbers():
+    last = list_devices()[-1].index
+    result = invoke("devices", "--devices", str(last), "--bench", "--json")
+    assert result.exit_code == 0, result.output
+    entry = json.loads(result.output[result.output.index("["):])[0]
+    assert entry["gflops"] > 0.1 and entry["h2d_gbs"] > 0.01 and entry["d2h_gbs"] > 0.01
+
+
+def test_unknown_device_is_one_line_error():
+    result = invoke("devices", "--devices", "7")
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1
+    assert result.output.startswith("hetcl: error: no device matches '7'. Devices: 0 = 0:0")
+    assert "Traceback" not in result.output
+
+
+def test_missing_platform_is_one_line_error():
+    """A machine with no OpenCL driver: the ICD loader finds no vendor files."""
+    code = ("import os, pyopencl, tempfile; d = tempfile.mkdtemp(); "
+            "os.environ['PYOPENCL_HOME'] = d; os.environ['OCL_ICD_VENDORS'] = d; "
+            "from hetcl.cli import main; main(['devices'], prog_name='hetcl')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=REPO))
+    assert out.returncode == 1
+    assert out.stderr.strip() == (
+        "hetcl: error: no OpenCL platform found: install one - `pip install hetcl[pocl]` gives "
+        "a CPU device, or install your GPU vendor's OpenCL driver")
+    assert out.stdout == ""
+
+
+def test_help_explains_selection():
+    result = invoke("devices", "--help")
+    assert result.exit_code == 0
+    assert "P:D" in result.output and "igpu" in result.output
