@@ -37,3 +37,9 @@ def gpu_device():
     if not gpus:
         pytest.skip("no GPU OpenCL device present")
     return gpus[0]
+
+
+# tests/reference.py is imported as `reference` by the kernel tests.
+import sys  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
