@@ -20,6 +20,16 @@ class DeviceArray:
         # OpenCL forbids zero-byte buffers; a 1-element allocation stands in for an empty array.
         self.buffer = cl.Buffer(device.context, flags, max(self.nbytes, self.dtype.itemsize))
 
+    def view(self, shape):
+        """The same memory seen with another shape (Flatten): no copy, no new buffer."""
+        out = DeviceArray.__new__(DeviceArray)
+        out.device, out.dtype, out.buffer = self.device, self.dtype, self.buffer
+        out.shape = tuple(int(s) for s in shape)
+        out.nbytes = int(np.prod(out.shape, dtype=np.int64)) * self.dtype.itemsize
+        if out.nbytes != self.nbytes:
+            raise ValueError(f"cannot view {self.shape} as {out.shape}")
+        return out
+
     @property
     def size(self):
         return self.nbytes // self.dtype.itemsize
