@@ -10,10 +10,16 @@ _LAZY = {
     "list_devices": "hetcl.device",
     "select_devices": "hetcl.device",
     "HetclError": "hetcl.errors",
+    "Graph": "hetcl.graph",
+    "Sequential": "hetcl.graph",
+    "Runtime": "hetcl.runtime",
 }
 
 
 def __getattr__(name):
+    if name in ("layers", "optim"):
+        import importlib
+        return importlib.import_module(f"hetcl.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'hetcl' has no attribute {name!r}")

@@ -26,3 +26,7 @@ class BuildError(HetclError):
         super().__init__(
             f"OpenCL build of {template} failed on {device} with params {params}; "
             f"compiler log:\n{log.strip()}")
+
+
+class ShapeError(HetclError):
+    """A layer got an input of a shape it cannot take (names the layer and both shapes)."""

@@ -1,0 +1,137 @@
+"""Bound layers: the kernels of one layer on one device for one batch size (see layers.py for
+the forward/backward contract). Built once; forward and backward only enqueue.
+
+Conv2D is im2col + the tuned GEMM. The batch is processed in chunks of images so that the column
+buffer [C*KH*KW, chunk*OH*OW] stays within a memory budget; the forward GEMM is batched over the
+chunk's images and writes NCHW directly, the backward works on dz in [F, N*OH*OW] layout ("fns")
+so that dW is one GEMM per chunk with K = chunk*OH*OW, accumulated over chunks.
+"""
+import numpy as np
+
+from .buffers import empty
+from .codegen.conv import Col2Im, Im2Col
+from .codegen.eltwise import ActBwd, BiasAct, BiasGrad
+from .codegen.gemm import Gemm
+from .codegen.pool import MaxPoolBwd, MaxPoolFwd
+from .codegen.update import Axpby
+
+COL_BUDGET_BYTES = {"cpu": 64 << 20, "gpu": 512 << 20}
+
+
+class DenseOp:
+    def __init__(self, device, n, fin, fout, act):
+        self.fwd = Gemm(device, n, fout, fin, trans_b=True)        # x [n,fin] @ W^T
+        self.bias_act = BiasAct(device, n, fout, 1, act, "nfs", bias=True)
+        self.act_bwd = ActBwd(device, n, fout, 1, act, "nfs") if act != "none" else None
+        self.dz = empty(device, (n, fout)) if act != "none" else None
+        self.bias_grad = BiasGrad(device, n, fout, 1, "nfs")
+        self.dw = Gemm(device, fout, fin, n, trans_a=True)           # dz^T [fout,n] @ x
+        self.dx = Gemm(device, n, fin, fout)                         # dz [n,fout] @ W
+
+    def forward(self, xs, y, p):
+        self.fwd(xs[0], p["weight"], y)
+        self.bias_act(y, p["bias"], y)
+
+    def backward(self, xs, y, dy, dxs, p, g):
+        dz = dy
+        if self.act_bwd is not None:
+            self.act_bwd(y, dy, self.dz)
+            dz = self.dz
+        self.bias_grad(dz, g["bias"])
+        self.dw(dz, xs[0], g["weight"])
+        if dxs[0] is not None:
+            self.dx(dz, p["weight"], dxs[0])
+
+
+class ConvOp:
+    def __init__(self, device, n, in_chw, f, kernel, stride, pad, act):
+        c, h, w = in_chw
+        oh = (h + 2 * pad[0] - kernel[0]) // stride[0] + 1
+        ow = (w + 2 * pad[1] - kernel[1]) // stride[1] + 1
+        self.n, self.chw, self.f, self.s = n, c * h * w, f, oh * ow
+        ckk = c * kernel[0] * kernel[1]
+        budget = COL_BUDGET_BYTES["gpu" if device.features["simt"] else "cpu"]
+        budget = min(budget, device.profile["max_alloc_bytes"] // 2)
+        chunk = int(max(1, min(n, budget // (4 * ckk * self.s))))
+        self.chunks = [(n0, min(chunk, n - n0)) for n0 in range(0, n, chunk)]
+        sizes = sorted({nc for _, nc in self.chunks})
+        geo = (in_chw, kernel, stride, pad)
+        self.im2col = {nc: Im2Col(device, *geo, nc) for nc in sizes}
+        self.col2im = {nc: Col2Im(device, *geo, nc) for nc in sizes}
+        self.col = empty(device, (ckk, chunk * self.s))
+        # Forward, per chunk: y[n0+i] (F x S) = W (F x CKK) @ col[:, i*S:(i+1)*S], batched over i.
+        self.fwd = {nc: Gemm(device, f, self.s, ckk, batch=nc, ldb=nc * self.s, ldc=self.s)
+                    for nc in sizes}
+        self.bias_act = BiasAct(device, n, f, self.s, act, "nfs", bias=True)
+        self.dz = empty(device, (f, n * self.s))                     # "fns" layout
+        self.act_bwd = ActBwd(device, n, f, self.s, act, "fns")
+        self.bias_grad = BiasGrad(device, n, f, self.s, "fns")
+        # dW (F x CKK) += dz[:, chunk] (F x nc*S) @ col^T;  dcol (CKK x nc*S) = W^T @ dz[:, chunk]
+        self.dw = {nc: Gemm(device, f, ckk, nc * self.s, trans_b=True, lda=n * self.s)
+                   for nc in sizes}
+        self.dcol = {nc: Gemm(device, ckk, nc * self.s, f, trans_a=True, ldb=n * self.s)
+                     for nc in sizes}
+
+    def forward(self, xs, y, p):
+        for n0, nc in self.chunks:
+            self.im2col[nc](xs[0], self.col, x_off=n0 * self.chw)
+            self.fwd[nc](p["weight"], self.col, y, c_off=n0 * self.f * self.s,
+                         b_stride=self.s, c_stride=self.f * self.s)
+        self.bias_act(y, p["bias"], y)
+
+    def backward(self, xs, y, dy, dxs, p, g):
+        self.act_bwd(y, dy, self.dz)
+        self.bias_grad(self.dz, g["bias"])
+        for i, (n0, nc) in enumerate(self.chunks):
+            self.im2col[nc](xs[0], self.col, x_off=n0 * self.chw)
+            self.dw[nc](self.dz, self.col, g["weight"], a_off=n0 * self.s,
+                        beta=0.0 if i == 0 else 1.0)
+            if dxs[0] is not None:  # the column buffer is free again: reuse it for dcol
+                self.dcol[nc](p["weight"], self.dz, self.col, b_off=n0 * self.s)
+                self.col2im[nc](self.col, dxs[0], dx_off=n0 * self.chw)
+
+
+class MaxPoolOp:
+    def __init__(self, device, n, in_chw, size, stride):
+        shape = (n,) + tuple(in_chw)
+        self.fwd = MaxPoolFwd(device, shape, size, stride)
+        self.bwd = MaxPoolBwd(device, shape, size, stride)
+        self.argmax = empty(device, self.fwd.out_shape, np.int32)
+
+    def forward(self, xs, y, p):
+        self.fwd(xs[0], y, self.argmax)
+
+    def backward(self, xs, y, dy, dxs, p, g):
+        if dxs[0] is not None:
+            self.bwd(dy, self.argmax, dxs[0])
+
+
+class ActivationOp:
+    """A ReLU or Sigmoid that could not be fused into the layer before it."""
+
+    def __init__(self, device, n, size, act):
+        self.fwd = BiasAct(device, n, size, 1, act, "nfs", bias=False)
+        self.bwd = ActBwd(device, n, size, 1, act, "nfs")
+
+    def forward(self, xs, y, p):
+        self.fwd(xs[0], None, y)
+
+    def backward(self, xs, y, dy, dxs, p, g):
+        if dxs[0] is not None:
+            self.bwd(y, dy, dxs[0])
+
+
+class AddOp:
+    def __init__(self, device, size, inputs):
+        self.axpby = Axpby(device, size)
+        self.inputs = inputs
+
+    def forward(self, xs, y, p):
+        self.axpby(xs[0], y, 1.0, 0.0)
+        for x in xs[1:]:
+            self.axpby(x, y, 1.0, 1.0)
+
+    def backward(self, xs, y, dy, dxs, p, g):
+        for dx in dxs:
+            if dx is not None:
+                self.axpby(dy, dx, 1.0, 0.0)

@@ -1,0 +1,35 @@
+"""Optimizers. The update runs on each device replica (kernels/update.cl.mako); the host only
+holds the hyper-parameters and the step count."""
+from .buffers import empty
+from .codegen.update import SGD as SGDKernel
+from .errors import HetclError
+
+
+class SGD:
+    """PyTorch's SGD: momentum (optionally Nesterov) and L2 weight decay."""
+
+    def __init__(self, lr=0.01, momentum=0.0, weight_decay=0.0, nesterov=False):
+        if lr <= 0 or momentum < 0 or weight_decay < 0:
+            raise HetclError(f"SGD needs lr > 0, momentum >= 0, weight_decay >= 0; got lr={lr}, "
+                             f"momentum={momentum}, weight_decay={weight_decay}")
+        if nesterov and momentum == 0:
+            raise HetclError("Nesterov momentum needs momentum > 0")
+        self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
+        self.nesterov = bool(nesterov)
+        self.steps = 0  # counted by Runtime.train_step, once per step over all replicas
+        self._kernels = {}
+
+    def _kernel(self, device, size):
+        key = (device.index, size)
+        if key not in self._kernels:
+            self._kernels[key] = SGDKernel(device, size, nesterov=self.nesterov)
+        return self._kernels[key]
+
+    def apply(self, replica):
+        """Update one replica's parameters from its gradients (enqueued, not waited for)."""
+        momentum = replica.state.setdefault("momentum", {})
+        for name, p in replica.params.items():
+            if name not in momentum:
+                momentum[name] = empty(replica.device, p.shape).fill(0.0)
+            self._kernel(replica.device, p.size)(p, replica.grads[name], momentum[name],
+                                                 self.lr, self.momentum, self.weight_decay)

@@ -1,0 +1,115 @@
+"""Every layer's bound op, forward and all backward outputs, against tests/reference.py on every
+device, for shapes that are multiples of no tile (batch 1 and 7, 3 and 5 channels, 13x11 images,
+stride 2, padding 1 and 2). Outputs are poisoned with NaN before each run."""
+import numpy as np
+import pytest
+
+import reference as ref
+from hetcl.buffers import empty, to_device
+from hetcl.layers import Add, Conv2D, Dense, MaxPool2D, ReLU, Sigmoid
+
+TOL = 1e-4
+ACTS = {"none": (lambda z: z, lambda y, dy: dy), "relu": (ref.relu_fwd, ref.relu_bwd),
+        "sigmoid": (ref.sigmoid_fwd, ref.sigmoid_bwd)}
+
+
+def rel(a, b):
+    return np.linalg.norm(np.asarray(a, np.float64) - b) / max(np.linalg.norm(b), 1e-30)
+
+
+def poisoned(device, shape, dtype=np.float32):
+    return empty(device, shape, dtype).fill(np.nan)
+
+
+def run_layer(device, layer, xs, params, act="none", seed=0):
+    """Bind on the device, run forward then backward with a random dy. -> y, dy, dxs, grads"""
+    n = xs[0].shape[0]
+    layer.build(*(x.shape[1:] for x in xs))
+    op = layer.bind(device, n, act=act)
+    dev_x = [to_device(device, x.astype(np.float32)) for x in xs]
+    dev_p = {k: to_device(device, v.astype(np.float32)) for k, v in params.items()}
+    y = poisoned(device, (n,) + layer.output_shape)
+    op.forward(dev_x, y, dev_p)
+    dy = np.random.default_rng(seed).standard_normal((n,) + layer.output_shape).astype(np.float32)
+    dxs = [poisoned(device, x.shape) for x in xs]
+    grads = {k: poisoned(device, v.shape) for k, v in params.items()}
+    op.backward(dev_x, y, to_device(device, dy), dxs, dev_p, grads)
+    return y.get(), dy, [d.get() for d in dxs], {k: v.get() for k, v in grads.items()}
+
+
+@pytest.mark.parametrize("n,fin,fout", [(1, 5, 3), (7, 13, 5), (33, 100, 10)])
+@pytest.mark.parametrize("act", ["none", "relu", "sigmoid"])
+def test_dense(device, n, fin, fout, act):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((n, fin))
+    w, b = rng.standard_normal((fout, fin)), rng.standard_normal(fout)
+    y, dy, (dx,), g = run_layer(device, Dense(fin, fout), [x], {"weight": w, "bias": b}, act)
+    fwd, bwd = ACTS[act]
+    y_ref = fwd(ref.dense_fwd(x, w, b))
+    assert rel(y, y_ref) < TOL
+    dx_ref, dw_ref, db_ref = ref.dense_bwd(x, w, bwd(y_ref, dy))
+    assert rel(dx, dx_ref) < TOL and rel(g["weight"], dw_ref) < TOL and rel(g["bias"], db_ref) < TOL
+
+
+CONVS = [  # n, c, h, w, f, kernel, stride, pad
+    (1, 3, 13, 11, 5, (3, 3), (1, 1), (1, 1)),
+    (7, 5, 13, 11, 3, (5, 5), (2, 2), (2, 2)),
+    (7, 3, 13, 11, 5, (3, 2), (2, 1), (0, 1)),
+    (2, 1, 28, 28, 6, (5, 5), (1, 1), (2, 2)),
+    (3, 6, 14, 14, 16, (5, 5), (1, 1), (0, 0)),
+    (1, 2, 1, 1, 3, (1, 1), (1, 1), (0, 0)),
+]
+
+
+@pytest.mark.parametrize("n,c,h,w,f,k,s,p", CONVS)
+@pytest.mark.parametrize("act", ["none", "relu"])
+def test_conv2d(device, n, c, h, w, f, k, s, p, act):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((n, c, h, w))
+    wt, b = rng.standard_normal((f, c) + k), rng.standard_normal(f)
+    layer = Conv2D(c, f, k, stride=s, padding=p)
+    y, dy, (dx,), g = run_layer(device, layer, [x], {"weight": wt, "bias": b}, act)
+    fwd, bwd = ACTS[act]
+    y_ref = fwd(ref.conv2d_fwd(x, wt, b, s, p))
+    assert rel(y, y_ref) < TOL
+    dx_ref, dw_ref, db_ref = ref.conv2d_bwd(x, wt, bwd(y_ref, dy), s, p)
+    assert rel(dx, dx_ref) < TOL and rel(g["weight"], dw_ref) < TOL and rel(g["bias"], db_ref) < TOL
+
+
+def test_conv2d_in_chunks(device, monkeypatch):
+    """A column budget smaller than the batch forces several chunks (and a short last one)."""
+    import hetcl.ops as ops
+    monkeypatch.setattr(ops, "COL_BUDGET_BYTES", {"cpu": 4 * 27 * 99 * 2, "gpu": 4 * 27 * 99 * 2})
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 3, 11, 9))
+    wt, b = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    y, dy, (dx,), g = run_layer(device, Conv2D(3, 4, 3), [x], {"weight": wt, "bias": b})
+    assert rel(y, ref.conv2d_fwd(x, wt, b)) < TOL
+    dx_ref, dw_ref, db_ref = ref.conv2d_bwd(x, wt, dy)
+    assert rel(dx, dx_ref) < TOL and rel(g["weight"], dw_ref) < TOL and rel(g["bias"], db_ref) < TOL
+
+
+@pytest.mark.parametrize("n,c,h,w,size,stride", [(1, 3, 13, 11, (2, 2), (2, 2)),
+                                                 (7, 5, 13, 11, (3, 3), (2, 2)),
+                                                 (2, 6, 28, 28, (2, 2), None)])
+def test_maxpool(device, n, c, h, w, size, stride):
+    x = np.random.default_rng(4).standard_normal((n, c, h, w))
+    y, dy, (dx,), _ = run_layer(device, MaxPool2D(size, stride), [x], {})
+    y_ref, arg = ref.maxpool_fwd(x, size, stride or size)
+    assert rel(y, y_ref) < TOL
+    assert rel(dx, ref.maxpool_bwd(x.shape, arg, dy)) < TOL
+
+
+@pytest.mark.parametrize("layer,act", [(ReLU(), "relu"), (Sigmoid(), "sigmoid")])
+def test_activations(device, layer, act):
+    x = np.random.default_rng(5).standard_normal((7, 3, 5, 4)) * 3
+    y, dy, (dx,), _ = run_layer(device, layer, [x], {})
+    fwd, bwd = ACTS[act]
+    assert rel(y, fwd(x)) < TOL and rel(dx, bwd(fwd(x), dy)) < TOL
+
+
+def test_add(device):
+    rng = np.random.default_rng(6)
+    a, b = rng.standard_normal((7, 13)), rng.standard_normal((7, 13))
+    y, dy, (da, db), _ = run_layer(device, Add(), [a, b], {})
+    assert rel(y, a + b) < TOL and rel(da, dy) < TOL and rel(db, dy) < TOL
