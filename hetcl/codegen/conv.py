@@ -1,0 +1,132 @@
+"""Host side of kernels/conv2d.cl.mako: im2col / col2im for convolution as GEMM.
+
+A Conv2D layer runs, per chunk of images:
+  forward      col = im2col(x);   Y[F, images*OH*OW] = W[F, C*KH*KW] @ col
+  backward     dW += dY @ col^T;  dcol = W^T @ dY;  dx = col2im(dcol)
+The col layout is documented in the template header. Shapes are compile-time constants of the
+generated program; each object builds once in its constructor, ``__call__`` only enqueues.
+"""
+import dataclasses
+import itertools
+
+import numpy as np
+
+from .launch import Launch, round_up
+from .params import KernelParams
+
+
+def conv_out_hw(in_hw, kernel_hw, stride_hw, pad_hw):
+    """(OH, OW) of a convolution; ValueError if the kernel does not fit the padded image."""
+    out = tuple((size + 2 * p - k) // s + 1
+                for size, k, s, p in zip(in_hw, kernel_hw, stride_hw, pad_hw))
+    if min(out) < 1:
+        raise ValueError(f"kernel {tuple(kernel_hw)} does not fit input {tuple(in_hw)} padded "
+                         f"by {tuple(pad_hw)}")
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class _ConvDataParams(KernelParams):
+    """See the header of kernels/conv2d.cl.mako: WG work-items per group, WPT items (columns or
+    pixels) per work-item, CPT channels per work-item."""
+    WG: int = 64
+    WPT: int = 1
+    CPT: int = 1
+
+    template = "conv2d.cl.mako"
+
+    def check(self):
+        if min(self.WG, self.WPT, self.CPT) < 1:
+            return "every tunable must be positive"
+        return None
+
+    def work_group_size(self):
+        return self.WG
+
+    def local_mem_bytes(self):
+        return 0
+
+    def global_size(self, items, channels):
+        return (round_up(-(-items // self.WPT), self.WG), -(-channels // self.CPT))
+
+    def local_size(self):
+        return (self.WG, 1)
+
+    @classmethod
+    def space(cls, features):
+        return [cls(wg, wpt, cpt) for wg, wpt, cpt in
+                itertools.product((16, 32, 64, 128, 256), (1, 2, 4, 8), (1, 2, 4))
+                if cls(wg, wpt, cpt).check() is None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Im2ColParams(_ConvDataParams):
+    @classmethod
+    def defaults(cls, features):
+        if features["simt"]:
+            # GPU: one column per work-item for the most parallelism; 128-wide groups give the
+            # scheduler several warps per group. Stores coalesce along the columns.
+            return cls(WG=128, WPT=1, CPT=1)
+        # CPU: PoCL runs a work-group as a loop (vectorised across work-items); bigger groups
+        # and several columns per item amortise the per-group and index-decoding overhead.
+        return cls(WG=64, WPT=4, CPT=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Col2ImParams(_ConvDataParams):
+    @classmethod
+    def defaults(cls, features):
+        if features["simt"]:
+            return cls(WG=128, WPT=1, CPT=1)
+        # CPU: two channels per item reuse the window bounds computed per pixel.
+        return cls(WG=64, WPT=4, CPT=2)
+
+
+class _ConvData:
+    kernel = None       # "im2col" / "col2im"
+    params_cls = None
+
+    def __init__(self, device, in_chw, kernel_hw, stride_hw, pad_hw, images, params=None):
+        self.device = device
+        self.c, self.h, self.w = (int(v) for v in in_chw)
+        self.kh, self.kw = (int(v) for v in kernel_hw)
+        self.sh, self.sw = (int(v) for v in stride_hw)
+        self.ph, self.pw = (int(v) for v in pad_hw)
+        self.images = int(images)
+        if min(self.c, self.h, self.w, self.kh, self.kw, self.sh, self.sw, self.images) < 1 \
+                or min(self.ph, self.pw) < 0:
+            raise ValueError(f"bad conv shape: in {in_chw}, kernel {kernel_hw}, stride "
+                             f"{stride_hw}, pad {pad_hw}, images {images}")
+        self.out_hw = conv_out_hw((self.h, self.w), kernel_hw, stride_hw, pad_hw)
+        self.rows = self.c * self.kh * self.kw
+        self.cols = self.images * self.out_hw[0] * self.out_hw[1]
+        self.params = params or self.params_cls.defaults(device.features)
+        items = self.cols if self.kernel == "im2col" else self.images * self.h * self.w
+        self._launch = Launch(
+            device, self.params, self.kernel, self._arg_types,
+            self.params.global_size(items, self.c), self.params.local_size(),
+            kernel=self.kernel, c=self.c, h=self.h, w=self.w, kh=self.kh, kw=self.kw,
+            sh=self.sh, sw=self.sw, ph=self.ph, pw=self.pw, images=self.images)
+
+
+class Im2Col(_ConvData):
+    """col[C*KH*KW, images*OH*OW] <- the receptive fields of ``images`` NCHW images."""
+    kernel = "im2col"
+    params_cls = Im2ColParams
+    _arg_types = [None, np.int64, None]
+
+    def __call__(self, x, col, x_off=0, wait_for=None):
+        """x: float32 NCHW buffer, the chunk starting at element x_off; col: [rows, cols]."""
+        return self._launch(x, int(x_off), col, wait_for=wait_for)
+
+
+class Col2Im(_ConvData):
+    """dx (overwritten) <- the adjoint of im2col: each pixel sums the col entries taken from
+    it."""
+    kernel = "col2im"
+    params_cls = Col2ImParams
+    _arg_types = [None, None, np.int64]
+
+    def __call__(self, col, dx, dx_off=0, wait_for=None):
+        """col: [rows, cols]; dx: float32 NCHW buffer, the chunk starting at element dx_off."""
+        return self._launch(col, dx, int(dx_off), wait_for=wait_for)

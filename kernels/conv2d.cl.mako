@@ -1,0 +1,123 @@
+## conv2d.cl.mako - im2col and col2im: the data movement that turns a 2-D convolution into GEMMs.
+##
+## Rendered once per layer shape; ``kernel`` picks which of the two kernels this program holds
+## ("im2col" or "col2im"), so a layer compiles only what it launches.
+##
+## Shapes (compile-time constants, lower case in the context, so index math folds):
+##   c, h, w      input channels, height, width of one image
+##   kh, kw       kernel height, width;   sh, sw  strides;   ph, pw  zero padding (each side)
+##   images       images in the chunk one launch handles
+##   OH = (h + 2*ph - kh)//sh + 1,  OW = (w + 2*pw - kw)//sw + 1
+##
+## Memory layout (float32, element offsets, row-major):
+##   x, dx  NCHW: pixel (n, ch, y, x) of the chunk at  off + ((n*c + ch)*h + y)*w + x,
+##          off = x_off / dx_off (the chunk's first image inside a larger batch buffer).
+##   col    [c*kh*kw, images*OH*OW], packed (row stride = COLS = images*OH*OW):
+##          row    r = ch*kh*kw + i*kw + j       (i < kh, j < kw: the tap of the kernel)
+##          column q = n*OH*OW + oy*OW + ox      (the output pixel)
+##          col[r, q] = x[n, ch, oy*sh - ph + i, ox*sw - pw + j], 0 where that is padding.
+##   Conv weights W[F, c, kh, kw] viewed as [F, c*kh*kw] multiply col directly (Y = W @ col).
+##
+## im2col: one work-item per (output column q, group of CPT channels); it writes the kh*kw rows
+##   of each of its channels. Consecutive work-items own consecutive columns, so the col stores
+##   (the larger side: kh*kw times x) are contiguous across a warp / a PoCL vector.
+## col2im: the adjoint of im2col as a gather: one work-item per (input pixel, group of CPT
+##   channels); it sums col over the (oy, ox) windows that cover its pixel, in a fixed order, and
+##   overwrites dx. No atomics, deterministic, overlapping windows (stride < kernel) just work.
+##
+## NDRange: global = (ceil(items / (WG*WPT)) * WG, ceil(c / CPT)), local = (WG, 1);
+##   items = images*OH*OW columns (im2col) or images*h*w pixels (col2im).
+##   Work-item t of group g owns items g*WG*WPT + t + k*WG (k < WPT): strided by WG so that the
+##   work-group touches WG consecutive items at each step k.
+##
+## Tunables (hetcl/codegen/conv.py: Im2ColParams / Col2ImParams, which also check them):
+##   WG   work-items per work-group (along the items)
+##   WPT  items (columns / pixels) per work-item: amortises index math, fewer work-items
+##   CPT  channels per work-item: reuses the decoded (n, oy, ox) / window bounds CPT times
+##
+## Index math: offsets into x/dx and col are size_t (images*c*h*w or rows*COLS can pass 2^31);
+## per-image quantities stay int.
+<%
+OH = (h + 2 * ph - kh) // sh + 1
+OW = (w + 2 * pw - kw) // sw + 1
+OHW = OH * OW
+HW = h * w
+KK = kh * kw
+COLS = images * OHW
+NPIX = images * HW
+padded = ph > 0 or pw > 0
+# End (exclusive) of this work-item's channel group; the clamp is only needed when CPT does not divide c.
+ch_end = "min(ch0 + %d, %d)" % (CPT, c) if c % CPT else "ch0 + %d" % CPT
+%>
+#define WG ${WG}
+
+% if kernel == "im2col":
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void im2col(__global const float* restrict x, const long x_off, __global float* restrict col)
+{
+    const size_t q0 = get_group_id(0) * (size_t)(WG * ${WPT}) + get_local_id(0);
+    const int ch0 = get_global_id(1) * ${CPT};
+    x += x_off;
+    for (int k = 0; k < ${WPT}; ++k) {
+        const size_t q = q0 + k * WG;
+        if (q >= ${COLS}UL)
+            break;
+        const size_t n = q / ${OHW};
+        const int p = (int)(q - n * ${OHW});
+        const int iy0 = (p / ${OW}) * ${sh} - ${ph};
+        const int ix0 = (p % ${OW}) * ${sw} - ${pw};
+        for (int ch = ch0; ch < ${ch_end}; ++ch) {
+            __global const float* src = x + (n * ${c} + ch) * (size_t)${HW};
+            __global float* dst = col + (size_t)ch * ${KK} * ${COLS}UL + q;
+            for (int i = 0; i < ${kh}; ++i) {
+                const int iy = iy0 + i;
+                for (int j = 0; j < ${kw}; ++j) {
+                    const int ix = ix0 + j;
+% if padded:
+                    const bool inside = iy >= 0 && iy < ${h} && ix >= 0 && ix < ${w};
+                    dst[(size_t)(i * ${kw} + j) * ${COLS}UL] = inside ? src[iy * ${w} + ix] : 0.0f;
+% else:
+                    dst[(size_t)(i * ${kw} + j) * ${COLS}UL] = src[iy * ${w} + ix];
+% endif
+                }
+            }
+        }
+    }
+}
+
+% elif kernel == "col2im":
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void col2im(__global const float* restrict col, __global float* restrict dx, const long dx_off)
+{
+    const size_t p0 = get_group_id(0) * (size_t)(WG * ${WPT}) + get_local_id(0);
+    const int ch0 = get_global_id(1) * ${CPT};
+    dx += dx_off;
+    for (int k = 0; k < ${WPT}; ++k) {
+        const size_t pix = p0 + k * WG;
+        if (pix >= ${NPIX}UL)
+            break;
+        const size_t n = pix / ${HW};
+        const int p = (int)(pix - n * ${HW});
+        // Position in the padded image; output (oy, ox) reads it through tap
+        // (yp - oy*sh, xp - ox*sw) when that tap lies inside the kernel.
+        const int yp = p / ${w} + ${ph}, xp = p % ${w} + ${pw};
+        const int oy_lo = yp >= ${kh} ? (yp - ${kh}) / ${sh} + 1 : 0;
+        const int oy_hi = min(yp / ${sh}, ${OH - 1});
+        const int ox_lo = xp >= ${kw} ? (xp - ${kw}) / ${sw} + 1 : 0;
+        const int ox_hi = min(xp / ${sw}, ${OW - 1});
+        __global const float* src = col + n * ${OHW};
+        for (int ch = ch0; ch < ${ch_end}; ++ch) {
+            __global const float* src_c = src + (size_t)ch * ${KK} * ${COLS}UL;
+            float sum = 0.0f;
+            for (int oy = oy_lo; oy <= oy_hi; ++oy) {
+                const int i = yp - oy * ${sh};
+                for (int ox = ox_lo; ox <= ox_hi; ++ox) {
+                    const int j = xp - ox * ${sw};
+                    sum += src_c[(size_t)(i * ${kw} + j) * ${COLS}UL + oy * ${OW} + ox];
+                }
+            }
+            dx[(n * ${c} + ch) * (size_t)${HW} + p] = sum;
+        }
+    }
+}
+% endif
