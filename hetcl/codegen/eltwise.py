@@ -1,0 +1,228 @@
+"""Host side of kernels/eltwise.cl.mako: fused bias + activation, activation backward (with the
+fns -> nfs transposition a conv needs) and the deterministic bias gradient.
+
+Shapes: n batch rows, f features / channels, s spatial size H*W (1 for dense). Layouts:
+"nfs" = [n][f][s] (NCHW; [N, F] for dense) and "fns" = [f][n][s] (a conv GEMM's output).
+Each class builds its kernel once in the constructor; ``__call__`` only enqueues and returns
+the event.
+"""
+import dataclasses
+import itertools
+
+from .launch import Launch
+from .params import FLOAT_BYTES, KernelParams
+
+ACTIVATIONS = ("none", "relu", "sigmoid")
+LAYOUTS = ("nfs", "fns")
+VECTOR_WIDTHS = (1, 2, 4, 8, 16)
+INT_MAX = 2 ** 31 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class EltwiseParams(KernelParams):
+    """Flat element-wise kernels (bias_act, act_bwd; update.cl.mako reuses it). See the header
+    of kernels/eltwise.cl.mako: WGS work-items per group, WPT vectors per work-item, VW floats
+    per vector."""
+    WGS: int = 64
+    WPT: int = 1
+    VW: int = 1
+
+    template = "eltwise.cl.mako"
+
+    def check(self):
+        if min(self.WGS, self.WPT, self.VW) < 1:
+            return "every tunable must be positive"
+        if self.VW not in VECTOR_WIDTHS:
+            return f"VW={self.VW} is not an OpenCL vector width {VECTOR_WIDTHS}"
+        if self.WPT * self.VW > 64:
+            return "more than 64 elements per work-item"
+        return None
+
+    def work_group_size(self):
+        return self.WGS
+
+    def local_mem_bytes(self):
+        return 0
+
+    def elements_per_group(self):
+        return self.WGS * self.WPT * self.VW
+
+    def global_size(self, total):
+        return (max(1, -(-int(total) // self.elements_per_group())) * self.WGS,)
+
+    def local_size(self):
+        return (self.WGS,)
+
+    @classmethod
+    def defaults(cls, features):
+        if features["simt"]:
+            # GPU: a float4 per work-item, 256-wide groups: 16-byte coalesced transactions
+            # (measured on an H200, NVIDIA OpenCL, 256x64x1024 relu: 36 us, ~3.7 TB/s; VW=1:
+            # 56 us; VW=16: 190 us).
+            return cls(WGS=256, WPT=1, VW=4)
+        # CPU: explicit float16 vectors (measured on PoCL, 2 cores, 256x6x784 relu: 0.36 ms vs
+        # 2.7 ms with VW=1 left to PoCL's own vectorisation across work-items).
+        return cls(WGS=64, WPT=1, VW=16)
+
+    @classmethod
+    def space(cls, features):
+        out = []
+        for wgs, wpt, vw in itertools.product((16, 32, 64, 128, 256), (1, 2, 4, 8),
+                                              (1, 2, 4, 8, 16)):
+            p = cls(wgs, wpt, vw)
+            if p.check() is None:
+                out.append(p)
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class BiasGradParams(KernelParams):
+    """bias_grad: FPG features per work-group, WGS work-items per feature (a power of two, the
+    width of the local-memory reduction tree), VW elements per step (independent Kahan lanes),
+    BLOCKED contiguous blocks (1) or interleaved units (0) per work-item. See the header of
+    kernels/eltwise.cl.mako."""
+    WGS: int = 64
+    FPG: int = 1
+    VW: int = 1
+    BLOCKED: int = 1
+
+    template = "eltwise.cl.mako"
+
+    def check(self):
+        if self.WGS < 1 or self.WGS & (self.WGS - 1):
+            return f"WGS={self.WGS} must be a power of two (reduction tree)"
+        if self.FPG < 1:
+            return "FPG must be positive"
+        if self.VW not in VECTOR_WIDTHS:
+            return f"VW={self.VW} is not an OpenCL vector width {VECTOR_WIDTHS}"
+        if self.BLOCKED not in (0, 1):
+            return "BLOCKED is 0 or 1"
+        return None
+
+    def work_group_size(self):
+        return self.WGS * self.FPG
+
+    def local_mem_bytes(self):
+        return FLOAT_BYTES * self.WGS * self.FPG
+
+    def global_size(self, f):
+        return (-(-int(f) // self.FPG) * self.FPG, self.WGS)
+
+    def local_size(self):
+        return (self.FPG, self.WGS)
+
+    @classmethod
+    def defaults(cls, features):
+        if features["simt"]:
+            # GPU: 256 work-items per feature reading interleaved (coalesced) elements
+            # (H200, 256x64x1024 "fns": 47 us; the "nfs" case prefers VW=4: 66 vs 126 us).
+            return cls(WGS=256, FPG=1, VW=1, BLOCKED=0)
+        # CPU: a few work-items per feature, each streaming through a contiguous block with
+        # 16 Kahan lanes (measured on PoCL, 2 cores, 256x6x784: 0.21 ms; one lane: 2.4 ms).
+        return cls(WGS=16, FPG=1, VW=16, BLOCKED=1)
+
+    def fit(self, layout, s):
+        """These parameters with VW lowered (16 -> 4 -> 1) until a unit of VW elements is one
+        contiguous load in ``layout``; used for the defaults, where the shape is known only
+        later."""
+        for vw in (self.VW, 4, 1):
+            if vw <= self.VW and (layout == "fns" or s % vw == 0):
+                return self.replace(VW=vw)
+        return self.replace(VW=1)
+
+    @classmethod
+    def space(cls, features):
+        out = []
+        for wgs, fpg, vw, blocked in itertools.product(
+                (1, 4, 16, 64, 256), (1, 2, 4, 8, 16, 32), (1, 4, 16), (0, 1)):
+            p = cls(wgs, fpg, vw, blocked)
+            if p.check() is None and p.work_group_size() <= 1024:
+                out.append(p)
+        return out
+
+
+def _shape(n, f, s):
+    n, f, s = int(n), int(f), int(s)
+    if min(n, f, s) < 1:
+        raise ValueError(f"shape n={n}, f={f}, s={s}: every dimension must be >= 1")
+    if n * f * s + 4096 > INT_MAX:  # indices are 32-bit ints in the kernels
+        raise ValueError(f"n*f*s = {n * f * s} elements is too many for one launch")
+    return n, f, s
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}: expected one of {choices}")
+
+
+def _same_buffer(a, b):
+    return getattr(a, "buffer", a) == getattr(b, "buffer", b)
+
+
+class BiasAct:
+    """y[n, f, s] ("nfs") = act(z + b[f]), z in ``src_layout``. ``bias=False`` builds a kernel
+    without the bias (``b`` is then ignored and may be None). With src_layout "nfs" y may be z
+    (in place); with "fns" it may not (the transposition would overwrite unread input)."""
+
+    def __init__(self, device, n, f, s, act, src_layout="nfs", bias=True, params=None):
+        self.n, self.f, self.s = _shape(n, f, s)
+        _check_choice("act", act, ACTIVATIONS)
+        _check_choice("src_layout", src_layout, LAYOUTS)
+        self.act, self.src_layout, self.bias = act, src_layout, bool(bias)
+        self.params = params or EltwiseParams.defaults(device.features)
+        total = self.n * self.f * self.s
+        self.launch = Launch(device, self.params, "bias_act", [None] * (3 if self.bias else 2),
+                             self.params.global_size(total), self.params.local_size(),
+                             kernel="bias_act", n=self.n, f=self.f, s=self.s, act=act,
+                             layout=src_layout, bias=int(self.bias))
+
+    def __call__(self, z, b, y, wait_for=None):
+        if self.src_layout == "fns" and _same_buffer(z, y):
+            raise ValueError("BiasAct from the fns layout cannot run in place: pass another y")
+        args = (z, b, y) if self.bias else (z, y)
+        return self.launch(*args, wait_for=wait_for)
+
+
+class ActBwd:
+    """dz = dy * act'(y): y is the activation's output and dy its gradient, both "nfs"; dz is
+    written in ``dst_layout`` ("fns" feeds a conv's weight-gradient GEMM). With "nfs", dz may be
+    dy (in place)."""
+
+    def __init__(self, device, n, f, s, act, dst_layout="nfs", params=None):
+        self.n, self.f, self.s = _shape(n, f, s)
+        _check_choice("act", act, ACTIVATIONS)
+        _check_choice("dst_layout", dst_layout, LAYOUTS)
+        self.act, self.dst_layout = act, dst_layout
+        self.params = params or EltwiseParams.defaults(device.features)
+        total = self.n * self.f * self.s
+        self.launch = Launch(device, self.params, "act_bwd", [None] * 3,
+                             self.params.global_size(total), self.params.local_size(),
+                             kernel="act_bwd", n=self.n, f=self.f, s=self.s, act=act,
+                             layout=dst_layout)
+
+    def __call__(self, y, dy, dz, wait_for=None):
+        if self.dst_layout == "fns" and (_same_buffer(dy, dz) or _same_buffer(y, dz)):
+            raise ValueError("ActBwd into the fns layout cannot run in place: pass another dz")
+        return self.launch(y, dy, dz, wait_for=wait_for)
+
+
+class BiasGrad:
+    """db[f] = sum over n and s of dz (``layout`` "nfs" or "fns"); accumulate=True adds to db
+    instead (a batch processed in chunks). Fixed-order reduction: bitwise reproducible."""
+
+    def __init__(self, device, n, f, s, layout="nfs", accumulate=False, params=None):
+        self.n, self.f, self.s = _shape(n, f, s)
+        _check_choice("layout", layout, LAYOUTS)
+        self.layout, self.accumulate = layout, bool(accumulate)
+        self.params = params or BiasGradParams.defaults(device.features).fit(layout, self.s)
+        self.launch = Launch(device, self.params, "bias_grad", [None] * 2,
+                             self.params.global_size(self.f), self.params.local_size(),
+                             kernel="bias_grad", n=self.n, f=self.f, s=self.s, layout=layout,
+                             accumulate=int(self.accumulate))
+
+    def __call__(self, dz, db, wait_for=None):
+        return self.launch(dz, db, wait_for=wait_for)
+
+
+__all__ = ["ACTIVATIONS", "LAYOUTS", "EltwiseParams", "BiasGradParams", "BiasAct", "ActBwd",
+           "BiasGrad"]

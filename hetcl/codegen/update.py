@@ -1,0 +1,61 @@
+"""Host side of kernels/update.cl.mako: the SGD step (PyTorch semantics) and y = a*x + b*y.
+
+Both are flat element-wise kernels over ``size`` floats, so their parameters are eltwise's
+(WGS, WPT, VW) on another template. The scalars (lr, momentum, ...) are kernel arguments, not
+compile-time constants: a learning-rate schedule costs no rebuild.
+"""
+import dataclasses
+
+import numpy as np
+
+from .eltwise import EltwiseParams
+from .launch import Launch
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateParams(EltwiseParams):
+    """WGS work-items per group, WPT vectors per work-item, VW floats per vector; see the header
+    of kernels/update.cl.mako. Defaults and space are EltwiseParams'."""
+    template = "update.cl.mako"
+
+
+def _size(size):
+    size = int(size)
+    if size < 1:
+        raise ValueError(f"size={size} must be >= 1")
+    if size + 4096 > 2 ** 31 - 1:
+        raise ValueError(f"size={size} is too many elements for one launch")
+    return size
+
+
+class SGD:
+    """In place on p and v (float32 [size]), as tests/reference.py sgd_step:
+    d = g + weight_decay*p; v = momentum*v + d; p -= lr * (d + momentum*v if nesterov else v).
+    With momentum == 0, v is set to d without being read."""
+
+    def __init__(self, device, size, nesterov=False, params=None):
+        self.size = _size(size)
+        self.nesterov = bool(nesterov)
+        self.params = params or UpdateParams.defaults(device.features)
+        self.launch = Launch(device, self.params, "sgd",
+                             [None, None, None, np.float32, np.float32, np.float32],
+                             self.params.global_size(self.size), self.params.local_size(),
+                             kernel="sgd", size=self.size, nesterov=int(self.nesterov))
+
+    def __call__(self, p, g, v, lr, momentum, weight_decay, wait_for=None):
+        return self.launch(p, g, v, float(lr), float(momentum), float(weight_decay),
+                           wait_for=wait_for)
+
+
+class Axpby:
+    """y = a*x + b*y over float32 [size]. b == 0 does not read y (it may hold NaN); x may be y."""
+
+    def __init__(self, device, size, params=None):
+        self.size = _size(size)
+        self.params = params or UpdateParams.defaults(device.features)
+        self.launch = Launch(device, self.params, "axpby", [None, None, np.float32, np.float32],
+                             self.params.global_size(self.size), self.params.local_size(),
+                             kernel="axpby", size=self.size)
+
+    def __call__(self, x, y, a, b, wait_for=None):
+        return self.launch(x, y, float(a), float(b), wait_for=wait_for)
