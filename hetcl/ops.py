@@ -2,9 +2,10 @@
 the forward/backward contract). Built once; forward and backward only enqueue.
 
 Conv2D is im2col + the tuned GEMM. The batch is processed in chunks of images so that the column
-buffer [C*KH*KW, chunk*OH*OW] stays within a memory budget; the forward GEMM is batched over the
-chunk's images and writes NCHW directly, the backward works on dz in [F, N*OH*OW] layout ("fns")
-so that dW is one GEMM per chunk with K = chunk*OH*OW, accumulated over chunks.
+buffer [C*KH*KW, chunk*OH*OW] stays within a memory budget. Forward and backward work in the
+[F, N*OH*OW] layout ("fns") that a GEMM with the weights produces: the forward is one GEMM per
+chunk plus one fused bias+activation+transpose to NCHW; the backward turns dy into dz in "fns"
+(activation derivative fused), and dW is a split-K GEMM per chunk, accumulated over chunks.
 """
 import numpy as np
 
@@ -43,6 +44,37 @@ class DenseOp:
             self.dx(dz, p["weight"], dxs[0])
 
 
+class SplitKGemm:
+    """C (m x n) [+]= A (m x K) @ op(B) for small m*n and a long K (the weight gradients:
+    K = images * pixels). One GEMM over all of K has too few work-groups to fill a device, so K
+    is cut into P slices computed as one batched GEMM into P partial results, which a
+    fixed-order reduction then sums (deterministic; no atomics)."""
+
+    def __init__(self, device, m, n, k, trans_b, lda, ldb):
+        probe = Gemm(device, m, n, 1, trans_b=trans_b, lda=lda, ldb=ldb)
+        groups = probe.global_size[0] // probe.local_size[0] * (
+            probe.global_size[1] // probe.local_size[1])
+        target = 8 * device.profile["compute_units"]
+        self.p = int(max(1, min(target // max(groups, 1), k // 256)))
+        self.kc, self.rest, self.mn = k // self.p, k - (k // self.p) * self.p, m * n
+        self.main = Gemm(device, m, n, self.kc, trans_b=trans_b, batch=self.p, lda=lda, ldb=ldb)
+        self.tail = Gemm(device, m, n, self.rest, trans_b=trans_b, lda=lda, ldb=ldb) \
+            if self.rest else None
+        self.parts = empty(device, (self.p, m * n))
+        self.sum = {acc: BiasGrad(device, self.p, m * n, 1, "nfs", accumulate=acc)
+                    for acc in (False, True)}
+        self.b_step = self.kc if trans_b else self.kc * ldb  # B elements per K slice
+
+    def __call__(self, a, b, c, a_off=0, b_off=0, accumulate=False):
+        self.main(a, b, self.parts, a_off=a_off, b_off=b_off, a_stride=self.kc,
+                  b_stride=self.b_step, c_stride=self.mn)
+        if self.tail is not None:
+            done = self.p * self.kc
+            self.tail(a, b, self.parts, a_off=a_off + done,
+                      b_off=b_off + self.b_step * self.p, beta=1.0)
+        self.sum[accumulate](self.parts, c)
+
+
 class ConvOp:
     def __init__(self, device, n, in_chw, f, kernel, stride, pad, act):
         c, h, w = in_chw
@@ -59,36 +91,40 @@ class ConvOp:
         self.im2col = {nc: Im2Col(device, *geo, nc) for nc in sizes}
         self.col2im = {nc: Col2Im(device, *geo, nc) for nc in sizes}
         self.col = empty(device, (ckk, chunk * self.s))
-        # Forward, per chunk: y[n0+i] (F x S) = W (F x CKK) @ col[:, i*S:(i+1)*S], batched over i.
-        self.fwd = {nc: Gemm(device, f, self.s, ckk, batch=nc, ldb=nc * self.s, ldc=self.s)
-                    for nc in sizes}
-        self.bias_act = BiasAct(device, n, f, self.s, act, "nfs", bias=True)
-        self.dz = empty(device, (f, n * self.s))                     # "fns" layout
+        self.col_holds_x = False  # one chunk: the forward's columns serve the backward too
+        # z [F, n*S] ("fns"): the forward's pre-activation, then the backward's dz.
+        self.z = empty(device, (f, n * self.s))
+        ns = n * self.s
+        # Forward, per chunk: z[:, chunk] (F x nc*S) = W (F x CKK) @ col (CKK x nc*S)
+        self.fwd = {nc: Gemm(device, f, nc * self.s, ckk, ldc=ns) for nc in sizes}
+        self.bias_act = BiasAct(device, n, f, self.s, act, "fns", bias=True)
         self.act_bwd = ActBwd(device, n, f, self.s, act, "fns")
         self.bias_grad = BiasGrad(device, n, f, self.s, "fns")
-        # dW (F x CKK) += dz[:, chunk] (F x nc*S) @ col^T;  dcol (CKK x nc*S) = W^T @ dz[:, chunk]
-        self.dw = {nc: Gemm(device, f, ckk, nc * self.s, trans_b=True, lda=n * self.s)
+        # dW (F x CKK) [+]= dz[:, chunk] (F x nc*S) @ col^T;  dcol = W^T @ dz[:, chunk]
+        self.dw = {nc: SplitKGemm(device, f, ckk, nc * self.s, True, ns, nc * self.s)
                    for nc in sizes}
-        self.dcol = {nc: Gemm(device, ckk, nc * self.s, f, trans_a=True, ldb=n * self.s)
+        self.dcol = {nc: Gemm(device, ckk, nc * self.s, f, trans_a=True, ldb=ns)
                      for nc in sizes}
 
     def forward(self, xs, y, p):
         for n0, nc in self.chunks:
             self.im2col[nc](xs[0], self.col, x_off=n0 * self.chw)
-            self.fwd[nc](p["weight"], self.col, y, c_off=n0 * self.f * self.s,
-                         b_stride=self.s, c_stride=self.f * self.s)
-        self.bias_act(y, p["bias"], y)
+            self.fwd[nc](p["weight"], self.col, self.z, c_off=n0 * self.s)
+        self.col_holds_x = len(self.chunks) == 1
+        self.bias_act(self.z, p["bias"], y)
 
     def backward(self, xs, y, dy, dxs, p, g):
-        self.act_bwd(y, dy, self.dz)
-        self.bias_grad(self.dz, g["bias"])
+        dz = self.z
+        self.act_bwd(y, dy, dz)
+        self.bias_grad(dz, g["bias"])
         for i, (n0, nc) in enumerate(self.chunks):
-            self.im2col[nc](xs[0], self.col, x_off=n0 * self.chw)
-            self.dw[nc](self.dz, self.col, g["weight"], a_off=n0 * self.s,
-                        beta=0.0 if i == 0 else 1.0)
+            if not self.col_holds_x:
+                self.im2col[nc](xs[0], self.col, x_off=n0 * self.chw)
+            self.dw[nc](dz, self.col, g["weight"], a_off=n0 * self.s, accumulate=i > 0)
             if dxs[0] is not None:  # the column buffer is free again: reuse it for dcol
-                self.dcol[nc](p["weight"], self.dz, self.col, b_off=n0 * self.s)
+                self.dcol[nc](p["weight"], dz, self.col, b_off=n0 * self.s)
                 self.col2im[nc](self.col, dxs[0], dx_off=n0 * self.chw)
+        self.col_holds_x = False
 
 
 class MaxPoolOp:

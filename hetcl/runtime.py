@@ -10,7 +10,8 @@ Runtime  - forward / gradients / train_step over the selected devices. With seve
 """
 import numpy as np
 
-from .buffers import empty
+from .buffers import empty, to_device
+from .codegen.gather import Gather
 from .codegen.loss import SigmoidBCE, SoftmaxCE
 from .device import select_devices
 from .errors import ShapeError
@@ -41,6 +42,17 @@ class Replica:
         return {k: v.get() for k, v in self.params.items()}
 
 
+class Resident:
+    """A uint8 data set on one device: images [N, sample_size], labels [N]."""
+
+    def __init__(self, device, images, labels, mean, std):
+        self.sample_size = int(np.prod(images.shape[1:]))
+        self.images = to_device(device, np.ascontiguousarray(images, np.uint8).reshape(
+            len(images), self.sample_size))
+        self.labels = to_device(device, np.ascontiguousarray(labels, np.uint8))
+        self.mean, self.std = float(mean), float(std)
+
+
 class Executor:
     def __init__(self, replica, n):
         model, device = replica.model, replica.device
@@ -68,6 +80,8 @@ class Executor:
         self.labels = empty(device, (n,), np.int32)
         self.row_loss = empty(device, (n,))
         self.row_correct = empty(device, (n,), np.int32)
+        self.indices = empty(device, (n,), np.int32)
+        self._gathers = {}  # per resident data set: its normalisation is baked into the kernel
         self._host_loss = np.empty(n, np.float32)
         self._host_correct = np.empty(n, np.int32)
         from .codegen.update import Axpby
@@ -78,16 +92,36 @@ class Executor:
         layer = node.layer
         return {k: table[f"{layer.name}.{k}"] for k in layer.param_shapes()}
 
-    def forward(self, x):
-        self.out[0].set(np.asarray(x, np.float32).reshape(self.out[0].shape), wait=False)
+    def set_input(self, x, labels=None):
+        self._host_x = np.ascontiguousarray(x, np.float32).reshape(self.out[0].shape)
+        self.out[0].set(self._host_x, wait=False)  # the host copy lives until the next step
+        if labels is not None:
+            self._host_labels = np.ascontiguousarray(labels, np.int32)
+            self.labels.set(self._host_labels, wait=False)
+
+    def gather(self, resident, indices):
+        """Input and labels from a data set resident on the device: only indices travel."""
+        self._host_idx = np.ascontiguousarray(indices, np.int32)
+        self.indices.set(self._host_idx, wait=False)
+        key = id(resident)
+        if key not in self._gathers:
+            self._gathers[key] = Gather(self.replica.device, self.n, resident.sample_size,
+                                        resident.mean, resident.std)
+        self._gathers[key](resident.images, resident.labels, self.indices, self.out[0],
+                           self.labels)
+
+    def forward(self, x=None):
+        if x is not None:
+            self.set_input(x)
         for index, op in self.ops.items():
             node = self.nodes[index]
             op.forward([self.out[i] for i in node.inputs], self.out[index],
                         self._node_params(node, self.replica.params))
         return self.out[self.replica.model.output_node]
 
-    def loss(self, labels, global_n):
-        self.labels.set(np.asarray(labels, np.int32), wait=False)
+    def loss(self, global_n):
+        """Loss, gradient of the logits and per-row results for the labels on the device;
+        returns the event of the (non-blocking) read of the results."""
         out = self.replica.model.output_node
         self.loss_op(self.out[out], self.labels, self.grad[out], self.row_loss,
                      self.row_correct, float(global_n))
@@ -130,7 +164,7 @@ class Executor:
 class Runtime:
     def __init__(self, devices="all"):
         self.devices = select_devices(devices)
-        self._replicas, self._executors = {}, {}
+        self._replicas, self._executors, self._resident = {}, {}, {}
 
     def replica(self, model, device):
         key = (id(model), device.index)
@@ -175,14 +209,15 @@ class Runtime:
             outs.append(ex.forward(chunk).get()[:len(x) - start])
         return np.concatenate(outs)
 
-    def _step(self, model, x, y):
-        x = self._prepare(model, x, y)
-        y = np.asarray(y)
+    def _step(self, model, n, feed):
+        """One forward/loss/backward of n samples over the devices; feed(executor, a, b) puts
+        samples a..b on the executor's device."""
         runs = []
-        for device, a, b in self.shards(len(x)):
+        for device, a, b in self.shards(n):
             ex = self.executor(model, device, b - a)
-            ex.forward(x[a:b])
-            done = ex.loss(y[a:b], len(x))
+            feed(ex, a, b)
+            ex.forward()
+            done = ex.loss(n)
             ex.backward()
             runs.append((ex, done))
         loss = correct = 0
@@ -200,13 +235,66 @@ class Runtime:
             for r in replicas:
                 r.grads[name].set(total.astype(np.float32), wait=False)
 
+    def _numpy_step(self, model, x, y):
+        x = self._prepare(model, x, y)
+        y = np.asarray(y)
+        return self._step(model, len(x), lambda ex, a, b: ex.set_input(x[a:b], y[a:b]))
+
     def gradients(self, model, x, y):
         """(loss, {name: gradient}) of the batch, without changing the parameters."""
-        loss, _, replicas = self._step(model, x, y)
+        loss, _, replicas = self._numpy_step(model, x, y)
         return loss, {k: v.get() for k, v in replicas[0].grads.items()}
 
     def train_step(self, model, opt, x, y, return_correct=False):
-        loss, correct, replicas = self._step(model, x, y)
+        """One SGD step on a numpy batch (x already normalised). -> loss [, correct count]"""
+        return self._update(model, opt, *self._numpy_step(model, x, y), return_correct)
+
+    def resident(self, device, images, labels, mean=0.0, std=1.0):
+        """uint8 images [N, ...] and labels [N] uploaded once to the device (cached)."""
+        key = (device.index, id(images), id(labels))
+        if key not in self._resident:
+            self._resident[key] = Resident(device, images, labels, mean, std)
+        return self._resident[key]
+
+    def train_step_indices(self, model, opt, images, labels, indices, mean=0.0, std=1.0,
+                           return_correct=False):
+        """One SGD step on samples `indices` of a uint8 data set kept on every device; the
+        kernels normalise (x/255 - mean)/std while gathering."""
+        model.build(images.shape[1:])
+        indices = np.asarray(indices, np.int32)
+        feed = lambda ex, a, b: ex.gather(
+            self.resident(ex.replica.device, images, labels, mean, std), indices[a:b])
+        return self._update(model, opt, *self._step(model, len(indices), feed), return_correct)
+
+    def evaluate_indices(self, model, images, labels, mean=0.0, std=1.0, batch_size=256):
+        """-> predicted class per sample of a resident uint8 set (on the first device)."""
+        model.build(images.shape[1:])
+        device = self.devices[0]
+        data = self.resident(device, images, labels, mean, std)
+        n = min(batch_size, len(images))
+        ex = self.executor(model, device, n)
+        preds = []
+        for start in range(0, len(images), n):
+            idx = np.arange(start, start + n, dtype=np.int32)
+            idx[idx >= len(images)] = len(images) - 1  # pad the last batch with a repeat
+            ex.gather(data, idx)
+            preds.append(ex.forward().get().argmax(axis=1)[:len(images) - start])
+        return np.concatenate(preds)
+
+    def optimizer_state(self, model):
+        """Optimizer buffers of the model (identical on every replica): {name: array}."""
+        for (mid, _), rep in self._replicas.items():
+            if mid == id(model):
+                return {k: v.get() for k, v in rep.state.get("momentum", {}).items()}
+        return {}
+
+    def load_optimizer_state(self, model, state):
+        for device in self.devices:
+            rep = self.replica(model, device)
+            rep.state["momentum"] = {k: to_device(device, np.asarray(v, np.float32))
+                                     for k, v in state.items()}
+
+    def _update(self, model, opt, loss, correct, replicas, return_correct):
         for rep in replicas:
             opt.apply(rep)
         opt.steps += 1

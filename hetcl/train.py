@@ -1,0 +1,162 @@
+"""The training loop behind `hetcl train` and `hetcl evaluate`.
+
+The training set stays on every device as uint8 (uploaded once); each step sends only the
+shuffled indices of its batch. Shuffling is seeded by (seed, epoch), so a run resumed at
+(epoch, step) sees exactly the batches the uninterrupted run would have seen: checkpoints store
+the epoch and step, the parameters and the optimizer's buffers, and nothing else is needed.
+"""
+import dataclasses
+import math
+import time
+
+
+
+from . import checkpoint
+from .data import check_input_shape, load_dataset, shuffled_batches
+from .errors import HetclError
+from .metrics import JsonLog, Progress, confusion_matrix, plot_curves
+from .models import build_model
+from .optim import SGD, scheduled_lr
+from .runtime import Runtime
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: str = "lenet5"
+    data: str = None
+    epochs: int = 2
+    batch_size: int = 256
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    nesterov: bool = False
+    lr_schedule: str = "constant"
+    seed: int = 0
+    devices: str = "all"
+    log: str = None
+    log_every: str = "epoch"  # or "step"
+    plot: str = None
+    checkpoint: str = None
+    resume: bool = False
+    progress: bool = True
+
+
+class Trainer:
+    def __init__(self, config, dataset=None, runtime=None):
+        self.cfg = cfg = config
+        if cfg.epochs < 1 or cfg.batch_size < 1:
+            raise HetclError(f"--epochs and --batch-size must be at least 1 (got {cfg.epochs}, "
+                             f"{cfg.batch_size})")
+        if cfg.resume and not cfg.checkpoint:
+            raise HetclError("--resume needs --checkpoint DIR (where the run was saved)")
+        self.data = dataset or load_dataset(cfg.data)
+        self.model = build_model(cfg.model, self.data.sample_shape, self.data.classes, cfg.seed)
+        check_input_shape(self.data, self.model.input_shape)
+        self.rt = runtime or Runtime(cfg.devices)
+        self.opt = SGD(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov)
+        self.epoch, self.step_in_epoch, self.history = 0, 0, []
+        if cfg.resume:
+            self._restore()
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def _meta(self):
+        return {"model": self.cfg.model, "input_shape": list(self.model.input_shape),
+                "classes": self.data.classes, "epoch": self.epoch, "step": self.step_in_epoch,
+                "optimizer_steps": self.opt.steps, "seed": self.cfg.seed,
+                "batch_size": self.cfg.batch_size, "history": self.history,
+                "rng": {"kind": "numpy default_rng([seed, epoch]) permutation per epoch"}}
+
+    def save(self):
+        if self.cfg.checkpoint:
+            checkpoint.save(self.cfg.checkpoint, self.model.parameters(),
+                            self.rt.optimizer_state(self.model), self._meta())
+
+    def _restore(self):
+        params, optim_state, meta = checkpoint.load(self.cfg.checkpoint)
+        if meta.get("model") != self.cfg.model or \
+                tuple(meta.get("input_shape", ())) != tuple(self.model.input_shape):
+            raise HetclError(f"checkpoint {self.cfg.checkpoint} is for model "
+                             f"{meta.get('model')} {tuple(meta.get('input_shape', ()))}, not "
+                             f"{self.cfg.model} {tuple(self.model.input_shape)}; pass --model "
+                             f"{meta.get('model')} or another --checkpoint")
+        if meta.get("batch_size") != self.cfg.batch_size or meta.get("seed") != self.cfg.seed:
+            raise HetclError(f"checkpoint {self.cfg.checkpoint} was trained with --batch-size "
+                             f"{meta.get('batch_size')} --seed {meta.get('seed')}; resume with "
+                             f"the same values")
+        self.model.load_parameters(params)
+        self.rt.load_optimizer_state(self.model, optim_state)
+        self.epoch, self.step_in_epoch = meta["epoch"], meta["step"]
+        self.opt.steps = meta["optimizer_steps"]
+        self.history = meta.get("history", [])
+
+    # --- loop ---------------------------------------------------------------------------------
+    def run(self):
+        log = JsonLog(self.cfg.log)
+        try:
+            while self.epoch < self.cfg.epochs:
+                self._epoch(log)
+        except KeyboardInterrupt:
+            self.save()  # mid-epoch: the step is recorded, --resume continues from it
+            raise
+        finally:
+            log.close()
+        if self.cfg.plot:
+            plot_curves(self.history, self.cfg.plot)
+        return self.history
+
+    def _epoch(self, log):
+        cfg, d = self.cfg, self.data
+        batches = shuffled_batches(len(d.train_x), cfg.batch_size, cfg.seed, self.epoch)
+        bar = Progress(len(batches), f"epoch {self.epoch + 1}/{cfg.epochs}") \
+            if cfg.progress else None
+        loss_sum = correct = seen = 0
+        start = time.perf_counter()
+        for i in range(self.step_in_epoch, len(batches)):
+            idx = batches[i]
+            self.opt.lr = scheduled_lr(cfg.lr_schedule, cfg.lr, self.epoch, i, len(batches),
+                                       cfg.epochs)
+            loss, ok = self.rt.train_step_indices(self.model, self.opt, d.train_x, d.train_y,
+                                                  idx, d.mean, d.std, return_correct=True)
+            if not math.isfinite(loss):
+                raise HetclError(f"the loss became {loss} at epoch {self.epoch + 1} step {i + 1}"
+                                 f"; lower --lr (now {cfg.lr})")
+            self.step_in_epoch = i + 1
+            loss_sum, correct, seen = loss_sum + loss * len(idx), correct + ok, seen + len(idx)
+            if bar:
+                bar.update(i + 1, seen, loss=f"{loss_sum / seen:.4f}",
+                           acc=f"{100 * correct / seen:.1f}%")
+            if cfg.log_every == "step":
+                log.write(kind="step", epoch=self.epoch + 1, step=i + 1, loss=loss,
+                          acc=ok / len(idx), lr=self.opt.lr)
+        elapsed = time.perf_counter() - start
+        test_acc = self.test_accuracy()
+        record = {"kind": "epoch", "epoch": self.epoch + 1,
+                  "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+                  "test_acc": test_acc, "images_per_s": seen / max(elapsed, 1e-9),
+                  "seconds": elapsed}
+        self.history.append(record)
+        log.write(**record)
+        if bar:
+            bar.close(f"  test acc {100 * test_acc:.2f}%")
+        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        self.save()
+
+    def predictions(self):
+        d = self.data
+        return self.rt.evaluate_indices(self.model, d.test_x, d.test_y, d.mean, d.std,
+                                        batch_size=self.cfg.batch_size)
+
+    def test_accuracy(self):
+        return float((self.predictions() == self.data.test_y).mean())
+
+
+def evaluate(checkpoint_dir, data=None, devices="all"):
+    """-> (accuracy, confusion matrix) of a saved model on the test set."""
+    _, _, meta = checkpoint.load(checkpoint_dir)
+    cfg = TrainConfig(model=meta["model"], data=data, devices=devices, checkpoint=checkpoint_dir,
+                      resume=True, batch_size=meta["batch_size"], seed=meta["seed"],
+                      progress=False)
+    trainer = Trainer(cfg)
+    preds = trainer.predictions()
+    labels = trainer.data.test_y
+    return float((preds == labels).mean()), confusion_matrix(labels, preds, trainer.data.classes)
