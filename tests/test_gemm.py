@@ -113,3 +113,25 @@ def test_invalid_params_are_rejected(device):
         Gemm(device, 8, 8, 8, params=bad)
     huge = GemmParams(MWG=128, NWG=128, KWG=4096, MDIMC=16, NDIMC=16, VWN=1, USE_LOCAL=1)
     assert "local memory" in huge.invalid_reason(dict(device.features, local_mem_bytes=65536))
+
+
+@pytest.mark.parametrize("p", [
+    GemmParams(MWG=64, NWG=64, KWG=16, MDIMC=16, NDIMC=16, VWN=1, USE_LOCAL=1),  # GPU default
+    GemmParams(MWG=32, NWG=64, KWG=8, MDIMC=8, NDIMC=4, VWN=8, USE_LOCAL=1),
+    GemmParams(MWG=8, NWG=32, KWG=1, MDIMC=1, NDIMC=1, VWN=16, USE_LOCAL=0),   # 1x1 groups
+    GemmParams(MWG=12, NWG=24, KWG=5, MDIMC=3, NDIMC=2, VWN=4, USE_LOCAL=0),   # odd panels
+], ids=str)
+def test_gemm_forms_and_local_path_everywhere(device, p):
+    """Every inner-loop form of the template on every device: the local-memory (GPU) path also
+    runs on CPUs, and without it NN/TN take the axpy loop, NT the dot loop, TT the swapped NN
+    loop with a transposed store (trans_c), each with edge tiles, alpha and beta."""
+    if not p.valid(device.features):
+        pytest.skip(f"{p} not runnable on {device}")
+    rng = np.random.default_rng(4)
+    for ta, tb in TRANSPOSES:
+        for m, n, k in [(1, 1, 1), (16, 784, 25), (67, 45, 39), (130, 129, 70)]:
+            a, b = operands(rng, m, n, k, ta, tb)
+            c0 = rng.standard_normal((m, n)).astype(np.float32)
+            out = run(device, a, b, m, n, k, ta, tb, params=p, alpha=0.5, beta=-2.0, c0=c0)
+            ref = reference(a, b, ta, tb, 0.5, -2.0, c0)
+            assert rel_err(out, ref) < TOL, (str(p), ta, tb, m, n, k)

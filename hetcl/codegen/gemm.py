@@ -27,10 +27,17 @@ class Gemm:
         reason = self.params.invalid_reason(device.features)
         if reason:
             raise ValueError(f"GEMM parameters {self.params} invalid on {device}: {reason}")
-        program = build(device, self.params, trans_a=self.trans_a, trans_b=self.trans_b)
+        # op(A)^T op(B)^T without local memory: compute C^T = B A instead (both operands then
+        # untransposed, the fastest inner loop there) and let the kernel store C transposed.
+        self.swap = self.trans_a and self.trans_b and not self.params.USE_LOCAL
+        if self.swap:
+            program = build(device, self.params, trans_a=False, trans_b=False, trans_c=True)
+        else:
+            program = build(device, self.params, trans_a=self.trans_a, trans_b=self.trans_b)
         self.kernel = cl.Kernel(program, "gemm")  # its own: arguments are per instance
         self.kernel.set_scalar_arg_dtypes(_ARG_TYPES)
-        self.global_size = self.params.global_size(self.m, self.n, self.batch)
+        rows, cols = (self.n, self.m) if self.swap else (self.m, self.n)
+        self.global_size = self.params.global_size(rows, cols, self.batch)
         self.local_size = self.params.local_size()
 
     def flops(self):
@@ -41,11 +48,15 @@ class Gemm:
         """Enqueue on the device's queue; a, b, c are cl.Buffers or DeviceArrays. Returns the
         event. Offsets and batch strides are in elements."""
         buf = lambda x: getattr(x, "buffer", x)
+        a_args = (buf(a), a_off, self.lda, a_stride)
+        b_args = (buf(b), b_off, self.ldb, b_stride)
+        if self.swap:
+            mnk, ops = (self.n, self.m, self.k), b_args + a_args
+        else:
+            mnk, ops = (self.m, self.n, self.k), a_args + b_args
         return self.kernel(
-            queue or self.device.queue, self.global_size, self.local_size,
-            self.m, self.n, self.k, alpha, beta,
-            buf(a), a_off, self.lda, a_stride, buf(b), b_off, self.ldb, b_stride,
-            buf(c), c_off, self.ldc, c_stride, wait_for=wait_for)
+            queue or self.device.queue, self.global_size, self.local_size, *mnk, alpha, beta,
+            *ops, buf(c), c_off, self.ldc, c_stride, wait_for=wait_for)
 
 
 def gemm(device, a, b, trans_a=False, trans_b=False, params=None):
