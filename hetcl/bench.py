@@ -47,3 +47,41 @@ def bench_transfer(device, nbytes=64 << 20, repeats=5):
 
 def bench_device(device):
     return dict(bench_gemm(device), **bench_transfer(device))
+
+
+INPUT_SHAPES = {"lenet5": (1, 28, 28), "mlp": (1, 28, 28), "cifar-cnn": (3, 32, 32)}
+
+
+def train_throughput(model_name, devices, batch_size=256, steps=20, warmup=3, seed=0):
+    """Training images/s of a model on `devices` (a spec or a list), on random uint8 images
+    resident on the devices, as in `hetcl train`. Wall-clock over `steps` steps after `warmup`
+    (the warm-up builds the kernels and allocates every buffer)."""
+    import time
+
+    from .models import build_model
+    from .optim import SGD
+    from .runtime import Runtime
+
+    shape = INPUT_SHAPES[model_name]
+    rng = np.random.default_rng(seed)
+    n = batch_size * 8
+    images = rng.integers(0, 256, (n,) + shape, dtype=np.uint8)
+    labels = rng.integers(0, 10, n, dtype=np.uint8)
+    model = build_model(model_name, shape, 10, seed)
+    rt = Runtime(devices)
+    opt = SGD(0.01, 0.9)
+    batches = [rng.permutation(n)[:batch_size].astype(np.int32) for _ in range(8)]
+
+    def step(i):
+        rt.train_step_indices(model, opt, images, labels, batches[i % 8], 0.3, 0.3)
+
+    for i in range(warmup):
+        step(i)
+    for d in rt.devices:
+        d.queue.finish()
+    start = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    for d in rt.devices:
+        d.queue.finish()
+    return steps * batch_size / (time.perf_counter() - start)

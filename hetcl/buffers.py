@@ -54,11 +54,12 @@ class DeviceArray:
                                wait_for=wait_for)
 
     def fill(self, value):
+        """Set every element (blocking). Written as an upload rather than clEnqueueFillBuffer:
+        fills are one-off (optimizer state, test poisoning), and memory checkers such as
+        Oclgrind do not count a fill as initialising the buffer."""
         if self.nbytes:
-            cl.enqueue_fill_buffer(self.device.queue, self.buffer,
-                                   np.array(value, self.dtype), 0, self.nbytes)
+            self.set(np.full(self.shape, value, self.dtype))
         return self
-
 
 def to_device(device, array, dtype=None):
     array = np.ascontiguousarray(array, dtype=dtype or np.asarray(array).dtype)

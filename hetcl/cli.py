@@ -174,3 +174,34 @@ def evaluate(checkpoint, data, devices_spec):
     click.echo("     " + " ".join(f"{j:>{width}}" for j in range(len(matrix))))
     for i, row in enumerate(matrix):
         click.echo(f"{i:>4} " + " ".join(f"{int(v):>{width}}" for v in row))
+
+
+@main.command()
+@click.option("--devices", "devices_spec", default="all", show_default=True, help=DEVICES_HELP)
+@click.option("--model", "models", multiple=True,
+              type=click.Choice(["lenet5", "mlp", "cifar-cnn"]),
+              help="Model(s) to time (repeat the option); default lenet5 and mlp.")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--steps", type=int, default=20, show_default=True,
+              help="Timed training steps (after 3 warm-up steps).")
+def bench(devices_spec, models, batch_size, steps):
+    """Training images/s of each selected device alone and, with several, of all together.
+    (tools/bench_train.py adds PyTorch on the CPU as a baseline.)"""
+    from .bench import train_throughput
+    from .device import select_devices
+    chosen = select_devices(devices_spec)
+    rows = []
+    for name in models or ("lenet5", "mlp"):
+        alone = []
+        for dev in chosen:
+            click.echo(f"\rtiming {name} on {dev.name} ...", err=True, nl=False)
+            alone.append(train_throughput(name, [dev], batch_size, steps))
+            rows.append([name, f"{dev.index}: {dev.name}", f"{alone[-1]:.0f}", ""])
+        if len(chosen) > 1:
+            click.echo(f"\rtiming {name} on all {len(chosen)} devices ...", err=True, nl=False)
+            together = train_throughput(name, chosen, batch_size, steps)
+            rows.append([name, "together", f"{together:.0f}", f"{together / max(alone):.2f}x"])
+    click.echo("\r" + " " * 70 + "\r", err=True, nl=False)
+    click.echo(_table(rows, ["model", "device", "images/s", "vs best alone"]))
+    click.echo(f"batch {batch_size}, {steps} timed steps after 3 warm-up; data resident on "
+               f"the devices")

@@ -119,6 +119,8 @@ def build(device, params, options="", directories=None, **context):
     feature flags are always passed as ``features``.
     """
     template = params.template
+    extra = os.environ.get("HETCL_BUILD_OPTIONS", "").strip()  # e.g. -cl-opt-disable to debug
+    options = f"{options} {extra}".strip() if extra else options
     mem_key = (device.fingerprint, template, params, tuple(sorted(context.items())), options,
                tuple(directories or ()))
     program = _programs.get(mem_key)
