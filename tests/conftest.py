@@ -16,6 +16,9 @@ from hetcl.errors import NoPlatformError  # noqa: E402
 
 try:
     DEVICES = list_devices()
+    if os.environ.get("HETCL_TEST_DEVICES"):  # e.g. "gpu" on the GPU machine
+        from hetcl.device import parse_selection
+        DEVICES = parse_selection(os.environ["HETCL_TEST_DEVICES"], DEVICES)
 except NoPlatformError:
     DEVICES = []
 
