@@ -30,3 +30,11 @@ class BuildError(HetclError):
 
 class ShapeError(HetclError):
     """A layer got an input of a shape it cannot take (names the layer and both shapes)."""
+
+
+class DeviceFault(HetclError):
+    """A device failed during a step (an OpenCL error, or one injected with HETCL_FAULT)."""
+
+
+class DeviceWarning(UserWarning):
+    """A device was removed from a run (it failed); training goes on without it."""

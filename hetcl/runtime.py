@@ -3,18 +3,26 @@
 Replica  - one model's parameters, gradients and optimizer state on one device.
 Executor - the bound ops and activation/gradient buffers for one batch size on one device.
 Runtime  - forward / gradients / train_step over the selected devices. With several devices the
-           batch is split into contiguous shards; every shard's loss and gradients are already
-           divided by the global batch size, so the host sums the shards' gradients (in float64,
-           in device order, so the result does not depend on timing) and the same update runs on
-           every replica, which therefore stay identical.
+           batch is split into contiguous shards sized by the Scheduler (scheduler.py); every
+           shard's loss and gradients are already divided by the global batch size, so the
+           gradients are summed across devices (comm.py: per layer, overlapped with the
+           backward pass, float64 in a fixed order) and the same update runs on every replica,
+           which therefore stay identical. A device that fails mid-step is removed with a
+           warning and the step is redone on the others: no step lost, none counted twice.
 """
+import os
+import warnings
+
 import numpy as np
+import pyopencl as cl
 
 from .buffers import empty, to_device
+from .comm import GradientExchange
 from .codegen.gather import Gather
 from .codegen.loss import SigmoidBCE, SoftmaxCE
 from .device import select_devices
-from .errors import ShapeError
+from .errors import DeviceFault, DeviceWarning, HetclError, ShapeError
+from .scheduler import Scheduler
 
 _LOSS_OPS = {"softmax_ce": SoftmaxCE, "sigmoid_bce": SigmoidBCE}
 
@@ -81,6 +89,7 @@ class Executor:
         self.row_loss = empty(device, (n,))
         self.row_correct = empty(device, (n,), np.int32)
         self.indices = empty(device, (n,), np.int32)
+        self.first_event = None
         self._gathers = {}  # per resident data set: its normalisation is baked into the kernel
         self._host_loss = np.empty(n, np.float32)
         self._host_correct = np.empty(n, np.int32)
@@ -94,7 +103,9 @@ class Executor:
 
     def set_input(self, x, labels=None):
         self._host_x = np.ascontiguousarray(x, np.float32).reshape(self.out[0].shape)
-        self.out[0].set(self._host_x, wait=False)  # the host copy lives until the next step
+        # Non-blocking: the host copy lives until the next step. The first event of the step
+        # marks where the device's compute time starts (for the scheduler).
+        self.first_event = self.out[0].set(self._host_x, wait=False)
         if labels is not None:
             self._host_labels = np.ascontiguousarray(labels, np.int32)
             self.labels.set(self._host_labels, wait=False)
@@ -102,7 +113,7 @@ class Executor:
     def gather(self, resident, indices):
         """Input and labels from a data set resident on the device: only indices travel."""
         self._host_idx = np.ascontiguousarray(indices, np.int32)
-        self.indices.set(self._host_idx, wait=False)
+        self.first_event = self.indices.set(self._host_idx, wait=False)
         key = id(resident)
         if key not in self._gathers:
             self._gathers[key] = Gather(self.replica.device, self.n, resident.sample_size,
@@ -128,7 +139,9 @@ class Executor:
         self.row_loss.get_async(self._host_loss)
         return self.row_correct.get_async(self._host_correct)
 
-    def backward(self):
+    def backward(self, on_node=None):
+        """Enqueue the backward pass, last node first. on_node(parameter names) is called as
+        soon as a node's gradients are enqueued (the all-reduce reads them back from there)."""
         for node in reversed(self.nodes[1:]):
             aliased = node.fused_into is not None or getattr(node.layer, "alias", False)
             dxs, adds = [], []
@@ -155,6 +168,8 @@ class Executor:
                 self._node_params(node, self.replica.grads))
             for scratch, target in adds:
                 self._axpby_for(target.size)(scratch, target, 1.0, 1.0)
+            if on_node is not None and node.layer.param_shapes():
+                on_node([f"{node.layer.name}.{k}" for k in node.layer.param_shapes()])
 
     def results(self, event):
         event.wait()
@@ -162,9 +177,14 @@ class Executor:
 
 
 class Runtime:
-    def __init__(self, devices="all"):
+    def __init__(self, devices="all", granule=16):
         self.devices = select_devices(devices)
         self._replicas, self._executors, self._resident = {}, {}, {}
+        self.scheduler = Scheduler([f"{d.index}:{d.name}" for d in self.devices], granule)
+        self._exchange = GradientExchange()
+        self.failed = set()  # positions in self.devices of devices that failed
+        self.steps = 0       # training steps taken
+        self.last_split = None
 
     def replica(self, model, device):
         key = (id(model), device.index)
@@ -181,6 +201,10 @@ class Runtime:
         self._executors[key].replica.sync()
         return self._executors[key]
 
+    def first_device(self):
+        """Where single-device work (inference) runs: the first device that has not failed."""
+        return next(d for i, d in enumerate(self.devices) if i not in self.failed)
+
     def _prepare(self, model, x, y=None):
         x = np.asarray(x, np.float32)
         model.build(x.shape[1:])
@@ -188,66 +212,100 @@ class Runtime:
             raise ShapeError(f"{len(x)} samples but {len(y)} labels")
         return x
 
-    def shards(self, n):
-        """Contiguous (start, stop) per device; equal split for now."""
-        k = min(len(self.devices), n)
-        bounds = [n * i // k for i in range(k + 1)]
-        return list(zip(self.devices[:k], bounds[:-1], bounds[1:]))
+    def _split(self, n, split):
+        """[(device position, start, stop)] of the devices that get samples this step."""
+        alive = [i for i in range(len(self.devices)) if i not in self.failed]
+        if split is not None:
+            if len(split) != len(self.devices) or sum(split) != n or min(split) < 0:
+                raise ShapeError(f"split {list(split)} must give each of the "
+                                 f"{len(self.devices)} devices a share, summing to {n}")
+            sizes = list(split)
+        elif len(alive) == 1:
+            sizes = [n if i == alive[0] else 0 for i in range(len(self.devices))]
+        else:
+            sizes = self.scheduler.split(n)
+        self.last_split = sizes
+        out, start = [], 0
+        for i, size in enumerate(sizes):
+            if size:
+                out.append((i, start, start + size))
+            start += size
+        return out
 
-    def forward(self, model, x, batch_size=256):
-        """Logits for x (numpy in, numpy out), in batches on the first device."""
-        x = self._prepare(model, x)
-        device = self.devices[0]
-        n = min(batch_size, len(x))
-        ex = self.executor(model, device, n)
-        outs = []
-        for start in range(0, len(x), n):
-            chunk = x[start:start + n]
-            if len(chunk) < n:  # pad the last batch: no new kernels for one odd size
-                chunk = np.concatenate([chunk, np.zeros((n - len(chunk),) + chunk.shape[1:],
-                                                        np.float32)])
-            outs.append(ex.forward(chunk).get()[:len(x) - start])
-        return np.concatenate(outs)
+    def _maybe_fault(self, device):
+        """HETCL_FAULT=DEVICE:STEP makes device DEVICE fail at training step STEP (tests)."""
+        spec = os.environ.get("HETCL_FAULT", "")
+        if ":" in spec:
+            dev, step = spec.split(":", 1)
+            if dev.strip() == str(device.index) and step.strip() == str(self.steps + 1):
+                raise DeviceFault(f"injected fault (HETCL_FAULT={spec})")
 
-    def _step(self, model, n, feed):
+    def _step(self, model, n, feed, split=None):
         """One forward/loss/backward of n samples over the devices; feed(executor, a, b) puts
-        samples a..b on the executor's device."""
-        runs = []
-        for device, a, b in self.shards(n):
-            ex = self.executor(model, device, b - a)
-            feed(ex, a, b)
-            ex.forward()
-            done = ex.loss(n)
-            ex.backward()
-            runs.append((ex, done))
-        loss = correct = 0
-        for ex, done in runs:
-            l, c = ex.results(done)
-            loss, correct = loss + l, correct + c
-        if len(runs) > 1:
-            self._all_reduce([ex.replica for ex, _ in runs])
-        return loss, correct, [ex.replica for ex, _ in runs]
+        samples a..b on the executor's device. A device that fails is removed and the step is
+        redone on the others. -> loss, correct count, replicas that took part"""
+        plan = self._split(n, split)
+        exchange = self._exchange if len(plan) > 1 else None
+        if exchange:
+            exchange.begin()
+        runs, current = [], None
+        try:
+            for i, a, b in plan:
+                current = i
+                self._maybe_fault(self.devices[i])
+                ex = self.executor(model, self.devices[i], b - a)
+                feed(ex, a, b)
+                ex.forward()
+                done = ex.loss(n)
+                ex.backward(exchange.reader(ex) if exchange else None)
+                runs.append((i, ex, done))
+            loss = correct = 0
+            for i, ex, done in runs:
+                current = i
+                l, c = ex.results(done)
+                loss, correct = loss + l, correct + c
+            current = None
+            times = exchange.reduce() if exchange else None
+        except (cl.Error, DeviceFault) as e:
+            return self._recover(model, n, feed, current, e)
+        if times is not None and split is None:
+            self.scheduler.record(self.last_split, *self._per_device(plan, times))
+        return loss, correct, [ex.replica for _, ex, _ in runs]
 
-    @staticmethod
-    def _all_reduce(replicas):
-        for name in replicas[0].grads:
-            total = sum(r.grads[name].get().astype(np.float64) for r in replicas)
-            for r in replicas:
-                r.grads[name].set(total.astype(np.float32), wait=False)
+    def _per_device(self, plan, times):
+        compute, exchange = [None] * len(self.devices), [0.0] * len(self.devices)
+        for (i, _, _), (c, x) in zip(plan, times):
+            compute[i], exchange[i] = c, x
+        return compute, exchange
 
-    def _numpy_step(self, model, x, y):
+    def _recover(self, model, n, feed, failed, error):
+        if failed is None or len(self.devices) - len(self.failed) <= 1:
+            raise HetclError(f"OpenCL error with no device left to continue on: {error}") \
+                from error
+        device = self.devices[failed]
+        self.failed.add(failed)
+        self.scheduler.remove(failed, str(error))
+        warnings.warn(f"{device} failed ({error}); removed, redoing the step on the other "
+                      f"devices", DeviceWarning, stacklevel=3)
+        for i, d in enumerate(self.devices):  # let the others finish what they had queued
+            if i not in self.failed:
+                d.queue.finish()
+        return self._step(model, n, feed)
+
+    def _numpy_step(self, model, x, y, split):
         x = self._prepare(model, x, y)
         y = np.asarray(y)
-        return self._step(model, len(x), lambda ex, a, b: ex.set_input(x[a:b], y[a:b]))
+        return self._step(model, len(x), lambda ex, a, b: ex.set_input(x[a:b], y[a:b]), split)
 
-    def gradients(self, model, x, y):
-        """(loss, {name: gradient}) of the batch, without changing the parameters."""
-        loss, _, replicas = self._numpy_step(model, x, y)
+    def gradients(self, model, x, y, split=None):
+        """(loss, {name: gradient}) of the batch, without changing the parameters.
+        split: optional shard size per device (default: the scheduler's)."""
+        loss, _, replicas = self._numpy_step(model, x, y, split)
         return loss, {k: v.get() for k, v in replicas[0].grads.items()}
 
-    def train_step(self, model, opt, x, y, return_correct=False):
+    def train_step(self, model, opt, x, y, return_correct=False, split=None):
         """One SGD step on a numpy batch (x already normalised). -> loss [, correct count]"""
-        return self._update(model, opt, *self._numpy_step(model, x, y), return_correct)
+        return self._update(model, opt, *self._numpy_step(model, x, y, split), return_correct)
 
     def resident(self, device, images, labels, mean=0.0, std=1.0):
         """uint8 images [N, ...] and labels [N] uploaded once to the device (cached)."""
@@ -269,7 +327,7 @@ class Runtime:
     def evaluate_indices(self, model, images, labels, mean=0.0, std=1.0, batch_size=256):
         """-> predicted class per sample of a resident uint8 set (on the first device)."""
         model.build(images.shape[1:])
-        device = self.devices[0]
+        device = self.first_device()
         data = self.resident(device, images, labels, mean, std)
         n = min(batch_size, len(images))
         ex = self.executor(model, device, n)
@@ -298,6 +356,7 @@ class Runtime:
         for rep in replicas:
             opt.apply(rep)
         opt.steps += 1
+        self.steps += 1
         model.version += 1
         for rep in replicas:
             rep.version = model.version

@@ -7,6 +7,8 @@ the epoch and step, the parameters and the optimizer's buffers, and nothing else
 """
 import dataclasses
 import math
+import signal
+import threading
 import time
 
 
@@ -55,6 +57,7 @@ class Trainer:
         self.rt = runtime or Runtime(cfg.devices)
         self.opt = SGD(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov)
         self.epoch, self.step_in_epoch, self.history = 0, 0, []
+        self._stop = False
         if cfg.resume:
             self._restore()
 
@@ -91,15 +94,27 @@ class Trainer:
 
     # --- loop ---------------------------------------------------------------------------------
     def run(self):
+        """Train to cfg.epochs. Ctrl-C stops after the step in flight, saves (mid-epoch: the
+        step is recorded, --resume continues from it) and raises KeyboardInterrupt; a second
+        Ctrl-C stops at once."""
         log = JsonLog(self.cfg.log)
+        self._stop = False
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            def on_sigint(signum, frame):
+                self._stop = True
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+            previous = signal.signal(signal.SIGINT, on_sigint)
         try:
             while self.epoch < self.cfg.epochs:
                 self._epoch(log)
         except KeyboardInterrupt:
-            self.save()  # mid-epoch: the step is recorded, --resume continues from it
+            self.save()
             raise
         finally:
             log.close()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         if self.cfg.plot:
             plot_curves(self.history, self.cfg.plot)
         return self.history
@@ -123,11 +138,16 @@ class Trainer:
             self.step_in_epoch = i + 1
             loss_sum, correct, seen = loss_sum + loss * len(idx), correct + ok, seen + len(idx)
             if bar:
+                extra = {}
+                if len(self.rt.devices) > 1:  # the scheduler's split, device by device
+                    extra["split"] = "/".join(str(s) for s in self.rt.last_split)
                 bar.update(i + 1, seen, loss=f"{loss_sum / seen:.4f}",
-                           acc=f"{100 * correct / seen:.1f}%")
+                           acc=f"{100 * correct / seen:.1f}%", **extra)
             if cfg.log_every == "step":
                 log.write(kind="step", epoch=self.epoch + 1, step=i + 1, loss=loss,
                           acc=ok / len(idx), lr=self.opt.lr)
+            if self._stop:  # Ctrl-C: between steps, so the saved state is consistent
+                raise KeyboardInterrupt
         elapsed = time.perf_counter() - start
         test_acc = self.test_accuracy()
         record = {"kind": "epoch", "epoch": self.epoch + 1,

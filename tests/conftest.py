@@ -46,3 +46,13 @@ def gpu_device():
 import sys  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def subprocess_env(**extra):
+    """Environment for a child Python that must import this checkout's hetcl: the repository
+    goes first on PYTHONPATH, whatever was there stays (e.g. where pyopencl is installed)."""
+    path = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
+    return dict(os.environ, PYTHONPATH=path, **extra)

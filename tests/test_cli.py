@@ -1,6 +1,5 @@
 """The `hetcl` command: output, JSON, benchmarks and one-line errors."""
 import json
-import os
 import subprocess
 import sys
 
@@ -8,8 +7,8 @@ from click.testing import CliRunner
 
 from hetcl.cli import main
 from hetcl.device import list_devices
+from conftest import subprocess_env
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def invoke(*args):
@@ -60,7 +59,7 @@ def test_missing_platform_is_one_line_error():
             "os.environ['PYOPENCL_HOME'] = d; os.environ['OCL_ICD_VENDORS'] = d; "
             "from hetcl.cli import main; main(['devices'], prog_name='hetcl')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=REPO))
+                         env=subprocess_env())
     assert out.returncode == 1
     assert out.stderr.strip() == (
         "hetcl: error: no OpenCL platform found: install one - `pip install hetcl[pocl]` gives "

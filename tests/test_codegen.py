@@ -14,8 +14,8 @@ from hetcl.codegen.gemm import gemm
 from hetcl.codegen.params import GemmParams, KernelParams
 from hetcl.codegen.render import kernel_dirs, render
 from hetcl.errors import BuildError, TemplateError
+from conftest import subprocess_env
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class ToyParams(KernelParams):
@@ -70,7 +70,7 @@ SNIPPET = textwrap.dedent("""
 
 
 def run_process(cache_dir):
-    env = dict(os.environ, HETCL_CACHE_DIR=str(cache_dir), PYTHONPATH=REPO)
+    env = subprocess_env(HETCL_CACHE_DIR=str(cache_dir))
     out = subprocess.run([sys.executable, "-c", SNIPPET], env=env, capture_output=True,
                          text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -106,7 +106,7 @@ def test_memory_cache_returns_same_program(device):
 
 
 def test_debug_logging_shows_compiles_and_sources(tmp_path):
-    env = dict(os.environ, HETCL_CACHE_DIR=str(tmp_path), PYTHONPATH=REPO, HETCL_DEBUG="2")
+    env = subprocess_env(HETCL_CACHE_DIR=str(tmp_path), HETCL_DEBUG="2")
     out = subprocess.run([sys.executable, "-c", SNIPPET], env=env, capture_output=True,
                          text=True, check=True)
     assert "hetcl: compiling gemm.cl.mako" in out.stderr

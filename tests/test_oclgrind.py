@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import subprocess_env
 
 ICD = "/usr/lib/oclgrind/liboclgrind-rt-icd.so"
 # Oclgrind's reports: invalid (out-of-bounds) accesses, data races, uninitialised values, and
@@ -26,9 +27,8 @@ def test_every_kernel_is_clean_under_oclgrind(tmp_path):
     vendors = tmp_path / "vendors"
     vendors.mkdir()
     (vendors / "oclgrind.icd").write_text(ICD + "\n")
-    env = dict(os.environ, OCLGRIND_CHECK_API="1", OCLGRIND_DATA_RACES="1",
-               HETCL_CACHE_DIR=str(tmp_path / "cache"),
-               PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = subprocess_env(OCLGRIND_CHECK_API="1", OCLGRIND_DATA_RACES="1",
+                         HETCL_CACHE_DIR=str(tmp_path / "cache"))
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "oclgrind_kernels.py")
     out = subprocess.run([sys.executable, script, str(vendors)], env=env, capture_output=True,
                          text=True, timeout=1200)

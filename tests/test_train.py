@@ -16,8 +16,8 @@ from hetcl import data
 from hetcl.cli import main
 from hetcl.train import TrainConfig, Trainer
 from test_data import idx_bytes, write
+from conftest import subprocess_env
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_TRAIN, N_TEST = 2048, 512
 
 
@@ -74,7 +74,7 @@ def test_resume_equals_uninterrupted(small_data, tmp_path):
 
 
 def cli_process(args, tmp_path):
-    env = dict(os.environ, PYTHONPATH=REPO, HETCL_CACHE_DIR=str(tmp_path / "kcache"))
+    env = subprocess_env(HETCL_CACHE_DIR=str(tmp_path / "kcache"))
     return subprocess.Popen([sys.executable, "-m", "hetcl", "train"] + args, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

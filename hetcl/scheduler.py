@@ -1,0 +1,131 @@
+"""Split each global batch across devices in proportion to their measured throughput.
+
+Pure Python (no OpenCL): the runtime reports, after each step, how long each device computed
+its shard and how long its gradient exchange took; the scheduler keeps a smoothed samples/s per
+device and proposes the next split.
+
+* Calibration: the first step splits evenly (nothing is known yet).
+* Re-balancing: shards proportional to the smoothed throughput, so that all devices finish
+  together; rounded to a granule (every distinct shard size costs a kernel build, so sizes are
+  kept to multiples of the granule and a new split is only taken when it is predicted to be
+  at least `hysteresis` faster than the current one).
+* Dropping: a device whose share makes the step slower - its exchange cost is more than the
+  compute time it saves the others - gets nothing, with a log line saying why, and is probed
+  again (given a share for one step) every `probe_every` steps.
+"""
+from .log import logger
+
+
+class Scheduler:
+    def __init__(self, names, granule=16, smoothing=0.5, hysteresis=0.05, probe_every=50):
+        self.names = list(names)
+        self.granule, self.smoothing = int(granule), float(smoothing)
+        self.hysteresis, self.probe_every = float(hysteresis), int(probe_every)
+        k = len(self.names)
+        self.speed = [None] * k      # samples / s of compute, smoothed
+        self.exchange = [0.0] * k    # seconds of gradient read-back + upload, smoothed
+        self.active = [True] * k
+        self.dropped_at = [None] * k
+        self.steps = 0
+        self.current = None          # (n, shards) last proposed
+        self.messages = []           # why devices were dropped or re-admitted
+
+    # --- proposals -----------------------------------------------------------------------------
+    def split(self, n):
+        """Shard sizes (one per device, 0 for devices that get nothing) summing to n."""
+        self._maybe_probe()
+        if any(s is None for s, a in zip(self.speed, self.active) if a):  # calibration
+            shards = self._proportional(n, [1.0 if a else 0.0 for a in self.active])
+        else:
+            shards = self._proportional(n, self._weights())
+            keep = self.current
+            if keep and keep[0] == n and [c > 0 for c in keep[1]] == [s > 0 for s in shards] \
+                    and self.predict(keep[1]) <= self.predict(shards) * (1 + self.hysteresis):
+                shards = list(keep[1])  # not worth a new shard size (= new kernel builds)
+        self.current = (n, shards)
+        return shards
+
+    def _weights(self, without=None):
+        return [sp if (a and i != without) else 0.0
+                for i, (sp, a) in enumerate(zip(self.speed, self.active))]
+
+    def _proportional(self, n, weights):
+        total = sum(weights)
+        k = len(weights)
+        if total <= 0:
+            weights, total = [1.0] * k, float(k)
+        g = max(1, min(self.granule, n // max(1, sum(w > 0 for w in weights))))
+        ideal = [n * w / total for w in weights]
+        shards = [int(x // g) * g for x in ideal]
+        # Hand out what rounding left, a granule at a time, to the largest shortfalls; the
+        # final remainder (< g) goes to the fastest device.
+        rest = n - sum(shards)
+        while rest >= g:
+            i = max(range(k), key=lambda j: (ideal[j] - shards[j]) if weights[j] > 0 else -1e30)
+            shards[i] += g
+            rest -= g
+        shards[max(range(k), key=lambda j: weights[j])] += rest
+        return shards
+
+    def predict(self, shards):
+        """Predicted step seconds: the slowest device's compute + exchange."""
+        t = 0.0
+        for s, speed, ex in zip(shards, self.speed, self.exchange):
+            if s:
+                t = max(t, s / max(speed or 1e-9, 1e-9) + ex)
+        return t
+
+    # --- measurements --------------------------------------------------------------------------
+    def record(self, shards, compute_seconds, exchange_seconds=None):
+        """Per device: samples computed, seconds of compute, seconds of gradient exchange."""
+        self.steps += 1
+        exchange_seconds = exchange_seconds or [0.0] * len(shards)
+        a = self.smoothing
+        for i, (s, t, ex) in enumerate(zip(shards, compute_seconds, exchange_seconds)):
+            if not s or t is None or t <= 0:
+                continue
+            speed = s / t
+            self.speed[i] = speed if self.speed[i] is None else a * speed + (1 - a) * self.speed[i]
+            self.exchange[i] = ex if self.steps == 1 else a * ex + (1 - a) * self.exchange[i]
+        self._drop_slow(sum(shards))
+
+    def _drop_slow(self, n):
+        while sum(self.active) > 1:
+            act = [i for i, a in enumerate(self.active) if a]
+            if any(self.speed[i] is None for i in act):
+                return
+            with_all = self.predict(self._proportional(n, self._weights()))
+            best, gain = None, 0.0
+            for i in act:
+                without = self.predict(self._proportional(n, self._weights(without=i)))
+                if without < with_all * (1 - self.hysteresis) and with_all - without > gain:
+                    best, gain = i, with_all - without
+            if best is None:
+                return
+            self.active[best] = False
+            self.dropped_at[best] = self.steps
+            msg = (f"scheduler: dropping {self.names[best]}: with it a step takes "
+                   f"{1e3 * with_all:.1f} ms, without it {1e3 * (with_all - gain):.1f} ms "
+                   f"(it computes {self.speed[best]:.0f} samples/s and its gradient exchange "
+                   f"costs {1e3 * self.exchange[best]:.1f} ms); probing again in "
+                   f"{self.probe_every} steps")
+            self.messages.append(msg)
+            logger.warning(msg)
+
+    def _maybe_probe(self):
+        for i, at in enumerate(self.dropped_at):
+            if not self.active[i] and at is not None and self.steps - at >= self.probe_every:
+                self.active[i] = True
+                self.dropped_at[i] = None
+                self.messages.append(f"scheduler: probing {self.names[i]} again")
+
+    def remove(self, i, reason):
+        """A device that failed: never scheduled again."""
+        self.active[i] = False
+        self.dropped_at[i] = None
+        self.speed[i] = 0.0
+        self.messages.append(f"scheduler: removed {self.names[i]}: {reason}")
+
+    def shares(self):
+        n, shards = self.current or (0, [])
+        return {name: s for name, s in zip(self.names, shards)}

@@ -1,0 +1,91 @@
+"""One batch across two uneven devices (POCL_DEVICES="pthread basic"): exact gradients for
+uneven splits, identical replicas, the scheduler's split, and a device that fails mid-run."""
+import warnings
+
+import numpy as np
+import pytest
+
+import hetcl
+from hetcl.device import list_devices
+from hetcl.errors import DeviceWarning
+from hetcl.models import lenet5, mlp
+from hetcl.optim import SGD
+from hetcl.train import TrainConfig, Trainer
+from test_train import N_TRAIN, small_data  # noqa: F401  (fixture)
+
+DEVICES = list_devices()
+pytestmark = pytest.mark.skipif(len(DEVICES) < 2, reason="needs two OpenCL devices "
+                                "(POCL_DEVICES='pthread basic')")
+
+
+def rel(a, b):
+    return np.linalg.norm(a.astype(np.float64) - b) / max(np.linalg.norm(b), 1e-30)
+
+
+def batch(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, 1, 28, 28)).astype(np.float32),
+            rng.integers(0, 10, n).astype(np.int32))
+
+
+@pytest.mark.parametrize("split", [[200, 56], [255, 1], [1, 255]])
+def test_uneven_split_gives_the_one_device_gradients(split):
+    model = lenet5(seed=1).build()
+    x, y = batch(256)
+    loss1, g1 = hetcl.Runtime(DEVICES[:1]).gradients(model, x, y)
+    loss2, g2 = hetcl.Runtime(DEVICES[:2]).gradients(model, x, y, split=split)
+    assert abs(loss2 - loss1) / loss1 < 1e-5
+    for k in g1:
+        assert rel(g2[k], g1[k]) < 1e-5, k
+
+
+def test_replicas_stay_identical_and_match_one_device():
+    x, y = batch(64, seed=2)
+    two, one = mlp(seed=4).build(), mlp(seed=4).build()
+    rt2, rt1 = hetcl.Runtime(DEVICES[:2], granule=8), hetcl.Runtime(DEVICES[:1])
+    opt2, opt1 = SGD(0.05, 0.9), SGD(0.05, 0.9)
+    for step in range(50):
+        rt2.train_step(two, opt2, x, y)
+        rt1.train_step(one, opt1, x, y)
+    reps = [rt2.replica(two, d) for d in DEVICES[:2]]
+    for name in reps[0].params:
+        assert np.array_equal(reps[0].params[name].get(), reps[1].params[name].get()), name
+    a, b = two.parameters(), one.parameters()
+    for k in a:
+        assert rel(a[k], b[k]) < 1e-4, k
+    assert sum(rt2.last_split) == 64 and rt2.steps == 50
+
+
+def test_scheduler_split_is_used_and_reported():
+    x, y = batch(256, seed=3)
+    model = mlp(seed=0).build()
+    rt = hetcl.Runtime(DEVICES[:2])
+    opt = SGD(0.01)
+    for _ in range(4):
+        rt.train_step(model, opt, x, y)
+    assert sum(rt.last_split) == 256
+    speeds = rt.scheduler.speed
+    assert all(s is None or s > 0 for s in speeds)
+    # the split follows the measured speeds (or a device was dropped with a reason)
+    if 0 not in rt.last_split:
+        assert rt.scheduler.messages == [] or all("probing" in m for m in rt.scheduler.messages)
+    else:
+        assert any("dropping" in m for m in rt.scheduler.messages)
+
+
+def test_a_device_that_fails_is_removed_and_training_goes_on(small_data, monkeypatch):  # noqa: F811
+    cfg = dict(model="mlp", data=small_data, epochs=1, batch_size=128, seed=5, progress=False)
+    steps = -(-N_TRAIN // 128)
+    monkeypatch.setenv("HETCL_FAULT", f"{DEVICES[1].index}:3")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = Trainer(TrainConfig(devices=f"{DEVICES[0].index},{DEVICES[1].index}", **cfg))
+        history = trainer.run()
+    messages = [str(w.message) for w in caught if issubclass(w.category, DeviceWarning)]
+    assert len(messages) == 1 and "injected fault (HETCL_FAULT=" in messages[0]
+    assert trainer.rt.failed == {1} and trainer.opt.steps == steps and trainer.rt.steps == steps
+    monkeypatch.delenv("HETCL_FAULT")
+    single = Trainer(TrainConfig(devices=str(DEVICES[0].index), **cfg))
+    reference = single.run()
+    assert abs(history[0]["test_acc"] - reference[0]["test_acc"]) <= 0.01
+    assert abs(history[0]["train_loss"] - reference[0]["train_loss"]) < 1e-3

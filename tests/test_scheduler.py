@@ -1,0 +1,62 @@
+"""The scheduler alone (pure Python): calibration, proportional shares, granules, hysteresis,
+dropping a device that only slows the step, probing it again, and removal."""
+from hetcl.scheduler import Scheduler
+
+
+def feed(s, n, speeds, exchange=None, steps=1):
+    """Simulate steps where device i computes speeds[i] samples/s."""
+    for _ in range(steps):
+        shards = s.split(n)
+        s.record(shards, [x / sp if x else None for x, sp in zip(shards, speeds)], exchange)
+    return s.split(n)
+
+
+def test_first_step_splits_evenly_then_follows_throughput():
+    s = Scheduler(["fast", "slow"], granule=16)
+    assert s.split(256) == [128, 128]
+    assert feed(s, 256, [3000.0, 1000.0]) == [192, 64]
+
+
+def test_shards_are_granules_and_sum_to_n():
+    s = Scheduler(["a", "b", "c"], granule=16)
+    for n in (256, 250):
+        shards = feed(s, n, [500.0, 300.0, 200.0])
+        assert sum(shards) == n and min(shards) > 0
+        assert sum(x % 16 != 0 for x in shards) <= 1  # only the remainder breaks the granule
+    for n in (17, 3):  # batches smaller than granules: shrunk granules, still summing to n
+        assert sum(feed(s, n, [500.0, 300.0, 200.0])) == n
+
+
+def test_hysteresis_keeps_a_split_that_is_nearly_as_good():
+    s = Scheduler(["a", "b"], granule=1, hysteresis=0.05)
+    first = feed(s, 256, [1000.0, 1000.0])
+    assert first == [128, 128]
+    # 2% faster on one side: not worth new shard sizes (each one costs kernel builds)
+    assert feed(s, 256, [1020.0, 1000.0]) == [128, 128]
+    # twice as fast: re-balance
+    assert feed(s, 256, [2000.0, 1000.0], steps=3)[0] > 150
+
+
+def test_device_that_only_slows_the_step_is_dropped_and_probed_again():
+    s = Scheduler(["gpu", "cpu"], granule=16, probe_every=10)
+    # The CPU computes 1/10 of the GPU's rate, but its gradient exchange costs 20 ms a step:
+    # the 16 samples it would take save the GPU 1.6 ms.
+    shards = feed(s, 256, [10000.0, 1000.0], exchange=[0.0001, 0.02], steps=2)
+    assert shards == [256, 0]
+    assert s.messages[0].startswith("scheduler: dropping cpu: with it a step takes 36.0 ms, "
+                                    "without it 25.7 ms")
+    assert "probing again in 10 steps" in s.messages[0]
+    feed(s, 256, [10000.0, 1000.0], exchange=[0.0001, 0.02], steps=10)
+    assert "scheduler: probing cpu again" in s.messages
+    # A CPU whose exchange is cheap helps, and keeps its share.
+    s2 = Scheduler(["gpu", "cpu"], granule=16)
+    assert feed(s2, 256, [10000.0, 1000.0], exchange=[0.0001, 0.0001], steps=3) == [240, 16]
+    assert not s2.messages
+
+
+def test_removed_device_never_comes_back():
+    s = Scheduler(["a", "b"], granule=16, probe_every=1)
+    s.split(64)
+    s.remove(1, "CL_OUT_OF_RESOURCES")
+    assert feed(s, 64, [1000.0, 1000.0], steps=5) == [64, 0]
+    assert s.messages == ["scheduler: removed b: CL_OUT_OF_RESOURCES"]
