@@ -23,7 +23,7 @@ class Gemm:
         self.lda = lda or (self.m if trans_a else self.k)
         self.ldb = ldb or (self.k if trans_b else self.n)
         self.ldc = ldc or self.n
-        self.params = params or GemmParams.defaults(device.features)
+        self.params = params or GemmParams.for_shape(device.features, m, n, k)
         reason = self.params.invalid_reason(device.features)
         if reason:
             raise ValueError(f"GEMM parameters {self.params} invalid on {device}: {reason}")
