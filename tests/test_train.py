@@ -65,9 +65,12 @@ def test_same_seed_same_numbers(small_data):
 
 
 def test_resume_equals_uninterrupted(small_data, tmp_path):
-    full, _ = run(cfg(small_data, epochs=2))
-    run(cfg(small_data, tmp_path, epochs=1))
-    resumed, history = run(cfg(small_data, tmp_path, epochs=2, resume=True))
+    """1 epoch, stop, resume for 1 more == 2 epochs. (A constant rate: cosine and step
+    schedules span --epochs, so a 1-epoch run is not the first half of a 2-epoch one.)"""
+    const = dict(lr_schedule="constant", warmup_epochs=0.0)
+    full, _ = run(cfg(small_data, epochs=2, **const))
+    run(cfg(small_data, tmp_path, epochs=1, **const))
+    resumed, history = run(cfg(small_data, tmp_path, epochs=2, resume=True, **const))
     assert [h["epoch"] for h in history] == [1, 2]
     a, b = full.model.parameters(), resumed.model.parameters()
     assert max(np.abs(a[k] - b[k]).max() for k in a) <= 1e-6
