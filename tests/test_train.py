@@ -100,7 +100,7 @@ def test_killed_run_resumes_to_the_same_parameters(small_data, tmp_path, sig):
     """SIGKILL mid-epoch 2 leaves the epoch-1 checkpoint; Ctrl-C (SIGINT) saves mid-epoch.
     Either way --resume ends where the uninterrupted run ends."""
     ckpt, log = str(tmp_path / "ckpt"), str(tmp_path / "log.jsonl")
-    args = ["--model", "mlp", "--data", small_data, "--epochs", "2", "--batch-size", "64",
+    args = ["--model", "mlp", "--data", small_data, "--epochs", "2", "--batch-size", "64", "--lr", "0.05",
             "--seed", "3", "--devices", "0", "--checkpoint", ckpt]
     proc = cli_process(args + ["--log", log, "--log-every", "step"], tmp_path)
     wait_for_step(log, 2, proc)
