@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Benchmark (not a test): training images/s of hetcl (as `hetcl bench` measures it) beside
+PyTorch on the CPU with the same model, batch and optimizer, in the same process.
+
+    python tools/bench_train.py [--devices all] [--models lenet5,mlp] [--batch 256] [--threads 2]
+
+PyTorch trains on a random batch already in memory (no data loader), eager mode, float32;
+hetcl gathers its batches from uint8 images resident on the devices, as `hetcl train` does.
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from hetcl.bench import INPUT_SHAPES, train_throughput  # noqa: E402
+from hetcl.device import select_devices  # noqa: E402
+
+
+def torch_model(name, torch):
+    nn = torch.nn
+    if name == "lenet5":
+        return nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                             nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+                             nn.Linear(84, 10))
+    if name == "mlp":
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128),
+                             nn.ReLU(), nn.Linear(128, 10))
+    return nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(8192, 256), nn.ReLU(), nn.Linear(256, 10))
+
+
+def torch_throughput(name, batch, steps, threads):
+    import torch
+    torch.set_num_threads(threads)
+    model = torch_model(name, torch)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn((batch,) + INPUT_SHAPES[name])
+    y = torch.randint(0, 10, (batch,))
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+    for _ in range(3):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch / (time.perf_counter() - start), torch.__version__
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--devices", default="all")
+    ap.add_argument("--models", default="lenet5,mlp")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2, help="PyTorch CPU threads")
+    args = ap.parse_args()
+    devices = select_devices(args.devices)
+    names = ", ".join(f"{d.index}: {d.name} ({d.profile['driver_version']})" for d in devices)
+    print(f"devices: {names}; load average {os.getloadavg()[0]:.1f}")
+    print("| model | hetcl images/s | PyTorch CPU images/s | hetcl / PyTorch |")
+    print("|---|---:|---:|---:|")
+    for name in args.models.split(","):
+        ours = train_throughput(name, devices, args.batch, args.steps)
+        try:
+            theirs, version = torch_throughput(name, args.batch, args.steps, args.threads)
+        except ImportError:
+            print(f"| {name} | {ours:.0f} | (torch not installed) | |")
+            continue
+        print(f"| {name} | {ours:.0f} | {theirs:.0f} | {ours / theirs:.2f} |", flush=True)
+    print(f"batch {args.batch}, {args.steps} timed steps after 3 warm-up, PyTorch "
+          f"{args.threads} threads, load average {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
