@@ -52,10 +52,11 @@ def bench_device(device):
 INPUT_SHAPES = {"lenet5": (1, 28, 28), "mlp": (1, 28, 28), "cifar-cnn": (3, 32, 32)}
 
 
-def train_throughput(model_name, devices, batch_size=256, steps=20, warmup=3, seed=0):
+def train_throughput(model_name, devices, batch_size=256, steps=20, warmup=None, seed=0):
     """Training images/s of a model on `devices` (a spec or a list), on random uint8 images
     resident on the devices, as in `hetcl train`. Wall-clock over `steps` steps after `warmup`
-    (the warm-up builds the kernels and allocates every buffer)."""
+    (the warm-up builds the kernels and allocates every buffer; with several devices it is
+    longer, so that the scheduler has settled its split and built the kernels of its shards)."""
     import time
 
     from .models import build_model
@@ -69,6 +70,8 @@ def train_throughput(model_name, devices, batch_size=256, steps=20, warmup=3, se
     labels = rng.integers(0, 10, n, dtype=np.uint8)
     model = build_model(model_name, shape, 10, seed)
     rt = Runtime(devices)
+    if warmup is None:
+        warmup = 3 if len(rt.devices) == 1 else 12
     opt = SGD(0.01, 0.9)
     batches = [rng.permutation(n)[:batch_size].astype(np.int32) for _ in range(8)]
 
@@ -84,4 +87,7 @@ def train_throughput(model_name, devices, batch_size=256, steps=20, warmup=3, se
         step(i)
     for d in rt.devices:
         d.queue.finish()
-    return steps * batch_size / (time.perf_counter() - start)
+    rate = steps * batch_size / (time.perf_counter() - start)
+    train_throughput.last_split = rt.last_split
+    train_throughput.messages = list(rt.scheduler.messages)
+    return rate

@@ -194,7 +194,7 @@ def bench(devices_spec, models, batch_size, steps):
     from .bench import train_throughput
     from .device import select_devices
     chosen = select_devices(devices_spec)
-    rows = []
+    rows, notes = [], []
     for name in models or ("lenet5", "mlp"):
         alone = []
         for dev in chosen:
@@ -204,8 +204,13 @@ def bench(devices_spec, models, batch_size, steps):
         if len(chosen) > 1:
             click.echo(f"\rtiming {name} on all {len(chosen)} devices ...", err=True, nl=False)
             together = train_throughput(name, chosen, batch_size, steps)
-            rows.append([name, "together", f"{together:.0f}", f"{together / max(alone):.2f}x"])
+            split = "/".join(str(s) for s in train_throughput.last_split)
+            rows.append([name, f"together (split {split})", f"{together:.0f}",
+                         f"{together / max(alone):.2f}x"])
+            notes.extend(train_throughput.messages)
     click.echo("\r" + " " * 70 + "\r", err=True, nl=False)
     click.echo(_table(rows, ["model", "device", "images/s", "vs best alone"]))
-    click.echo(f"batch {batch_size}, {steps} timed steps after 3 warm-up; data resident on "
-               f"the devices")
+    click.echo(f"batch {batch_size}, {steps} timed steps after a warm-up (3 steps, 12 with several "
+               f"devices); data resident on the devices")
+    for note in dict.fromkeys(notes):
+        click.echo(note)

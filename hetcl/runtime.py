@@ -11,6 +11,7 @@ Runtime  - forward / gradients / train_step over the selected devices. With seve
            warning and the step is redone on the others: no step lost, none counted twice.
 """
 import os
+import time
 import warnings
 
 import numpy as np
@@ -185,6 +186,7 @@ class Runtime:
         self.failed = set()  # positions in self.devices of devices that failed
         self.steps = 0       # training steps taken
         self.last_split = None
+        self._step_started = None
 
     def replica(self, model, device):
         key = (id(model), device.index)
@@ -244,6 +246,11 @@ class Runtime:
         """One forward/loss/backward of n samples over the devices; feed(executor, a, b) puts
         samples a..b on the executor's device. A device that fails is removed and the step is
         redone on the others. -> loss, correct count, replicas that took part"""
+        if split is None and len(self.devices) - len(self.failed) > 1:
+            now = time.perf_counter()  # the scheduler times whole steps, start to start
+            if self._step_started is not None:
+                self.scheduler.end_step(now - self._step_started)
+            self._step_started = now
         plan = self._split(n, split)
         exchange = self._exchange if len(plan) > 1 else None
         if exchange:

@@ -10,8 +10,9 @@ device and proposes the next split.
   kept to multiples of the granule and a new split is only taken when it is predicted to be
   at least `hysteresis` faster than the current one).
 * Dropping: a device whose share makes the step slower - its exchange cost is more than the
-  compute time it saves the others - gets nothing, with a log line saying why, and is probed
-  again (given a share for one step) every `probe_every` steps.
+  compute time it saves the others, or, measured, steps run faster without it (devices that
+  share hardware) - gets nothing, with a log line saying why, and is probed again (given a
+  share) every `probe_every` steps.
 """
 from .log import logger
 
@@ -29,6 +30,9 @@ class Scheduler:
         self.steps = 0
         self.current = None          # (n, shards) last proposed
         self.messages = []           # why devices were dropped or re-admitted
+        self.timing = {}             # active-set tuple -> (steps measured, seconds)
+        self.trial, self.trial_steps, self.next_trial = None, 3, 0
+        self._last_key = self._last_shards = None
 
     # --- proposals -----------------------------------------------------------------------------
     def split(self, n):
@@ -77,8 +81,8 @@ class Scheduler:
 
     # --- measurements --------------------------------------------------------------------------
     def record(self, shards, compute_seconds, exchange_seconds=None):
-        """Per device: samples computed, seconds of compute, seconds of gradient exchange."""
-        self.steps += 1
+        """Per device: samples computed, seconds of compute, seconds of gradient exchange.
+        Call end_step() after it (and on steps that ran on one device only)."""
         exchange_seconds = exchange_seconds or [0.0] * len(shards)
         a = self.smoothing
         for i, (s, t, ex) in enumerate(zip(shards, compute_seconds, exchange_seconds)):
@@ -86,8 +90,72 @@ class Scheduler:
                 continue
             speed = s / t
             self.speed[i] = speed if self.speed[i] is None else a * speed + (1 - a) * self.speed[i]
-            self.exchange[i] = ex if self.steps == 1 else a * ex + (1 - a) * self.exchange[i]
+            self.exchange[i] = ex if self.steps == 0 else a * ex + (1 - a) * self.exchange[i]
         self._drop_slow(sum(shards))
+
+    def end_step(self, step_seconds=None):
+        """step_seconds: wall-clock time of the step that just ended, start to next start."""
+        self.steps += 1
+        self._observe(step_seconds)
+        self._explore()
+
+    # --- measured trials -----------------------------------------------------------------------
+    # The throughput model assumes devices do not slow each other down. Devices that share
+    # hardware (two OpenCL devices on the same CPU cores, a CPU device feeding a GPU) break that,
+    # so the scheduler also measures: once the split has settled, it runs a few steps without
+    # the slowest device and keeps whichever configuration was faster in wall-clock time.
+
+    def _observe(self, step_seconds):
+        key = tuple(self.active)
+        shards = self.current[1] if self.current else None
+        fresh = key != self._last_key or shards != self._last_shards
+        self._last_key, self._last_shards = key, shards
+        if step_seconds is None or fresh:
+            return  # new shard sizes build kernels in their first step: not a fair sample
+        n, t = self.timing.get(key, (0, 0.0))
+        if n and step_seconds > 3 * t / n:
+            return  # the host did something else between steps (evaluation, a checkpoint)
+        self.timing[key] = (n + 1, t + step_seconds)
+
+    def _mean_time(self, key):
+        n, t = self.timing.get(key, (0, 0.0))
+        return t / n if n else None
+
+    def _explore(self):
+        """Trials: each active device in turn is left out for a few measured steps; then the
+        fastest configuration is kept (all devices unless one is clearly faster without)."""
+        key = tuple(self.active)
+        if self.trial is not None:
+            i, base, todo, results = self.trial
+            if self.timing.get(key, (0, 0))[0] < self.trial_steps:
+                return
+            results[i] = self._mean_time(key)
+            self.active[i] = True
+            if todo:
+                self.active[todo[0]] = False
+                self.trial = (todo[0], base, todo[1:], results)
+                return
+            self.trial = None
+            self.next_trial = self.steps + self.probe_every
+            with_all = self._mean_time(base)
+            best = min(results, key=results.get)
+            if results[best] < with_all * (1 - self.hysteresis):
+                self.active[best] = False
+                self.dropped_at[best] = self.steps
+                msg = (f"scheduler: dropping {self.names[best]}: measured steps take "
+                       f"{1e3 * with_all:.1f} ms with it and {1e3 * results[best]:.1f} ms "
+                       f"without it (devices that share hardware slow each other); probing "
+                       f"again in {self.probe_every} steps")
+                self.messages.append(msg)
+                logger.warning(msg)
+            return
+        act = [i for i, a in enumerate(self.active) if a]
+        if len(act) < 2 or self.steps < self.next_trial or \
+                self.timing.get(key, (0, 0))[0] < self.trial_steps:
+            return
+        order = sorted(act, key=lambda i: self.speed[i] or 0.0)  # slowest first
+        self.active[order[0]] = False
+        self.trial = (order[0], key, order[1:], {})
 
     def _drop_slow(self, n):
         while sum(self.active) > 1:
@@ -112,6 +180,7 @@ class Scheduler:
             self.messages.append(msg)
             logger.warning(msg)
 
+
     def _maybe_probe(self):
         for i, at in enumerate(self.dropped_at):
             if not self.active[i] and at is not None and self.steps - at >= self.probe_every:
@@ -121,6 +190,9 @@ class Scheduler:
 
     def remove(self, i, reason):
         """A device that failed: never scheduled again."""
+        if self.trial is not None:  # a failure invalidates the measurements: start again
+            self.active[self.trial[0]] = True
+            self.trial = None
         self.active[i] = False
         self.dropped_at[i] = None
         self.speed[i] = 0.0

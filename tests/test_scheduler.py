@@ -3,11 +3,19 @@ dropping a device that only slows the step, probing it again, and removal."""
 from hetcl.scheduler import Scheduler
 
 
-def feed(s, n, speeds, exchange=None, steps=1):
-    """Simulate steps where device i computes speeds[i] samples/s."""
+def feed(s, n, speeds, exchange=None, steps=1, shared=False):
+    """Simulate steps where device i computes speeds[i] samples/s alone. shared: the devices
+    share hardware, so together they take the sum of their times, not the maximum."""
     for _ in range(steps):
         shards = s.split(n)
-        s.record(shards, [x / sp if x else None for x, sp in zip(shards, speeds)], exchange)
+        times = [x / sp if x else None for x, sp in zip(shards, speeds)]
+        ex = exchange or [0.0] * len(shards)
+        used = [(t, e) for t, e in zip(times, ex) if t is not None]
+        wall = sum(t for t, _ in used) if shared else max(t for t, _ in used)
+        if len(used) > 1:
+            s.record(shards, [t * len(used) if (shared and t) else t for t in times], exchange)
+            wall += max(e for _, e in used)
+        s.end_step(wall)
     return s.split(n)
 
 
@@ -52,6 +60,16 @@ def test_device_that_only_slows_the_step_is_dropped_and_probed_again():
     s2 = Scheduler(["gpu", "cpu"], granule=16)
     assert feed(s2, 256, [10000.0, 1000.0], exchange=[0.0001, 0.0001], steps=3) == [240, 16]
     assert not s2.messages
+
+
+def test_devices_sharing_hardware_are_measured_and_the_slower_dropped():
+    """Two OpenCL devices on the same CPU cores: each looks half as fast when both run, so the
+    model alone would keep both; measuring steps without one shows it only costs time."""
+    s = Scheduler(["pthread", "basic"], granule=16, probe_every=100)
+    shards = feed(s, 256, [30000.0, 15000.0], steps=20, shared=True)
+    assert shards == [256, 0]
+    assert s.messages[0].startswith("scheduler: dropping basic: measured steps take ")
+    assert "ms without it (devices that share hardware slow each other)" in s.messages[0]
 
 
 def test_removed_device_never_comes_back():

@@ -32,12 +32,15 @@ class _ConvDataParams(KernelParams):
     WG: int = 64
     WPT: int = 1
     CPT: int = 1
+    ROWWISE: int = 0
 
     template = "conv2d.cl.mako"
 
     def check(self):
         if min(self.WG, self.WPT, self.CPT) < 1:
             return "every tunable must be positive"
+        if self.ROWWISE not in (0, 1, 2):
+            return "ROWWISE is 0 or 1"
         return None
 
     def work_group_size(self):
@@ -101,10 +104,17 @@ class _ConvData:
         self.rows = self.c * self.kh * self.kw
         self.cols = self.images * self.out_hw[0] * self.out_hw[1]
         self.params = params or self.params_cls.defaults(device.features)
-        items = self.cols if self.kernel == "im2col" else self.images * self.h * self.w
+        if self.params.ROWWISE:
+            # One task per (image, channel, kernel row i) for im2col, per (image, channel,
+            # input row) for col2im; channels are part of the task, not a second dimension.
+            rows = self.kh if self.kernel == "im2col" and self.params.ROWWISE == 1 else 1
+            items, channels = self.images * self.c * rows, 1
+        else:
+            items = self.cols if self.kernel == "im2col" else self.images * self.h * self.w
+            channels = self.c
         self._launch = Launch(
             device, self.params, self.kernel, self._arg_types,
-            self.params.global_size(items, self.c), self.params.local_size(),
+            self.params.global_size(items, channels), self.params.local_size(),
             kernel=self.kernel, c=self.c, h=self.h, w=self.w, kh=self.kh, kw=self.kw,
             sh=self.sh, sw=self.sw, ph=self.ph, pw=self.pw, images=self.images)
 
