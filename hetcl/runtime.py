@@ -189,18 +189,27 @@ class Runtime:
         self._step_started = None
 
     def replica(self, model, device):
+        """The model's replica on a device, brought up to date: a device that sat out steps
+        (dropped by the scheduler) gets the current parameters *and* optimizer state from a
+        replica that took part, so it rejoins exactly in step."""
         key = (id(model), device.index)
         if key not in self._replicas:
             self._replicas[key] = Replica(model, device)
         rep = self._replicas[key]
-        rep.sync()
+        if rep.version != model.version:
+            fresh = next((r for (mid, _), r in self._replicas.items()
+                          if mid == id(model) and r.version == model.version), None)
+            rep.sync()
+            if fresh is not None:
+                for kind, buffers in fresh.state.items():
+                    rep.state[kind] = {k: to_device(device, v.get()) for k, v in buffers.items()}
         return rep
 
     def executor(self, model, device, n):
         key = (id(model), device.index, n)
+        rep = self.replica(model, device)
         if key not in self._executors:
-            self._executors[key] = Executor(self.replica(model, device), n)
-        self._executors[key].replica.sync()
+            self._executors[key] = Executor(rep, n)
         return self._executors[key]
 
     def first_device(self):
@@ -213,6 +222,22 @@ class Runtime:
         if y is not None and len(y) != len(x):
             raise ShapeError(f"{len(x)} samples but {len(y)} labels")
         return x
+
+
+    def forward(self, model, x, batch_size=256):
+        """Logits for x (numpy in, numpy out), in batches on the first device."""
+        x = self._prepare(model, x)
+        device = self.first_device()
+        n = min(batch_size, len(x))
+        ex = self.executor(model, device, n)
+        outs = []
+        for start in range(0, len(x), n):
+            chunk = x[start:start + n]
+            if len(chunk) < n:  # pad the last batch: no new kernels for one odd size
+                chunk = np.concatenate([chunk, np.zeros((n - len(chunk),) + chunk.shape[1:],
+                                                        np.float32)])
+            outs.append(ex.forward(chunk).get()[:len(x) - start])
+        return np.concatenate(outs)
 
     def _split(self, n, split):
         """[(device position, start, stop)] of the devices that get samples this step."""
