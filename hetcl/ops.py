@@ -12,7 +12,7 @@ import numpy as np
 from .buffers import empty
 from .codegen.conv import Col2Im, Im2Col
 from .codegen.eltwise import ActBwd, BiasAct, BiasGrad
-from .codegen.gemm import Gemm
+from .codegen.gemm import Gemm, tuned_params
 from .codegen.pool import MaxPoolBwd, MaxPoolFwd
 from .codegen.update import Axpby
 
@@ -51,9 +51,9 @@ class SplitKGemm:
     fixed-order reduction then sums (deterministic; no atomics)."""
 
     def __init__(self, device, m, n, k, trans_b, lda, ldb):
-        probe = Gemm(device, m, n, 1, trans_b=trans_b, lda=lda, ldb=ldb)
-        groups = probe.global_size[0] // probe.local_size[0] * (
-            probe.global_size[1] // probe.local_size[1])
+        params = tuned_params(device, m, n, k, False, trans_b, 1)
+        size, local = params.global_size(m, n), params.local_size()
+        groups = size[0] // local[0] * (size[1] // local[1])
         target = 8 * device.profile["compute_units"]
         self.p = int(max(1, min(target // max(groups, 1), k // 256)))
         self.kc, self.rest, self.mn = k // self.p, k - (k // self.p) * self.p, m * n

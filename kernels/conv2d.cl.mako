@@ -18,22 +18,34 @@
 ##          col[r, q] = x[n, ch, oy*sh - ph + i, ox*sw - pw + j], 0 where that is padding.
 ##   Conv weights W[F, c, kh, kw] viewed as [F, c*kh*kw] multiply col directly (Y = W @ col).
 ##
-## im2col: one work-item per (output column q, group of CPT channels); it writes the kh*kw rows
-##   of each of its channels. Consecutive work-items own consecutive columns, so the col stores
-##   (the larger side: kh*kw times x) are contiguous across a warp / a PoCL vector.
-## col2im: the adjoint of im2col as a gather: one work-item per (input pixel, group of CPT
-##   channels); it sums col over the (oy, ox) windows that cover its pixel, in a fixed order, and
-##   overwrites dx. No atomics, deterministic, overlapping windows (stride < kernel) just work.
-##
-## NDRange: global = (ceil(items / (WG*WPT)) * WG, ceil(c / CPT)), local = (WG, 1);
+## Two work decompositions, chosen by PLANES:
+## PLANES = 0 (GPUs): one work-item per item and group of CPT channels, consecutive work-items
+##   on consecutive items, so accesses coalesce across a warp.
+##   im2col: item = output column q; the work-item writes the kh*kw rows of each of its channels.
+##   col2im: the adjoint of im2col as a gather: item = input pixel; the work-item sums col over
+##   the (oy, ox) windows that cover its pixel, in a fixed order, and overwrites dx.
+##   NDRange: global = (ceil(items / (WG*WPT)) * WG, ceil(c / CPT)), local = (WG, 1);
 ##   items = images*OH*OW columns (im2col) or images*h*w pixels (col2im).
-##   Work-item t of group g owns items g*WG*WPT + t + k*WG (k < WPT): strided by WG so that the
-##   work-group touches WG consecutive items at each step k.
+## PLANES = 1 (CPUs): one work-item per task = one (channel ch, image n) plane, n fastest, so
+##   consecutive tasks continue the same kh*kw streams of col. Every tap (i, j) is unrolled, so
+##   the range of (oy, ox) whose input pixel lies inside the image is a compile-time constant:
+##   im2col copies runs of an input row into a contiguous run of col row (ch, i, j) (plain loops
+##   with constant bounds, which LLVM vectorises; zero-fills the padding), col2im zeroes the dx
+##   plane and adds each col row's run into it, taps in row-major order. No per-element
+##   branches, no division per element. Contiguous loads and stores: ~10x faster on PoCL than
+##   PLANES = 0, whose per-column work-items gather and scatter.
+##   NDRange: global = (ceil(images*c / (WG*WPT)) * WG, 1), local = (WG, 1); CPT must be 1.
+## In both, work-item t of group g owns items (tasks) g*WG*WPT + t + k*WG (k < WPT): strided by
+##   WG so that the work-group touches WG consecutive items at each step k. Both gathers are
+##   deterministic (fixed order, no atomics); overlapping windows (stride < kernel) just work.
 ##
 ## Tunables (hetcl/codegen/conv.py: Im2ColParams / Col2ImParams, which also check them):
-##   WG   work-items per work-group (along the items)
-##   WPT  items (columns / pixels) per work-item: amortises index math, fewer work-items
-##   CPT  channels per work-item: reuses the decoded (n, oy, ox) / window bounds CPT times
+##   WG      work-items per work-group (along the items / tasks)
+##   WPT     items (columns / pixels / planes) per work-item: amortises index math
+##   CPT     channels per work-item (PLANES = 0): reuses the decoded (n, oy, ox) / window bounds
+##   PLANES  0: per-column / per-pixel work-items; 1: per-plane work-items (see above). With
+##           PLANES = 1 on devices without features["simt"], the kernel asks for
+##           min_vector_width(512) (full-width AVX-512 vectors).
 ##
 ## Index math: offsets into x/dx and col are size_t (images*c*h*w or rows*COLS can pass 2^31);
 ## per-image quantities stay int.
@@ -50,8 +62,63 @@ padded = ph > 0 or pw > 0
 ch_end = "min(ch0 + %d, %d)" % (CPT, c) if c % CPT else "ch0 + %d" % CPT
 %>
 #define WG ${WG}
+<%def name="cpu_attrs()">\
+## Kernel head of the PLANES = 1 kernels.
+% if features.get("simt", True):
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+% else:
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1))) __attribute__((min_vector_width(512)))
+% endif
+</%def>
 
-% if kernel == "im2col":
+% if kernel == "im2col" and PLANES:
+${cpu_attrs()}
+void im2col(__global const float* restrict x, const long x_off, __global float* restrict col)
+{
+    const int t0 = get_group_id(0) * (WG * ${WPT}) + get_local_id(0);
+    x += x_off;
+    for (int k = 0; k < ${WPT}; ++k) {
+        const int t = t0 + k * WG;      // task (ch, n): one plane of x, n fastest
+        if (t >= ${images * c})
+            break;
+        const int ch = t / ${images}, n = t - ch * ${images};
+        __global const float* src = x + (size_t)(n * ${c} + ch) * ${HW};
+        __global float* dst = col + (size_t)ch * ${KK} * ${COLS}UL + (size_t)n * ${OHW};
+% for i in range(kh):
+<%
+    # oy whose row iy = oy*sh - ph + i lies inside [0, h): [ylo, yhi) (empty: all padding)
+    ylo = min(OH, max(0, -(-(ph - i) // sh)))
+    yhi = max(ylo, min(OH, (h - 1 + ph - i) // sh + 1))
+%>
+%  for j in range(kw):
+<%
+    # ox whose column ix = ox*sw - pw + j lies inside [0, w): [xlo, xhi)
+    xlo = min(OW, max(0, -(-(pw - j) // sw)))
+    xhi = max(xlo, min(OW, (w - 1 + pw - j) // sw + 1))
+    r = (i * kw + j) * COLS
+%>
+%   if ylo > 0:
+        for (int p = 0; p < ${ylo * OW}; ++p) dst[${r} + p] = 0.0f;
+%   endif
+        for (int oy = ${ylo}; oy < ${yhi}; ++oy) {
+%   if xlo > 0:
+            for (int ox = 0; ox < ${xlo}; ++ox) dst[${r} + oy * ${OW} + ox] = 0.0f;
+%   endif
+            for (int ox = ${xlo}; ox < ${xhi}; ++ox)
+                dst[${r} + oy * ${OW} + ox] = src[(oy * ${sh} + ${i - ph}) * ${w} + ox * ${sw} + ${j - pw}];
+%   if xhi < OW:
+            for (int ox = ${xhi}; ox < ${OW}; ++ox) dst[${r} + oy * ${OW} + ox] = 0.0f;
+%   endif
+        }
+%   if yhi < OH:
+        for (int p = ${yhi * OW}; p < ${OHW}; ++p) dst[${r} + p] = 0.0f;
+%   endif
+%  endfor
+% endfor
+    }
+}
+
+% elif kernel == "im2col":
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void im2col(__global const float* restrict x, const long x_off, __global float* restrict col)
 {
@@ -82,6 +149,42 @@ void im2col(__global const float* restrict x, const long x_off, __global float* 
                 }
             }
         }
+    }
+}
+
+% elif kernel == "col2im" and PLANES:
+${cpu_attrs()}
+void col2im(__global const float* restrict col, __global float* restrict dx, const long dx_off)
+{
+    const int t0 = get_group_id(0) * (WG * ${WPT}) + get_local_id(0);
+    dx += dx_off;
+    for (int k = 0; k < ${WPT}; ++k) {
+        const int t = t0 + k * WG;      // task (ch, n): one plane of dx, n fastest
+        if (t >= ${images * c})
+            break;
+        const int ch = t / ${images}, n = t - ch * ${images};
+        __global float* d = dx + (size_t)(n * ${c} + ch) * ${HW};
+        __global const float* s = col + (size_t)ch * ${KK} * ${COLS}UL + (size_t)n * ${OHW};
+        for (int p = 0; p < ${HW}; ++p) d[p] = 0.0f;
+% for i in range(kh):
+<%
+    # oy whose row iy = oy*sh - ph + i lies inside [0, h): [ylo, yhi) (empty: all padding)
+    ylo = min(OH, max(0, -(-(ph - i) // sh)))
+    yhi = max(ylo, min(OH, (h - 1 + ph - i) // sh + 1))
+%>
+%  for j in range(kw):
+<%
+    # ox whose column ix = ox*sw - pw + j lies inside [0, w): [xlo, xhi)
+    xlo = min(OW, max(0, -(-(pw - j) // sw)))
+    xhi = max(xlo, min(OW, (w - 1 + pw - j) // sw + 1))
+%>
+%   if ylo < yhi and xlo < xhi:
+        for (int oy = ${ylo}; oy < ${yhi}; ++oy)
+            for (int ox = ${xlo}; ox < ${xhi}; ++ox)
+                d[(oy * ${sh} + ${i - ph}) * ${w} + ox * ${sw} + ${j - pw}] += s[${(i * kw + j) * COLS} + oy * ${OW} + ox];
+%   endif
+%  endfor
+% endfor
     }
 }
 

@@ -28,7 +28,10 @@ CASES = [
 ]
 # Non-default points of the spaces (CPT=4 with C=3/5 exercises the ragged channel group), run on
 # a case with overlapping windows both ways (3x2 kernel, stride 2x1), padding and a chunk offset.
-EXTRA_PARAMS = [(16, 1, 1), (32, 8, 4), (256, 2, 2)]
+# (WG, WPT, CPT[, PLANES]): the last three are the per-plane form.
+EXTRA_PARAMS = [(16, 1, 1), (32, 8, 4), (256, 2, 2), (1, 1, 1, 1), (4, 2, 1, 1), (16, 8, 1, 1)]
+# Each form on every case, whichever the device's defaults pick.
+FORMS = {"columns": (64, 4, 2, 0), "planes": (1, 1, 1, 1)}
 PARAMS_CASE = (7, 5, 13, 11, 3, (3, 2), (2, 1), (1, 2), 2, 4)
 
 
@@ -105,6 +108,14 @@ def test_conv_via_gemm_default_params(device, case):
     check_case(device, case, np.random.default_rng(CASES.index(case)))
 
 
+@pytest.mark.parametrize("form", sorted(FORMS))
+@pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])
+def test_conv_via_gemm_each_form(device, case, form):
+    t = FORMS[form]
+    check_case(device, case, np.random.default_rng(CASES.index(case)), Im2ColParams(*t),
+               Col2ImParams(*t))
+
+
 def test_conv_via_gemm_params_from_space(device):
     rng = np.random.default_rng(7)
     for cls in (Im2ColParams, Col2ImParams):
@@ -120,23 +131,29 @@ def test_im2col_layout_and_padding(device):
     rng = np.random.default_rng(3)
     n, c, h, w, (kh, kw), (sh, sw), (ph, pw) = 2, 3, 5, 4, (3, 2), (2, 1), (1, 2)
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
-    op = Im2Col(device, (c, h, w), (kh, kw), (sh, sw), (ph, pw), n)
-    col = empty(device, (op.rows, op.cols)).fill(np.nan)
-    op(to_device(device, x), col)
-    oh, ow = op.out_hw
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    expect = np.empty((c, kh, kw, n, oh, ow), np.float32)
-    for i in range(kh):
-        for j in range(kw):
-            expect[:, i, j] = xp[:, :, i:i + sh * (oh - 1) + 1:sh,
-                                 j:j + sw * (ow - 1) + 1:sw].transpose(1, 0, 2, 3)
-    np.testing.assert_array_equal(col.get(), expect.reshape(op.rows, op.cols))
+    for params in [None] + [Im2ColParams(*t) for t in FORMS.values()]:
+        op = Im2Col(device, (c, h, w), (kh, kw), (sh, sw), (ph, pw), n, params=params)
+        col = empty(device, (op.rows, op.cols)).fill(np.nan)
+        op(to_device(device, x), col)
+        oh, ow = op.out_hw
+        xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        expect = np.empty((c, kh, kw, n, oh, ow), np.float32)
+        for i in range(kh):
+            for j in range(kw):
+                expect[:, i, j] = xp[:, :, i:i + sh * (oh - 1) + 1:sh,
+                                     j:j + sw * (ow - 1) + 1:sw].transpose(1, 0, 2, 3)
+        np.testing.assert_array_equal(col.get(), expect.reshape(op.rows, op.cols), str(params))
 
 
 def test_col2im_is_deterministic(device):
     """A gather with a fixed summation order: two runs agree bit for bit (stride < kernel)."""
     rng = np.random.default_rng(4)
-    op = Col2Im(device, (5, 13, 11), (5, 5), (1, 1), (2, 2), 7)
+    for t in FORMS.values():
+        _check_col2im_deterministic(device, rng, Col2ImParams(*t))
+
+
+def _check_col2im_deterministic(device, rng, params):
+    op = Col2Im(device, (5, 13, 11), (5, 5), (1, 1), (2, 2), 7, params=params)
     dcol = to_device(device, rng.standard_normal((op.rows, op.cols)).astype(np.float32))
     outs = []
     for _ in range(2):
@@ -150,6 +167,8 @@ def test_bad_shapes_and_params_are_rejected(device):
     with pytest.raises(ValueError, match="does not fit"):
         Im2Col(device, (3, 4, 4), (5, 5), (1, 1), (0, 0), 1)
     assert "positive" in Im2ColParams(WG=0).check()
+    assert "CPT=1" in Im2ColParams(CPT=2, PLANES=1).check()
+    assert "PLANES" in Col2ImParams(PLANES=2).check()
     too_big = Col2ImParams(WG=device.features["max_work_group_size"] * 2)
     with pytest.raises(ValueError, match="work-group"):
         Col2Im(device, (3, 4, 4), (3, 3), (1, 1), (1, 1), 1, params=too_big)

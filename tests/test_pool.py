@@ -69,11 +69,36 @@ def test_maxpool_default_params(device, case):
 def test_maxpool_params_from_space(device):
     rng = np.random.default_rng(10)
     space = PoolParams.valid_space(device.features)
-    picks = [PoolParams(WG=16, WPT=1), PoolParams(WG=32, WPT=8), PoolParams(WG=128, WPT=2)]
+    picks = [PoolParams(WG=16, WPT=1), PoolParams(WG=32, WPT=8), PoolParams(WG=128, WPT=2),
+             PoolParams(WG=1, WPT=4, PLANES=1), PoolParams(WG=16, WPT=2, PLANES=1)]
     assert PoolParams.defaults(device.features) in space and all(p in space for p in picks)
     for p in picks:
         for case in (CASES[1], CASES[4]):
             check_case(device, case, rng, params=p, ties=True)
+
+
+FORMS = {"elements": PoolParams(WG=64, WPT=1, PLANES=0),
+         "planes": PoolParams(WG=4, WPT=2, PLANES=1)}
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+@pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])
+def test_maxpool_each_form(device, case, form):
+    """Both work decompositions on every case (the defaults pick one per device)."""
+    rng = np.random.default_rng(CASES.index(case))
+    check_case(device, case, rng, params=FORMS[form])
+    check_case(device, case, rng, params=FORMS[form], ties=True)
+
+
+def test_maxpool_forms_agree_bitwise(device):
+    """The plane form's scatter sums each pixel's windows in the gather's order: same bits."""
+    rng = np.random.default_rng(11)
+    shape, size, stride = (3, 5, 13, 11), (3, 3), (1, 1)
+    x = rng.integers(0, 4, shape).astype(np.float32)
+    dy = rng.standard_normal(((3, 5, 11, 9))).astype(np.float32)
+    outs = [run_pool(device, x, size, stride, dy, p) for p in FORMS.values()]
+    for a, b in zip(outs[0], outs[1]):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_all_equal_input_routes_to_first_element(device):
@@ -94,3 +119,4 @@ def test_bad_shapes_are_rejected(device):
     with pytest.raises(ValueError, match="bad pooling shape"):
         MaxPoolFwd(device, (1, 1, 2, 2), (3, 3), (1, 1))
     assert "positive" in PoolParams(WG=16, WPT=0).check()
+    assert "PLANES" in PoolParams(PLANES=2).check()

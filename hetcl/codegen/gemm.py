@@ -1,11 +1,42 @@
 """Host side of kernels/gemm.cl.mako: choose parameters, build, and enqueue a (batched) GEMM."""
+import contextlib
+
 import numpy as np
 import pyopencl as cl
 
 from .cache import build
+from . import tunedb
 from .params import GemmParams
 
 _ARG_TYPES = ([np.int32] * 3 + [np.float32] * 2 + [None, np.int32, np.int32, np.int32] * 3)
+
+
+_recorder = None  # a list while record_problems() is active
+
+
+@contextlib.contextmanager
+def record_problems():
+    """Collect (m, n, k, trans_a, trans_b, batch) of every Gemm built inside (for the tuner)."""
+    global _recorder
+    _recorder, saved = [], _recorder
+    try:
+        yield _recorder
+    finally:
+        _recorder = saved
+
+
+def tuned_params(device, m, n, k, trans_a, trans_b, batch):
+    """The tuning DB's parameters for this shape class on this device, else the defaults."""
+    found = tunedb.database().lookup(device, "gemm",
+                                     tunedb.gemm_bucket(m, n, k, trans_a, trans_b, batch))
+    if found:
+        try:
+            params = GemmParams(**found)
+            if params.valid(device.features):
+                return params
+        except TypeError:  # an entry from another hetcl version: ignore it
+            pass
+    return GemmParams.for_shape(device.features, m, n, k)
 
 
 class Gemm:
@@ -23,7 +54,10 @@ class Gemm:
         self.lda = lda or (self.m if trans_a else self.k)
         self.ldb = ldb or (self.k if trans_b else self.n)
         self.ldc = ldc or self.n
-        self.params = params or GemmParams.for_shape(device.features, m, n, k)
+        if _recorder is not None:
+            _recorder.append((self.m, self.n, self.k, self.trans_a, self.trans_b, self.batch))
+        self.params = params or tuned_params(device, self.m, self.n, self.k, self.trans_a,
+                                             self.trans_b, self.batch)
         reason = self.params.invalid_reason(device.features)
         if reason:
             raise ValueError(f"GEMM parameters {self.params} invalid on {device}: {reason}")

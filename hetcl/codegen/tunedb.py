@@ -1,0 +1,119 @@
+"""The tuning DB: the best parameters found per (device, kernel, shape bucket).
+
+JSON, layout:
+  {"format": 1,
+   "devices": {<fingerprint>: {"name": .., "vendor": .., "kind": .., "driver": ..,
+                               "kernels": {<kernel>: {<bucket>: {"params": {..},
+                                                                  "ms": .., "default_ms": ..}}}}}}
+A bucket is a string naming the shape class (GEMM: transposes and each of m, n, k rounded up to
+a power of two), so one entry serves the shapes near the one tuned.
+
+Lookup order: the user's DB (cache dir, written by `hetcl tune`), then the DB shipped with the
+package (hetcl/codegen/tuned.json); in each, the device itself (fingerprint: same device, same
+driver), then any device of the same vendor and kind; otherwise None (the kernel's defaults).
+The DB is a cache: a corrupt or unreadable file is ignored with a warning, never fatal.
+"""
+import json
+import os
+import tempfile
+import warnings
+
+from .cache import cache_dir
+
+FORMAT = 1
+SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tuned.json")
+
+
+def user_path():
+    return os.path.join(cache_dir(), "tuning.json")
+
+
+def _empty():
+    return {"format": FORMAT, "devices": {}}
+
+
+def read(path):
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        if data.get("format") != FORMAT or not isinstance(data.get("devices"), dict):
+            raise ValueError(f"not a format-{FORMAT} tuning DB")
+        return data
+    except FileNotFoundError:
+        return _empty()
+    except (OSError, ValueError) as e:
+        warnings.warn(f"ignoring the tuning DB {path}: {e} (run `hetcl tune` to rebuild it)",
+                      stacklevel=3)
+        return _empty()
+
+
+def write(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)  # an interrupted tune leaves the previous complete DB
+
+
+def pow2(x):
+    p = 1
+    while p < x:
+        p *= 2
+    return p
+
+
+def gemm_bucket(m, n, k, trans_a, trans_b, batch):
+    return f"{'T' if trans_a else 'N'}{'T' if trans_b else 'N'}-{pow2(m)}x{pow2(n)}x{pow2(k)}" \
+           f"{'-batched' if batch > 1 else ''}"
+
+
+class TuneDB:
+    """Both DBs, loaded once per process (reload() after a tune)."""
+
+    def __init__(self, paths=None):
+        self.paths = paths
+        self.reload()
+
+    def reload(self):
+        paths = self.paths or [user_path(), SHIPPED]
+        self.dbs = [read(p) for p in paths]
+
+    def lookup(self, device, kernel, bucket):
+        for db in self.dbs:
+            own = db["devices"].get(device.fingerprint)
+            hit = own and own["kernels"].get(kernel, {}).get(bucket)
+            if hit:
+                return hit["params"]
+        p = device.profile
+        for db in self.dbs:
+            for entry in db["devices"].values():
+                if entry.get("vendor") == p["vendor"] and entry.get("kind") == p["kind"]:
+                    hit = entry["kernels"].get(kernel, {}).get(bucket)
+                    if hit:
+                        return hit["params"]
+        return None
+
+
+_db = None
+
+
+def database():
+    global _db
+    if _db is None:
+        _db = TuneDB()
+    return _db
+
+
+def record(device, kernel, bucket, params, ms, default_ms, path=None):
+    """Add one result to the user DB (read, update, atomic write: safe to interrupt)."""
+    path = path or user_path()
+    data = read(path)
+    p = device.profile
+    entry = data["devices"].setdefault(device.fingerprint, {
+        "name": p["name"], "vendor": p["vendor"], "kind": p["kind"],
+        "driver": p["driver_version"], "kernels": {}})
+    entry["kernels"].setdefault(kernel, {})[bucket] = {
+        "params": params, "ms": round(ms, 4), "default_ms": round(default_ms, 4)}
+    write(path, data)
+    if _db is not None:
+        _db.reload()
