@@ -19,6 +19,19 @@ from .codegen.update import Axpby
 COL_BUDGET_BYTES = {"cpu": 64 << 20, "gpu": 512 << 20}
 
 
+class Lazy:
+    """A kernel built on its first call (input gradients: the first layer never needs them,
+    and nothing should compile for it)."""
+
+    def __init__(self, make):
+        self.make, self.op = make, None
+
+    def __call__(self, *args, **kwargs):
+        if self.op is None:
+            self.op = self.make()
+        return self.op(*args, **kwargs)
+
+
 class DenseOp:
     def __init__(self, device, n, fin, fout, act):
         self.fwd = Gemm(device, n, fout, fin, trans_b=True)        # x [n,fin] @ W^T
@@ -27,7 +40,8 @@ class DenseOp:
         self.dz = empty(device, (n, fout)) if act != "none" else None
         self.bias_grad = BiasGrad(device, n, fout, 1, "nfs")
         self.dw = Gemm(device, fout, fin, n, trans_a=True)           # dz^T [fout,n] @ x
-        self.dx = Gemm(device, n, fin, fout)                         # dz [n,fout] @ W
+        # dz [n,fout] @ W, built on first use: the first layer never needs it
+        self.dx = Lazy(lambda: Gemm(device, n, fin, fout))
 
     def forward(self, xs, y, p):
         self.fwd(xs[0], p["weight"], y)
@@ -89,7 +103,7 @@ class ConvOp:
         sizes = sorted({nc for _, nc in self.chunks})
         geo = (in_chw, kernel, stride, pad)
         self.im2col = {nc: Im2Col(device, *geo, nc) for nc in sizes}
-        self.col2im = {nc: Col2Im(device, *geo, nc) for nc in sizes}
+        self.col2im = {nc: Lazy(lambda nc=nc: Col2Im(device, *geo, nc)) for nc in sizes}
         self.col = empty(device, (ckk, chunk * self.s))
         self.col_holds_x = False  # one chunk: the forward's columns serve the backward too
         # z [F, n*S] ("fns"): the forward's pre-activation, then the backward's dz.
@@ -103,8 +117,8 @@ class ConvOp:
         # dW (F x CKK) [+]= dz[:, chunk] (F x nc*S) @ col^T;  dcol = W^T @ dz[:, chunk]
         self.dw = {nc: SplitKGemm(device, f, ckk, nc * self.s, True, ns, nc * self.s)
                    for nc in sizes}
-        self.dcol = {nc: Gemm(device, ckk, nc * self.s, f, trans_a=True, ldb=ns)
-                     for nc in sizes}
+        self.dcol = {nc: Lazy(lambda nc=nc: Gemm(device, ckk, nc * self.s, f, trans_a=True,
+                                                 ldb=ns)) for nc in sizes}
 
     def forward(self, xs, y, p):
         for n0, nc in self.chunks:

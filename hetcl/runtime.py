@@ -84,6 +84,12 @@ class Executor:
                     and src.index != 0 and src.consumers[-1] == node.index):
                 grad[src.index] = grad[node.index].view((n,) + src.shape)
         self.out, self.grad = out, grad
+        # A node's output needs a gradient only if something trainable lies at or before it
+        # (e.g. not a Flatten right after the input: no dx for the first Dense).
+        self.needs_grad = {0: False}
+        for node in nodes[1:]:
+            self.needs_grad[node.index] = bool(node.layer.param_shapes()) or any(
+                self.needs_grad[i] for i in node.inputs)
         self.scratch = {}  # extra dx buffers where a node feeds several consumers
         self.loss_op = _LOSS_OPS[model.loss](device, n, nodes[model.output_node].shape[0])
         self.labels = empty(device, (n,), np.int32)
@@ -148,7 +154,7 @@ class Executor:
             dxs, adds = [], []
             for i in node.inputs:
                 src = self.nodes[i]
-                if i == 0:
+                if not self.needs_grad[i]:
                     dxs.append(None)
                 elif src.consumers[-1] == node.index:
                     dxs.append(self.grad[i])  # last consumer writes, the others add to it

@@ -2,6 +2,8 @@
 training step runs, and store them in the user's tuning DB (hetcl/codegen/tunedb.py), which
 training then uses automatically. Each result is written as soon as it is found, so an
 interrupted tune keeps what it found."""
+import numpy as np
+
 from .codegen import tunedb
 from .codegen.gemm import record_problems
 from .codegen.tuner import tune_gemm
@@ -14,8 +16,9 @@ INPUT_SHAPES = {"lenet5": (1, 28, 28), "mlp": (1, 28, 28), "cifar-cnn": (3, 32, 
 def model_gemm_problems(model_name, device, batch):
     """The distinct GEMM problems of one training step of the model on the device."""
     model = build_model(model_name, INPUT_SHAPES[model_name], 10, seed=0)
-    with record_problems() as problems:
-        Runtime([device]).executor(model, device, batch)
+    x = np.zeros((batch,) + INPUT_SHAPES[model_name], np.float32)
+    with record_problems() as problems:  # one step builds every kernel, lazy ones included
+        Runtime([device]).gradients(model, x, np.zeros(batch, np.int32))
     return list(dict.fromkeys(problems))
 
 

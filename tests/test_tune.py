@@ -1,0 +1,92 @@
+"""The tuning DB and the GEMM tuner: lookup order, corrupt files, never slower, and that GEMMs
+built afterwards use what the DB says."""
+import json
+import warnings
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hetcl.cli import main
+from hetcl.codegen import tunedb
+from hetcl.codegen.gemm import Gemm, gemm, tuned_params
+from hetcl.codegen.params import GemmParams
+from hetcl.codegen.tuner import tune_gemm
+
+
+@pytest.fixture
+def fresh_db(tmp_path, monkeypatch):
+    """A user DB in a temporary cache dir and no shipped DB, so the test sees only its own."""
+    monkeypatch.setenv("HETCL_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tunedb, "SHIPPED", str(tmp_path / "shipped.json"))
+    monkeypatch.setattr(tunedb, "_db", None)
+    return tmp_path
+
+
+def odd_params(device):
+    """A valid point of the space that no default uses."""
+    defaults = {GemmParams.defaults(device.features), GemmParams.for_shape(device.features, 8, 8, 8)}
+    return next(p for p in GemmParams.valid_space(device.features) if p not in defaults)
+
+
+def test_recorded_params_are_used_by_new_gemms(device, fresh_db):
+    p = odd_params(device)
+    problem = (33, 65, 17, False, True, 1)
+    tunedb.record(device, "gemm", tunedb.gemm_bucket(*problem), p.as_dict(), 0.1, 0.2)
+    assert tuned_params(device, *problem) == p
+    assert Gemm(device, 33, 65, 17, trans_b=True).params == p
+    assert Gemm(device, 33, 65, 17, trans_b=False).params != p  # another bucket
+    a = np.random.default_rng(0).standard_normal((33, 17)).astype(np.float32)
+    b = np.random.default_rng(1).standard_normal((65, 17)).astype(np.float32)
+    np.testing.assert_allclose(gemm(device, a, b, trans_b=True), a @ b.T, rtol=1e-4, atol=1e-4)
+
+
+def test_lookup_falls_back_to_same_vendor_and_kind(device, fresh_db):
+    p = odd_params(device)
+    data = {"format": 1, "devices": {"another-fingerprint": {
+        "name": "a sibling", "vendor": device.profile["vendor"], "kind": device.kind,
+        "driver": "0", "kernels": {"gemm": {"NN-64x64x64": {"params": p.as_dict(), "ms": 1,
+                                                           "default_ms": 2}}}}}}
+    (fresh_db / "shipped.json").write_text(json.dumps(data))
+    tunedb._db = None
+    assert tuned_params(device, 60, 50, 40, False, False, 1) == p
+    data["devices"]["another-fingerprint"]["kind"] = "accelerator"
+    (fresh_db / "shipped.json").write_text(json.dumps(data))
+    tunedb._db = None
+    assert tuned_params(device, 60, 50, 40, False, False, 1) != p
+
+
+def test_corrupt_db_is_ignored_with_a_warning(device, fresh_db):
+    (fresh_db / "tuning.json").write_text("{ not json")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        params = tuned_params(device, 8, 8, 8, False, False, 1)
+    assert params == GemmParams.for_shape(device.features, 8, 8, 8)
+    assert any("ignoring the tuning DB" in str(w.message) for w in caught)
+    with pytest.warns(UserWarning, match="ignoring the tuning DB"):  # rebuilt, not fatal
+        tunedb.record(device, "gemm", "NN-8x8x8", params.as_dict(), 1.0, 1.0)
+    assert json.loads((fresh_db / "tuning.json").read_text())["format"] == 1
+
+
+def test_tuner_never_picks_something_slower_than_before(device, fresh_db):
+    problem = (40, 300, 64, True, False, 1)
+    best, ms, before = tune_gemm(device, problem, count=3, reps=3)
+    assert ms <= before and best.valid(device.features)
+    a = np.random.default_rng(2).standard_normal((64, 40)).astype(np.float32)
+    b = np.random.default_rng(3).standard_normal((64, 300)).astype(np.float32)
+    np.testing.assert_allclose(gemm(device, a, b, trans_a=True, params=best), a.T @ b,
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_hetcl_tune_writes_the_db_for_every_gemm_of_the_model(fresh_db):
+    from hetcl.device import list_devices
+    dev = list_devices()[-1]
+    result = CliRunner().invoke(main, ["tune", "--devices", str(dev.index), "--model", "mlp",
+                                       "--candidates", "1", "--batch-size", "32"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((fresh_db / "tuning.json").read_text())
+    buckets = data["devices"][dev.fingerprint]["kernels"]["gemm"]
+    # MLP 784-256-128-10: 3 forward, 3 weight-gradient and 2 input-gradient GEMMs
+    assert len(buckets) == 8 and "NT-32x256x1024" in buckets
+    assert all(e["ms"] <= e["default_ms"] for e in buckets.values())
+    assert "saved to" in result.output
