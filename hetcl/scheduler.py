@@ -18,7 +18,7 @@ from .log import logger
 
 
 class Scheduler:
-    def __init__(self, names, granule=16, smoothing=0.5, hysteresis=0.05, probe_every=50):
+    def __init__(self, names, granule=16, smoothing=0.5, hysteresis=0.05, probe_every=500):
         self.names = list(names)
         self.granule, self.smoothing = int(granule), float(smoothing)
         self.hysteresis, self.probe_every = float(hysteresis), int(probe_every)
@@ -33,6 +33,7 @@ class Scheduler:
         self.timing = {}             # active-set tuple -> (steps measured, seconds)
         self.trial, self.trial_steps, self.next_trial = None, 3, 0
         self._last_key = self._last_shards = None
+        self.told = set()  # devices whose drop was already logged
 
     # --- proposals -----------------------------------------------------------------------------
     def split(self, n):
@@ -147,7 +148,9 @@ class Scheduler:
                        f"without it (devices that share hardware slow each other); probing "
                        f"again in {self.probe_every} steps")
                 self.messages.append(msg)
-                logger.warning(msg)
+                if best not in self.told:  # said once; later probes that agree stay quiet
+                    self.told.add(best)
+                    logger.warning(msg)
             return
         act = [i for i, a in enumerate(self.active) if a]
         if len(act) < 2 or self.steps < self.next_trial or \
@@ -178,7 +181,9 @@ class Scheduler:
                    f"costs {1e3 * self.exchange[best]:.1f} ms); probing again in "
                    f"{self.probe_every} steps")
             self.messages.append(msg)
-            logger.warning(msg)
+            if best not in self.told:
+                self.told.add(best)
+                logger.warning(msg)
 
 
     def _maybe_probe(self):
@@ -186,6 +191,7 @@ class Scheduler:
             if not self.active[i] and at is not None and self.steps - at >= self.probe_every:
                 self.active[i] = True
                 self.dropped_at[i] = None
+                self.timing.pop(tuple(self.active), None)  # measure it afresh, not from memory
                 self.messages.append(f"scheduler: probing {self.names[i]} again")
 
     def remove(self, i, reason):
