@@ -1,7 +1,6 @@
 """Run a Graph on devices: parameter replicas, per-batch-size executors, and the step.
 
-Replica  - one model's parameters, gradients and optimizer state on one device.
-Executor - the bound ops and activation/gradient buffers for one batch size on one device.
+Replicas, resident data and executors (one model on one device) are in executor.py.
 Runtime  - forward / gradients / train_step over the selected devices. With several devices the
            batch is split into contiguous shards sized by the Scheduler (scheduler.py); every
            shard's loss and gradients are already divided by the global batch size, so the
@@ -17,171 +16,12 @@ import warnings
 import numpy as np
 import pyopencl as cl
 
-from .buffers import empty, to_device
+from .buffers import to_device
 from .comm import GradientExchange
-from .codegen.gather import Gather
-from .codegen.loss import SigmoidBCE, SoftmaxCE
 from .device import select_devices
 from .errors import DeviceFault, DeviceWarning, HetclError, ShapeError
+from .executor import Executor, Replica, Resident
 from .scheduler import Scheduler
-
-_LOSS_OPS = {"softmax_ce": SoftmaxCE, "sigmoid_bce": SigmoidBCE}
-
-
-class Replica:
-    def __init__(self, model, device):
-        self.model, self.device = model, device
-        host = model.parameters()
-        self.params = {k: empty(device, v.shape) for k, v in host.items()}
-        self.grads = {k: empty(device, v.shape) for k, v in host.items()}
-        self.state = {}  # optimizer buffers, e.g. {"momentum": {name: DeviceArray}}
-        self.version = None
-        self.sync(host)
-
-    def sync(self, host=None):
-        """Upload the host parameters if they changed since this replica last saw them."""
-        if self.version == self.model.version:
-            return
-        host = host if host is not None else self.model.parameters()
-        for k, v in host.items():
-            self.params[k].set(v)
-        self.version = self.model.version
-
-    def download(self):
-        return {k: v.get() for k, v in self.params.items()}
-
-
-class Resident:
-    """A uint8 data set on one device: images [N, sample_size], labels [N]."""
-
-    def __init__(self, device, images, labels, mean, std):
-        self.sample_size = int(np.prod(images.shape[1:]))
-        self.images = to_device(device, np.ascontiguousarray(images, np.uint8).reshape(
-            len(images), self.sample_size))
-        self.labels = to_device(device, np.ascontiguousarray(labels, np.uint8))
-        self.mean, self.std = float(mean), float(std)
-
-
-class Executor:
-    def __init__(self, replica, n):
-        model, device = replica.model, replica.device
-        self.replica, self.n, self.nodes = replica, n, model.nodes
-        nodes = model.nodes
-        out, grad = {0: empty(device, (n,) + nodes[0].shape)}, {}
-        self.ops = {}
-        for node in nodes[1:]:  # forward buffers; aliases share their producer's memory
-            src = nodes[node.inputs[0]]
-            if node.fused_into is not None or getattr(node.layer, "alias", False):
-                out[node.index] = out[src.index].view((n,) + node.shape)
-            else:
-                out[node.index] = empty(device, (n,) + node.shape)
-                self.ops[node.index] = node.layer.bind(device, n, act=node.act)
-        for node in reversed(nodes[1:]):  # gradient buffers, outputs first
-            if node.index not in grad:
-                grad[node.index] = empty(device, (n,) + node.shape)
-            src = nodes[node.inputs[0]]
-            if ((node.fused_into is not None or getattr(node.layer, "alias", False))
-                    and src.index != 0 and src.consumers[-1] == node.index):
-                grad[src.index] = grad[node.index].view((n,) + src.shape)
-        self.out, self.grad = out, grad
-        # A node's output needs a gradient only if something trainable lies at or before it
-        # (e.g. not a Flatten right after the input: no dx for the first Dense).
-        self.needs_grad = {0: False}
-        for node in nodes[1:]:
-            self.needs_grad[node.index] = bool(node.layer.param_shapes()) or any(
-                self.needs_grad[i] for i in node.inputs)
-        self.scratch = {}  # extra dx buffers where a node feeds several consumers
-        self.loss_op = _LOSS_OPS[model.loss](device, n, nodes[model.output_node].shape[0])
-        self.labels = empty(device, (n,), np.int32)
-        self.row_loss = empty(device, (n,))
-        self.row_correct = empty(device, (n,), np.int32)
-        self.indices = empty(device, (n,), np.int32)
-        self.first_event = None
-        self._gathers = {}  # per resident data set: its normalisation is baked into the kernel
-        self._host_loss = np.empty(n, np.float32)
-        self._host_correct = np.empty(n, np.int32)
-        from .codegen.update import Axpby
-        self._axpby = {}
-        self._axpby_for = lambda size: self._axpby.setdefault(size, Axpby(device, size))
-
-    def _node_params(self, node, table):
-        layer = node.layer
-        return {k: table[f"{layer.name}.{k}"] for k in layer.param_shapes()}
-
-    def set_input(self, x, labels=None):
-        self._host_x = np.ascontiguousarray(x, np.float32).reshape(self.out[0].shape)
-        # Non-blocking: the host copy lives until the next step. The first event of the step
-        # marks where the device's compute time starts (for the scheduler).
-        self.first_event = self.out[0].set(self._host_x, wait=False)
-        if labels is not None:
-            self._host_labels = np.ascontiguousarray(labels, np.int32)
-            self.labels.set(self._host_labels, wait=False)
-
-    def gather(self, resident, indices):
-        """Input and labels from a data set resident on the device: only indices travel."""
-        self._host_idx = np.ascontiguousarray(indices, np.int32)
-        self.first_event = self.indices.set(self._host_idx, wait=False)
-        key = id(resident)
-        if key not in self._gathers:
-            self._gathers[key] = Gather(self.replica.device, self.n, resident.sample_size,
-                                        resident.mean, resident.std)
-        self._gathers[key](resident.images, resident.labels, self.indices, self.out[0],
-                           self.labels)
-
-    def forward(self, x=None):
-        if x is not None:
-            self.set_input(x)
-        for index, op in self.ops.items():
-            node = self.nodes[index]
-            op.forward([self.out[i] for i in node.inputs], self.out[index],
-                        self._node_params(node, self.replica.params))
-        return self.out[self.replica.model.output_node]
-
-    def loss(self, global_n):
-        """Loss, gradient of the logits and per-row results for the labels on the device;
-        returns the event of the (non-blocking) read of the results."""
-        out = self.replica.model.output_node
-        self.loss_op(self.out[out], self.labels, self.grad[out], self.row_loss,
-                     self.row_correct, float(global_n))
-        self.row_loss.get_async(self._host_loss)
-        return self.row_correct.get_async(self._host_correct)
-
-    def backward(self, on_node=None):
-        """Enqueue the backward pass, last node first. on_node(parameter names) is called as
-        soon as a node's gradients are enqueued (the all-reduce reads them back from there)."""
-        for node in reversed(self.nodes[1:]):
-            aliased = node.fused_into is not None or getattr(node.layer, "alias", False)
-            dxs, adds = [], []
-            for i in node.inputs:
-                src = self.nodes[i]
-                if not self.needs_grad[i]:
-                    dxs.append(None)
-                elif src.consumers[-1] == node.index:
-                    dxs.append(self.grad[i])  # last consumer writes, the others add to it
-                else:
-                    key = (node.index, i)
-                    if key not in self.scratch:
-                        self.scratch[key] = empty(self.replica.device, self.grad[i].shape)
-                    dxs.append(self.scratch[key])
-                    adds.append((self.scratch[key], self.grad[i]))
-            if aliased:
-                for (scratch, target) in adds:  # an alias that is not the last consumer
-                    self._axpby_for(target.size)(self.grad[node.index].view(target.shape),
-                                                 target, 1.0, 1.0)
-                continue
-            self.ops[node.index].backward(
-                [self.out[i] for i in node.inputs], self.out[node.index],
-                self.grad[node.index], dxs, self._node_params(node, self.replica.params),
-                self._node_params(node, self.replica.grads))
-            for scratch, target in adds:
-                self._axpby_for(target.size)(scratch, target, 1.0, 1.0)
-            if on_node is not None and node.layer.param_shapes():
-                on_node([f"{node.layer.name}.{k}" for k in node.layer.param_shapes()])
-
-    def results(self, event):
-        event.wait()
-        return float(self._host_loss.astype(np.float64).sum()), int(self._host_correct.sum())
-
 
 class Runtime:
     def __init__(self, devices="all", granule=16):
