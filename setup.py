@@ -6,6 +6,6 @@ from setuptools import setup
 setup(
     packages=["hetcl", "hetcl.codegen", "hetcl.kernels"],
     package_dir={"hetcl.kernels": "kernels"},
-    package_data={"hetcl.kernels": ["*.cl.mako", "*.mako"]},
+    package_data={"hetcl.kernels": ["*.cl.mako", "*.mako"], "hetcl.codegen": ["*.json"]},
     include_package_data=True,
 )
