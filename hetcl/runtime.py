@@ -24,10 +24,12 @@ from .executor import Executor, Replica, Resident
 from .scheduler import Scheduler
 
 class Runtime:
-    def __init__(self, devices="all", granule=16):
+    def __init__(self, devices="all", granule=16, adaptive=True):
+        """adaptive=False: split in proportion to speed but never drop a device."""
         self.devices = select_devices(devices)
         self._replicas, self._executors, self._resident = {}, {}, {}
-        self.scheduler = Scheduler([f"{d.index}:{d.name}" for d in self.devices], granule)
+        self.scheduler = Scheduler([f"{d.index}:{d.name}" for d in self.devices], granule,
+                                   adaptive=adaptive)
         self._exchange = GradientExchange()
         self.failed = set()  # positions in self.devices of devices that failed
         self.steps = 0       # training steps taken

@@ -18,7 +18,8 @@ from .log import logger
 
 
 class Scheduler:
-    def __init__(self, names, granule=16, smoothing=0.5, hysteresis=0.05, probe_every=500):
+    def __init__(self, names, granule=16, smoothing=0.5, hysteresis=0.05, probe_every=500,
+                 adaptive=True):
         self.names = list(names)
         self.granule, self.smoothing = int(granule), float(smoothing)
         self.hysteresis, self.probe_every = float(hysteresis), int(probe_every)
@@ -34,6 +35,7 @@ class Scheduler:
         self.trial, self.trial_steps, self.next_trial = None, 3, 0
         self._last_key = self._last_shards = None
         self.told = set()  # devices whose drop was already logged
+        self.adaptive = adaptive  # False: proportional shares only, never drop a device
 
     # --- proposals -----------------------------------------------------------------------------
     def split(self, n):
@@ -43,12 +45,24 @@ class Scheduler:
             shards = self._proportional(n, [1.0 if a else 0.0 for a in self.active])
         else:
             shards = self._proportional(n, self._weights())
+            self._say_why_empty(n, shards)
             keep = self.current
             if keep and keep[0] == n and [c > 0 for c in keep[1]] == [s > 0 for s in shards] \
                     and self.predict(keep[1]) <= self.predict(shards) * (1 + self.hysteresis):
                 shards = list(keep[1])  # not worth a new shard size (= new kernel builds)
         self.current = (n, shards)
         return shards
+
+    def _say_why_empty(self, n, shards):
+        for i, (size, active) in enumerate(zip(shards, self.active)):
+            if active and size == 0 and i not in self.told:
+                self.told.add(i)
+                msg = (f"scheduler: {self.names[i]} gets no samples: at {self.speed[i]:.0f} "
+                       f"samples/s its share of a batch of {n} is under one granule "
+                       f"({self.granule}) against {max(s or 0 for s in self.speed):.0f} "
+                       f"samples/s for the fastest device")
+                self.messages.append(msg)
+                logger.warning(msg)
 
     def _weights(self, without=None):
         return [sp if (a and i != without) else 0.0
@@ -153,7 +167,7 @@ class Scheduler:
                     logger.warning(msg)
             return
         act = [i for i, a in enumerate(self.active) if a]
-        if len(act) < 2 or self.steps < self.next_trial or \
+        if not self.adaptive or len(act) < 2 or self.steps < self.next_trial or \
                 self.timing.get(key, (0, 0))[0] < self.trial_steps:
             return
         order = sorted(act, key=lambda i: self.speed[i] or 0.0)  # slowest first
@@ -161,7 +175,7 @@ class Scheduler:
         self.trial = (order[0], key, order[1:], {})
 
     def _drop_slow(self, n):
-        while sum(self.active) > 1:
+        while self.adaptive and sum(self.active) > 1:
             act = [i for i, a in enumerate(self.active) if a]
             if any(self.speed[i] is None for i in act):
                 return

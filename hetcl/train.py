@@ -54,10 +54,10 @@ class Trainer:
                              f"{cfg.batch_size})")
         if cfg.resume and not cfg.checkpoint:
             raise HetclError("--resume needs --checkpoint DIR (where the run was saved)")
+        self.rt = runtime or Runtime(cfg.devices)  # a device typo fails before data loads
         self.data = dataset or load_dataset(cfg.data)
         self.model = build_model(cfg.model, self.data.sample_shape, self.data.classes, cfg.seed)
         check_input_shape(self.data, self.model.input_shape)
-        self.rt = runtime or Runtime(cfg.devices)
         self.opt = SGD(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov)
         self.epoch, self.step_in_epoch, self.history = 0, 0, []
         self._stop = False

@@ -78,3 +78,16 @@ def test_removed_device_never_comes_back():
     s.remove(1, "CL_OUT_OF_RESOURCES")
     assert feed(s, 64, [1000.0, 1000.0], steps=5) == [64, 0]
     assert s.messages == ["scheduler: removed b: CL_OUT_OF_RESOURCES"]
+
+
+def test_a_device_too_slow_for_one_granule_is_told_why():
+    s = Scheduler(["gpu", "cpu"], granule=16)
+    assert feed(s, 256, [250000.0, 4000.0], steps=2) == [256, 0]
+    assert s.messages[0].startswith("scheduler: cpu gets no samples: at 4000 samples/s its "
+                                    "share of a batch of 256 is under one granule (16)")
+
+
+def test_not_adaptive_keeps_every_device():
+    s = Scheduler(["gpu", "cpu"], granule=16, adaptive=False)
+    shards = feed(s, 256, [10000.0, 1000.0], exchange=[0.0001, 0.02], steps=10)
+    assert shards == [240, 16] and not s.messages

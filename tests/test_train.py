@@ -29,11 +29,14 @@ def small_data(tmp_path_factory):
         full = data.load_dataset()
         parts = {"train": (full.train_x[:N_TRAIN, 0], full.train_y[:N_TRAIN]),
                  "t10k": (full.test_x[:N_TEST, 0], full.test_y[:N_TEST])}
-    except data.DataError:
+    except data.DataError:  # a learnable stand-in: one noisy template image per class
         rng = np.random.default_rng(0)
-        parts = {s: (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
-                     rng.integers(0, 10, n, dtype=np.uint8))
-                 for s, n in (("train", N_TRAIN), ("t10k", N_TEST))}
+        templates = rng.integers(0, 256, (10, 28, 28))
+        parts = {}
+        for split, n in (("train", N_TRAIN), ("t10k", N_TEST)):
+            labels = rng.integers(0, 10, n, dtype=np.uint8)
+            noise = rng.integers(-60, 60, (n, 28, 28))
+            parts[split] = (np.clip(templates[labels] + noise, 0, 255).astype(np.uint8), labels)
     for split, arrays in parts.items():
         for kind, a in zip(("images", "labels"), arrays):
             write(d / data.IDX_FILES[(split, kind)][0], idx_bytes(a))
@@ -98,9 +101,11 @@ def wait_for_step(log, epoch, proc, timeout=300):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_killed_run_resumes_to_the_same_parameters(small_data, tmp_path, sig):
     """SIGKILL mid-epoch 2 leaves the epoch-1 checkpoint; Ctrl-C (SIGINT) saves mid-epoch.
-    Either way --resume ends where the uninterrupted run ends."""
+    Either way --resume ends where the uninterrupted run ends. 12 epochs, so that even on a
+    fast GPU the run is still going when the signal arrives."""
     ckpt, log = str(tmp_path / "ckpt"), str(tmp_path / "log.jsonl")
-    args = ["--model", "mlp", "--data", small_data, "--epochs", "2", "--batch-size", "64", "--lr", "0.05",
+    args = ["--model", "mlp", "--data", small_data, "--epochs", "12", "--batch-size", "64",
+            "--lr", "0.05",
             "--seed", "3", "--devices", "0", "--checkpoint", ckpt]
     proc = cli_process(args + ["--log", log, "--log-every", "step"], tmp_path)
     wait_for_step(log, 2, proc)
@@ -115,7 +120,7 @@ def test_killed_run_resumes_to_the_same_parameters(small_data, tmp_path, sig):
     resumed = cli_process(args + ["--resume"], tmp_path)
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err
-    full, _ = run(cfg(small_data, epochs=2, batch_size=64))
+    full, _ = run(cfg(small_data, epochs=12, batch_size=64))
     saved = np.load(os.path.join(ckpt, "weights.npz"))
     ref = full.model.parameters()
     assert max(np.abs(saved[k] - ref[k]).max() for k in ref) <= 1e-6
