@@ -34,7 +34,10 @@ class Lazy:
 
 class DenseOp:
     def __init__(self, device, n, fin, fout, act):
-        self.fwd = Gemm(device, n, fout, fin, trans_b=True)        # x [n,fin] @ W^T
+        # x [n,fin] @ W^T; a deep, narrow product (e.g. 8192 -> 256) is split along K so that
+        # it fills a GPU (16 tiles of 64x64 would leave most of an H100 idle)
+        self.fwd = SplitKGemm(device, n, fout, fin, True, fin, fin) \
+            if fin >= 8 * max(n, fout) else Gemm(device, n, fout, fin, trans_b=True)
         self.bias_act = BiasAct(device, n, fout, 1, act, "nfs", bias=True)
         self.act_bwd = ActBwd(device, n, fout, 1, act, "nfs") if act != "none" else None
         self.dz = empty(device, (n, fout)) if act != "none" else None
@@ -71,6 +74,10 @@ class SplitKGemm:
         target = 8 * device.profile["compute_units"]
         self.p = int(max(1, min(target // max(groups, 1), k // 256)))
         self.kc, self.rest, self.mn = k // self.p, k - (k // self.p) * self.p, m * n
+        if self.p == 1:  # enough work-groups already: one plain GEMM, no partial sums
+            self.direct = Gemm(device, m, n, k, trans_b=trans_b, lda=lda, ldb=ldb)
+            return
+        self.direct = None
         self.main = Gemm(device, m, n, self.kc, trans_b=trans_b, batch=self.p, lda=lda, ldb=ldb)
         self.tail = Gemm(device, m, n, self.rest, trans_b=trans_b, lda=lda, ldb=ldb) \
             if self.rest else None
@@ -80,6 +87,9 @@ class SplitKGemm:
         self.b_step = self.kc if trans_b else self.kc * ldb  # B elements per K slice
 
     def __call__(self, a, b, c, a_off=0, b_off=0, accumulate=False):
+        if self.direct is not None:
+            return self.direct(a, b, c, a_off=a_off, b_off=b_off,
+                               beta=1.0 if accumulate else 0.0)
         self.main(a, b, self.parts, a_off=a_off, b_off=b_off, a_stride=self.kc,
                   b_stride=self.b_step, c_stride=self.mn)
         if self.tail is not None:

@@ -37,7 +37,7 @@ def run_layer(device, layer, xs, params, act="none", seed=0):
     return y.get(), dy, [d.get() for d in dxs], {k: v.get() for k, v in grads.items()}
 
 
-@pytest.mark.parametrize("n,fin,fout", [(1, 5, 3), (7, 13, 5), (33, 100, 10)])
+@pytest.mark.parametrize("n,fin,fout", [(1, 5, 3), (7, 13, 5), (33, 100, 10), (2, 1030, 5)])
 @pytest.mark.parametrize("act", ["none", "relu", "sigmoid"])
 def test_dense(device, n, fin, fout, act):
     rng = np.random.default_rng(1)
