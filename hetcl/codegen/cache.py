@@ -121,8 +121,10 @@ def build(device, params, options="", directories=None, **context):
     template = params.template
     extra = os.environ.get("HETCL_BUILD_OPTIONS", "").strip()  # e.g. -cl-opt-disable to debug
     options = f"{options} {extra}".strip() if extra else options
-    mem_key = (device.fingerprint, template, params, tuple(sorted(context.items())), options,
-               tuple(directories or ()))
+    # In memory a program belongs to one context: two identical GPUs share a fingerprint (and
+    # the disk cache) but not programs, so the key names the device itself.
+    mem_key = (device.index, device.fingerprint, template, params,
+               tuple(sorted(context.items())), options, tuple(directories or ()))
     program = _programs.get(mem_key)
     if program is not None:
         stats["memory_hits"] += 1
