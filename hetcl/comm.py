@@ -4,8 +4,9 @@ While a device runs its backward pass, each layer's parameter gradients are read
 non-blocking copy as soon as that layer's backward kernels are enqueued (last layer first, the
 order backward produces them). The host then waits for the layers in that same order and sums
 each across devices while the devices go on computing earlier layers (Lee et al., HiPC 2017).
-Sums are float64 in a fixed device order, so the result does not depend on which device
-finished first; every shard's loss is already divided by the global batch size, so the plain
+Sums are float32, in place, in a fixed device order, so the result does not depend on which
+device finished first (float64 cost 3x the time for 2.6M parameters and changed nothing the
+tests can see at 1e-5); every shard's loss is already divided by the global batch size, so the plain
 sum is the gradient of the whole batch. The sum is uploaded to every replica, and the same
 optimizer step then runs on each, which keeps the replicas identical.
 """
@@ -47,12 +48,20 @@ class GradientExchange:
         -> per device: (seconds from its first command to its last read, seconds reading)"""
         names = [name for name, _, _ in self.pending[0][1]]
         for k, name in enumerate(names):
+            # Every device's read of this layer first: it comes after that device's upload of
+            # the previous step's sum in its queue, so the sum buffer is free to overwrite.
+            for _, reads in self.pending:
+                reads[k][1].wait()
             total = None
             for _, reads in self.pending:  # fixed device order
-                _, event, buf = reads[k]
-                event.wait()
-                total = buf.astype(np.float64) if total is None else total + buf
-            self._sums[name] = total.astype(np.float32)
+                buf = reads[k][2]
+                if total is None:
+                    total = self._sums.get(name)
+                    if total is None or total.shape != buf.shape:
+                        total = self._sums[name] = np.empty_like(buf)
+                    np.copyto(total, buf)
+                else:
+                    np.add(total, buf, out=total)  # in place: no allocation per step
         for ex, _ in self.pending:
             for name in names:
                 ex.replica.grads[name].set(self._sums[name], wait=False)
