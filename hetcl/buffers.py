@@ -70,3 +70,17 @@ def to_device(device, array, dtype=None):
 
 def empty(device, shape, dtype=np.float32):
     return DeviceArray(device, shape, dtype)
+
+
+def pinned_empty(device, shape, dtype=np.float32):
+    """A numpy array in page-locked host memory (a mapped ALLOC_HOST_PTR buffer of the device's
+    context), for staging copies: the driver can DMA to and from it directly, where pageable
+    memory goes through a bounce buffer. The array stays mapped for its lifetime (its base, a
+    pyopencl MemoryMap, holds the buffer)."""
+    dtype = np.dtype(dtype)
+    nbytes = max(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, dtype.itemsize)
+    buf = cl.Buffer(device.context, cl.mem_flags.READ_WRITE | cl.mem_flags.ALLOC_HOST_PTR,
+                    nbytes)
+    array, _ = cl.enqueue_map_buffer(device.queue, buf, cl.map_flags.READ | cl.map_flags.WRITE,
+                                     0, tuple(shape), dtype, is_blocking=True)
+    return array

@@ -12,6 +12,8 @@ optimizer step then runs on each, which keeps the replicas identical.
 """
 import numpy as np
 
+from .buffers import pinned_empty
+
 
 def seconds(event, start=None):
     """Profiled duration of an event, or from `start`'s start to `event`'s end."""
@@ -39,7 +41,7 @@ class GradientExchange:
                 grad = ex.replica.grads[name]
                 key = (device.index, name)
                 if key not in self._host:
-                    self._host[key] = np.empty(grad.shape, np.float32)
+                    self._host[key] = pinned_empty(device, grad.shape)
                 reads.append((name, grad.get_async(self._host[key]), self._host[key]))
         return on_node
 
@@ -58,7 +60,8 @@ class GradientExchange:
                 if total is None:
                     total = self._sums.get(name)
                     if total is None or total.shape != buf.shape:
-                        total = self._sums[name] = np.empty_like(buf)
+                        total = self._sums[name] = pinned_empty(
+                            self.pending[0][0].replica.device, buf.shape)
                     np.copyto(total, buf)
                 else:
                     np.add(total, buf, out=total)  # in place: no allocation per step
