@@ -1,10 +1,11 @@
-"""Checkpoints: a directory with weights.npz (parameters), optim.npz (optimizer buffers) and
-meta.json (model name, input shape, epoch, step, seed, optimizer hyper-parameters, metrics).
+"""Checkpoints: a directory with weights-<n>.npz (parameters), optim-<n>.npz (optimizer
+buffers) and meta.json (model name, input shape, epoch, step, seed, metrics, and the names and
+checksums of the two arrays files of save number n).
 
-Nothing is pickled (np.load(allow_pickle=False)). Every file is written to a temporary name in
-the same directory and renamed over the old one, meta.json last: a crash at any moment leaves
-the previous complete checkpoint or the new one. meta.json records a checksum of both arrays
-files, so a checkpoint whose files do not belong together is detected.
+Nothing is pickled (np.load(allow_pickle=False)). A save writes the new arrays files under new
+names, then replaces meta.json atomically (temporary file + rename), and only then deletes the
+previous save's files: a crash at any moment - SIGKILL included - leaves meta.json naming a
+complete, matching set, either the old one or the new one.
 """
 import hashlib
 import json
@@ -44,15 +45,30 @@ def _digest(path):
 
 def save(directory, params, optim_state, meta):
     os.makedirs(directory, exist_ok=True)
-    files = {"weights.npz": params, "optim.npz": optim_state}
-    digests = {}
-    for name, arrays in files.items():
+    meta_path = os.path.join(directory, "meta.json")
+    previous = {}
+    if os.path.isfile(meta_path):
+        try:
+            with open(meta_path) as f:
+                previous = json.load(f).get("files", {})
+        except (OSError, ValueError):
+            previous = {}
+    n = 1 + max([int(v.rsplit("-", 1)[1].split(".")[0]) for v in previous.values()
+                 if "-" in v] or [0])
+    files, digests = {}, {}
+    for kind, arrays in (("weights", params), ("optim", optim_state)):
+        name = f"{kind}-{n}.npz"
         path = os.path.join(directory, name)
         _atomic_write(path, lambda f, a=arrays: np.savez(f, **a))
-        digests[name] = _digest(path)
-    meta = dict(meta, format=FORMAT, sha256=digests)
-    _atomic_write(os.path.join(directory, "meta.json"),
-                  lambda f: f.write(json.dumps(meta, indent=2).encode()))
+        files[kind], digests[name] = name, _digest(path)
+    meta = dict(meta, format=FORMAT, files=files, sha256=digests)
+    _atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=2).encode()))
+    for name in previous.values():  # the old set is no longer referenced
+        if name not in files.values():
+            try:
+                os.remove(os.path.join(directory, name))
+            except OSError:
+                pass
 
 
 def _load_npz(path):
@@ -80,7 +96,8 @@ def load(directory):
         raise CheckpointError(f"checkpoint {directory} has format {meta.get('format')}, this "
                               f"hetcl reads format {FORMAT}")
     out = []
-    for name in ("weights.npz", "optim.npz"):
+    for kind in ("weights", "optim"):
+        name = meta.get("files", {}).get(kind, f"{kind}.npz")
         path = os.path.join(directory, name)
         if not os.path.isfile(path):
             raise CheckpointError(f"checkpoint {directory} is incomplete: {name} is missing")

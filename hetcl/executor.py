@@ -112,8 +112,10 @@ class Executor:
         if key not in self._gathers:
             self._gathers[key] = Gather(self.replica.device, self.n, resident.sample_size,
                                         resident.mean, resident.std)
-        self._gathers[key](resident.images, resident.labels, self.indices, self.out[0],
-                           self.labels)
+        # The gather kernel marks where the device's compute starts (for the scheduler):
+        # kernel timestamps are comparable on every driver, a host write's are not always.
+        self.first_event = self._gathers[key](resident.images, resident.labels, self.indices,
+                                              self.out[0], self.labels)
 
     def forward(self, x=None):
         if x is not None:
