@@ -71,7 +71,7 @@ def train_throughput(model_name, devices, batch_size=256, steps=20, warmup=None,
     model = build_model(model_name, shape, 10, seed)
     rt = Runtime(devices)
     if warmup is None:
-        warmup = 3 if len(rt.devices) == 1 else 20
+        warmup = 3 if len(rt.devices) == 1 else 30
     opt = SGD(0.01, 0.9)
     batches = [rng.permutation(n)[:batch_size].astype(np.int32) for _ in range(8)]
 

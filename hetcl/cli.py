@@ -210,7 +210,7 @@ def bench(devices_spec, models, batch_size, steps):
             notes.extend(train_throughput.messages)
     click.echo("\r" + " " * 70 + "\r", err=True, nl=False)
     click.echo(_table(rows, ["model", "device", "images/s", "vs best alone"]))
-    click.echo(f"batch {batch_size}, {steps} timed steps after a warm-up (3 steps, 20 with several "
+    click.echo(f"batch {batch_size}, {steps} timed steps after a warm-up (3 steps, 30 with several "
                f"devices); data resident on the devices")
     for note in dict.fromkeys(notes):
         click.echo(note)

@@ -31,8 +31,8 @@ class Scheduler:
         self.steps = 0
         self.current = None          # (n, shards) last proposed
         self.messages = []           # why devices were dropped or re-admitted
-        self.timing = {}             # active-set tuple -> (steps measured, seconds)
-        self.trial, self.trial_steps, self.next_trial = None, 3, 0
+        self.timing = {}             # active-set tuple -> measured step seconds
+        self.trial, self.trial_steps, self.next_trial = None, 5, 0
         self._last_key = self._last_shards = None
         self.told = set()  # devices whose drop was already logged
         self.adaptive = adaptive  # False: proportional shares only, never drop a device
@@ -127,14 +127,15 @@ class Scheduler:
         self._last_key, self._last_shards = key, shards
         if step_seconds is None or fresh:
             return  # new shard sizes build kernels in their first step: not a fair sample
-        n, t = self.timing.get(key, (0, 0.0))
-        if n and step_seconds > 3 * t / n:
+        samples = self.timing.setdefault(key, [])
+        if samples and step_seconds > 3 * self._mean_time(key):
             return  # the host did something else between steps (evaluation, a checkpoint)
-        self.timing[key] = (n + 1, t + step_seconds)
+        samples.append(step_seconds)
 
     def _mean_time(self, key):
-        n, t = self.timing.get(key, (0, 0.0))
-        return t / n if n else None
+        """Median step time of a configuration (robust to the odd slow step)."""
+        samples = sorted(self.timing.get(key, []))
+        return samples[len(samples) // 2] if samples else None
 
     def _explore(self):
         """Trials: each active device in turn is left out for a few measured steps; then the
@@ -142,7 +143,7 @@ class Scheduler:
         key = tuple(self.active)
         if self.trial is not None:
             i, base, todo, results = self.trial
-            if self.timing.get(key, (0, 0))[0] < self.trial_steps:
+            if len(self.timing.get(key, [])) < self.trial_steps:
                 return
             results[i] = self._mean_time(key)
             self.active[i] = True
@@ -168,7 +169,7 @@ class Scheduler:
             return
         act = [i for i, a in enumerate(self.active) if a]
         if not self.adaptive or len(act) < 2 or self.steps < self.next_trial or \
-                self.timing.get(key, (0, 0))[0] < self.trial_steps:
+                len(self.timing.get(key, [])) < self.trial_steps:
             return
         order = sorted(act, key=lambda i: self.speed[i] or 0.0)  # slowest first
         self.active[order[0]] = False
