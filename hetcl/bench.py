@@ -91,3 +91,16 @@ def train_throughput(model_name, devices, batch_size=256, steps=20, warmup=None,
     train_throughput.last_split = rt.last_split
     train_throughput.messages = list(rt.scheduler.messages)
     return rate
+
+
+def cpu_model():
+    """The host CPU's model name (benchmarks print it beside their numbers)."""
+    import platform
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"

@@ -21,19 +21,9 @@ from hetcl.buffers import empty, to_device  # noqa: E402
 from hetcl.codegen.gemm import Gemm  # noqa: E402
 from hetcl.codegen.params import GemmParams  # noqa: E402
 from hetcl.device import select_devices  # noqa: E402
+from hetcl.bench import cpu_model  # noqa: E402
 
 TOL = 1e-4
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def parse_params(text):

@@ -32,21 +32,11 @@ import hetcl  # noqa: E402
 from hetcl.buffers import empty, to_device  # noqa: E402
 from hetcl.device import select_devices  # noqa: E402
 from hetcl.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU  # noqa: E402
+from hetcl.bench import cpu_model  # noqa: E402
 
 
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def lenet5():
