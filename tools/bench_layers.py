@@ -20,7 +20,6 @@ backward is 2x forward (dx and dW), 1x for a first layer that computes no dx. Po
 """
 import argparse
 import os
-import platform
 import sys
 import time
 
