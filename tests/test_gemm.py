@@ -9,6 +9,7 @@ import pytest
 from hetcl.buffers import empty, to_device
 from hetcl.codegen.gemm import Gemm
 from hetcl.codegen.params import GemmParams
+from conftest import DEVICES
 
 TOL = 1e-5
 TRANSPOSES = [(False, False), (False, True), (True, False), (True, True)]
@@ -59,7 +60,7 @@ def test_gemm_shapes_default_params(device, ta, tb):
         assert rel_err(out, reference(a, b, ta, tb)) < TOL, (m, n, k)
 
 
-def sampled_params(device, count=5, seed=1):
+def sampled_params(device, count=4, seed=1):
     space = GemmParams.valid_space(device.features)
     picks = random.Random(seed).sample(space, count)
     # Always include both memory paths where the device has them.
@@ -70,11 +71,14 @@ def sampled_params(device, count=5, seed=1):
 
 
 def test_gemm_parameter_sets_from_space(device):
+    """Four or more points of the space on every device. Each point runs two of the four
+    transpose pairs (rotating, so every pair is covered): every (point, pair) is a separate
+    program, and a cold PoCL build takes seconds - all sixteen would cost CI minutes."""
     rng = np.random.default_rng(1)
     params = sampled_params(device)
     assert len(params) >= 4
-    for p in params:
-        for ta, tb in TRANSPOSES:
+    for i, p in enumerate(params):
+        for ta, tb in (TRANSPOSES[i % 4], TRANSPOSES[(i + 1) % 4]):
             for m, n, k in [(7, 13, 5), (67, 45, 39), (130, 129, 70)]:
                 a, b = operands(rng, m, n, k, ta, tb)
                 out = run(device, a, b, m, n, k, ta, tb, params=p)
@@ -122,9 +126,13 @@ def test_invalid_params_are_rejected(device):
     GemmParams(MWG=12, NWG=24, KWG=5, MDIMC=3, NDIMC=2, VWN=4, USE_LOCAL=0),   # odd panels
 ], ids=str)
 def test_gemm_forms_and_local_path_everywhere(device, p):
-    """Every inner-loop form of the template on every device: the local-memory (GPU) path also
-    runs on CPUs, and without it NN/TN take the axpy loop, NT the dot loop, TT the swapped NN
-    loop with a transposed store (trans_c), each with edge tiles, alpha and beta."""
+    """Every inner-loop form of the template: the local-memory (GPU) path also runs on CPUs,
+    and without it NN/TN take the axpy loop, NT the dot loop, TT the swapped NN loop with a
+    transposed store (trans_c), each with edge tiles, alpha and beta. On the first device of each
+    kind (the forms are device-independent source; a second CPU device would only double cold
+    build time in CI)."""
+    if device is not next(d for d in DEVICES if d.kind == device.kind):
+        pytest.skip("covered on the first device of this kind")
     if not p.valid(device.features):
         pytest.skip(f"{p} not runnable on {device}")
     rng = np.random.default_rng(4)
