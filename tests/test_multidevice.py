@@ -28,7 +28,7 @@ def batch(n, seed=0):
             rng.integers(0, 10, n).astype(np.int32))
 
 
-@pytest.mark.parametrize("split", [[200, 56], [255, 1], [1, 255]])
+@pytest.mark.parametrize("split", [[200, 56], [255, 1]])
 def test_uneven_split_gives_the_one_device_gradients(split):
     model = lenet5(seed=1).build()
     x, y = batch(256)
