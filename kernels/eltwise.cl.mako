@@ -317,11 +317,16 @@ void bias_grad(__global const float* restrict dz, __global float* restrict db)
             sum = t;
         }
     }
-% for w in [VW >> k for k in range(1, VW.bit_length())]:
-## Lanes added pairwise: VW -> VW/2 -> .. -> 1 (fixed order).
-    const ${vtype(w)} sum${w} = ${"sum" if w * 2 == VW else "sum%d" % (w * 2)}.lo + ${"sum" if w * 2 == VW else "sum%d" % (w * 2)}.hi;
-% endfor
-    part[r * FPG + fl] = ${"sum" if VW == 1 else "sum1"};
+<%
+## Lanes added pairwise as .lo + .hi would (lane i with lane i + w, halving), written with scalar
+## lane reads: memory checkers (Oclgrind) mistake the undefined operand of a .lo/.hi shuffle for
+## an uninitialised value.
+lanes = ["sum"] if VW == 1 else ["sum.s%x" % v for v in range(VW)]
+while len(lanes) > 1:
+    half = len(lanes) // 2
+    lanes = ["(%s + %s)" % (lanes[i], lanes[i + half]) for i in range(half)]
+%>
+    part[r * FPG + fl] = ${lanes[0]};
     barrier(CLK_LOCAL_MEM_FENCE);
 % for h in [WGS >> k for k in range(1, WGS.bit_length())]:
     if (r < ${h}) part[r * FPG + fl] += part[(r + ${h}) * FPG + fl];
