@@ -49,14 +49,23 @@ class _ConvDataParams(KernelParams):
     def work_group_size(self):
         return self.WG
 
-    def local_mem_bytes(self):
-        return 0
-
     def global_size(self, items, channels):
         return (round_up(-(-items // self.WPT), self.WG), -(-channels // self.CPT))
 
     def local_size(self):
         return (self.WG, 1)
+
+    @classmethod
+    def defaults(cls, features):
+        if features["simt"]:
+            # GPU: one column (im2col) or pixel (col2im) per work-item for the most
+            # parallelism; 128-wide groups give the scheduler several warps per group.
+            return cls(WG=128, WPT=1, CPT=1)
+        # CPU: one work-item per (channel, image) plane copying contiguous runs; one-item groups
+        # leave PoCL's work-group vectoriser nothing to do, LLVM vectorises each run. Measured on
+        # PoCL, 2 cores, LeNet-5 batch 256, against the per-column/pixel forms: im2col conv1
+        # 6.4 -> 0.5 ms, conv2 4.9 -> 0.45-0.7 ms; col2im 256x6x14x14 k5 1.6-3.3 -> 0.7 ms.
+        return cls(WG=1, WPT=1, CPT=1, PLANES=1)
 
     @classmethod
     def space(cls, features):
@@ -69,28 +78,12 @@ class _ConvDataParams(KernelParams):
 
 @dataclasses.dataclass(frozen=True)
 class Im2ColParams(_ConvDataParams):
-    @classmethod
-    def defaults(cls, features):
-        if features["simt"]:
-            # GPU: one column per work-item for the most parallelism; 128-wide groups give the
-            # scheduler several warps per group. Stores coalesce along the columns.
-            return cls(WG=128, WPT=1, CPT=1)
-        # CPU: one work-item per (channel, image) plane copying contiguous runs (measured on
-        # PoCL, 2 cores, LeNet-5 batch 256: conv1 28x28 pad 2 6.4 -> 0.5 ms, conv2 6x14x14
-        # 4.9 -> 0.45-0.7 ms vs the per-column form WG=64, WPT=4). One-item groups: PoCL's
-        # work-group vectoriser has nothing to do; LLVM vectorises each run.
-        return cls(WG=1, WPT=1, CPT=1, PLANES=1)
+    """Parameters of im2col (defaults and space shared with col2im: see the base class)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Col2ImParams(_ConvDataParams):
-    @classmethod
-    def defaults(cls, features):
-        if features["simt"]:
-            return cls(WG=128, WPT=1, CPT=1)
-        # CPU: per-plane gather of contiguous col runs (PoCL, 2 cores, 256x6x14x14 k5:
-        # 1.6-3.3 -> 0.7 ms vs the per-pixel form WG=64, WPT=4, CPT=2).
-        return cls(WG=1, WPT=1, CPT=1, PLANES=1)
+    """Parameters of col2im (a distinct class, so the two never share a cache entry)."""
 
 
 class _ConvData:

@@ -41,9 +41,6 @@ class EltwiseParams(KernelParams):
     def work_group_size(self):
         return self.WGS
 
-    def local_mem_bytes(self):
-        return 0
-
     def elements_per_group(self):
         return self.WGS * self.WPT * self.VW
 

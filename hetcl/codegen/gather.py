@@ -35,9 +35,6 @@ class GatherParams(KernelParams):
     def work_group_size(self):
         return self.WG
 
-    def local_mem_bytes(self):
-        return 0
-
     def global_size(self, batch, sample_size):
         units = -(-int(sample_size) // self.VW)
         return (round_up(-(-units // self.WPT), self.WG), int(batch))

@@ -25,7 +25,10 @@ class KernelParams:
         return ",".join(f"{k}={v}" for k, v in self.as_dict().items())
 
     # Subclasses define: defaults(features), space(features), check() -> reason or None,
-    # work_group_size(), local_mem_bytes().
+    # work_group_size(), and local_mem_bytes() where they use local memory.
+
+    def local_mem_bytes(self):
+        return 0
 
     def valid(self, features):
         return self.invalid_reason(features) is None

@@ -32,9 +32,6 @@ class PoolParams(KernelParams):
     def work_group_size(self):
         return self.WG
 
-    def local_mem_bytes(self):
-        return 0
-
     def global_size(self, items):
         return (round_up(-(-items // self.WPT), self.WG),)
 
