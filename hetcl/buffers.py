@@ -34,13 +34,14 @@ class DeviceArray:
     def size(self):
         return self.nbytes // self.dtype.itemsize
 
-    def set(self, array, wait=True):
+    def set(self, array, wait=True, queue=None, wait_for=None):
         array = np.ascontiguousarray(array, dtype=self.dtype)
         if array.shape != self.shape:
             raise ValueError(f"shape {array.shape} does not match device array {self.shape}")
         if self.nbytes == 0:
             return None
-        return cl.enqueue_copy(self.device.queue, self.buffer, array, is_blocking=wait)
+        return cl.enqueue_copy(queue or self.device.queue, self.buffer, array, is_blocking=wait,
+                               wait_for=wait_for)
 
     def get(self, out=None):
         out = np.empty(self.shape, self.dtype) if out is None else out
@@ -48,9 +49,9 @@ class DeviceArray:
             cl.enqueue_copy(self.device.queue, out, self.buffer, is_blocking=True)
         return out
 
-    def get_async(self, out, wait_for=None):
+    def get_async(self, out, wait_for=None, queue=None):
         """Non-blocking read into ``out`` (kept alive by the caller); returns the event."""
-        return cl.enqueue_copy(self.device.queue, out, self.buffer, is_blocking=False,
+        return cl.enqueue_copy(queue or self.device.queue, out, self.buffer, is_blocking=False,
                                wait_for=wait_for)
 
     def fill(self, value):

@@ -1,18 +1,23 @@
-"""Gradient all-reduce across the devices of one process: host-staged, per layer, overlapped.
+"""Gradient all-reduce across the devices of one process: per layer, overlapped with backward.
 
-While a device runs its backward pass, each layer's parameter gradients are read back with a
-non-blocking copy as soon as that layer's backward kernels are enqueued (last layer first, the
-order backward produces them). The host then waits for the layers in that same order and sums
-each across devices while the devices go on computing earlier layers (Lee et al., HiPC 2017).
-Sums are float32, in place, in a fixed device order, so the result does not depend on which
-device finished first (float64 cost 3x the time for 2.6M parameters and changed nothing the
-tests can see at 1e-5); every shard's loss is already divided by the global batch size, so the plain
-sum is the gradient of the whole batch. The sum is uploaded to every replica, and the same
-optimizer step then runs on each, which keeps the replicas identical.
+Each device has two in-order queues: the main one runs the step's kernels, the copy queue moves
+gradients. As soon as a layer's backward kernels are enqueued, its gradients are read back on
+the copy queue (waiting only for that layer's last kernel) into page-locked host buffers, so the
+main queue goes straight on to earlier layers (Lee et al., HiPC 2017). The host waits for the
+layers in the order backward produced them (last layer first); once every device has read a
+layer, each device gets the other devices' copies uploaded on its copy queue and adds them on
+its main queue. The host does no arithmetic and every transfer overlaps the remaining backward.
+
+The sum is taken in a fixed device order, ((g0 + g1) + g2) + ..., on every device, so all
+replicas get bitwise the same gradients (float addition is commutative, so devices 0 and 1
+may add their own first; from device 2 on the sum is built in a staging buffer). Every shard's
+loss is already divided by the global batch size, so the plain sum is the gradient of the whole
+batch; the same optimizer step then runs on each replica, which keeps them identical.
 """
-import numpy as np
+import pyopencl as cl
 
-from .buffers import pinned_empty
+from .buffers import empty, pinned_empty
+from .codegen.update import Axpby
 
 
 def seconds(event, start=None):
@@ -21,57 +26,95 @@ def seconds(event, start=None):
     return (event.profile.end - first) * 1e-9
 
 
+class _Run:
+    """One device's part of a step: its executor and its layer reads, in backward order."""
+
+    def __init__(self, ex):
+        self.ex, self.device = ex, ex.replica.device
+        self.reads = []          # (name, read event, pinned host copy)
+        self.last_kernel = None  # the device's last backward kernel with parameter gradients
+        self.uploads = []        # upload events of this step (their timings feed the scheduler)
+
+
 class GradientExchange:
     def __init__(self):
-        self._host = {}     # (device index, name) -> host buffer the reads land in
-        self._sums = {}     # keeps uploaded host arrays alive until the next step
-        self.pending = []   # per device: (executor, [(name, event, host buffer)] in read order)
+        self._host = {}     # (device index, name) -> pinned host buffer its reads land in
+        self._staging = {}  # (device index, peer position, name) -> peer's copy on that device
+        self._axpby = {}    # (device index, size) -> y = x + y kernel
+        self.runs = []
 
     def begin(self):
-        self.pending = []
+        self.runs = []
 
     def reader(self, ex):
-        """Callback for Executor.backward: enqueue reads of one node's parameter gradients."""
-        reads = []
-        self.pending.append((ex, reads))
-        device = ex.replica.device
+        """Callback for Executor.backward: read one node's parameter gradients back."""
+        run = _Run(ex)
+        self.runs.append(run)
+        device = run.device
 
         def on_node(names):
+            run.last_kernel = device.last_kernel
             for name in names:
                 grad = ex.replica.grads[name]
                 key = (device.index, name)
                 if key not in self._host:
                     self._host[key] = pinned_empty(device, grad.shape)
-                reads.append((name, grad.get_async(self._host[key]), self._host[key]))
+                event = grad.get_async(self._host[key], wait_for=[run.last_kernel],
+                                       queue=device.copy_queue)
+                run.reads.append((name, event, self._host[key]))
         return on_node
 
+    def _add(self, device, x, y, wait_for):
+        key = (device.index, y.size)
+        if key not in self._axpby:
+            self._axpby[key] = Axpby(device, y.size)
+        self._axpby[key](x, y, 1.0, 1.0, wait_for=wait_for)
+
+    def _sum_on(self, position, name, k):
+        """Enqueue, on the device at `position`, the fixed-order sum of layer k's gradients."""
+        run = self.runs[position]
+        device, own = run.device, run.ex.replica.grads[name]
+        terms = []
+        for p, peer in enumerate(self.runs):
+            if p == position:
+                terms.append(own)
+                continue
+            key = (device.index, p, name)
+            if key not in self._staging:
+                self._staging[key] = empty(device, own.shape)
+            event = self._staging[key].set(peer.reads[k][2], wait=False,
+                                           queue=device.copy_queue)
+            run.uploads.append(event)
+            terms.append(self._staging[key])
+        waits = run.uploads[-(len(terms) - 1):]
+        if position <= 1:  # own + the other of the first two, then the rest in order
+            acc, rest = own, terms[2:]
+            self._add(device, terms[1 - position], acc, waits)
+        else:
+            acc, rest = terms[0], terms[1:]
+        for term in rest:
+            self._add(device, term, acc, waits)
+        if acc is not own:
+            cl.enqueue_copy(device.queue, own.buffer, acc.buffer)
+
     def reduce(self):
-        """Wait for the reads layer by layer, sum, upload the sums to every replica.
-        -> per device: (seconds from its first command to its last read, seconds reading)"""
-        names = [name for name, _, _ in self.pending[0][1]]
+        """Wait for the reads layer by layer and enqueue each layer's sum on every device.
+        -> per device: (seconds from its first command to its last backward kernel,
+                        seconds its copies of the gradients took)"""
+        names = [name for name, _, _ in self.runs[0].reads]
         for k, name in enumerate(names):
-            # Every device's read of this layer first: it comes after that device's upload of
-            # the previous step's sum in its queue, so the sum buffer is free to overwrite.
-            for _, reads in self.pending:
-                reads[k][1].wait()
-            total = None
-            for _, reads in self.pending:  # fixed device order
-                buf = reads[k][2]
-                if total is None:
-                    total = self._sums.get(name)
-                    if total is None or total.shape != buf.shape:
-                        total = self._sums[name] = pinned_empty(
-                            self.pending[0][0].replica.device, buf.shape)
-                    np.copyto(total, buf)
-                else:
-                    np.add(total, buf, out=total)  # in place: no allocation per step
-        for ex, _ in self.pending:
-            for name in names:
-                ex.replica.grads[name].set(self._sums[name], wait=False)
+            for run in self.runs:
+                run.reads[k][1].wait()
+            for position in range(len(self.runs)):
+                self._sum_on(position, name, k)
+        # The pinned host copies are read again next step: the uploads must be done first.
+        for run in self.runs:  # (one context per device: events are waited for per device)
+            if run.uploads:
+                cl.wait_for_events(run.uploads)
         times = []
-        for ex, reads in self.pending:
-            last = reads[-1][1] if reads else None
-            compute = seconds(last, ex.first_event) if last is not None and ex.first_event \
-                else None
-            times.append((compute, sum(seconds(e) for _, e, _ in reads)))
+        for run in self.runs:
+            first = run.ex.first_event
+            compute = seconds(run.last_kernel, first) if first and run.last_kernel else None
+            moved = sum(seconds(e) for _, e, _ in run.reads) + sum(map(seconds, run.uploads))
+            times.append((compute, moved))
         return times

@@ -101,6 +101,8 @@ class Device:
         self.fingerprint = fingerprint(profile)
         self._context = None
         self._queue = None
+        self._copy_queue = None
+        self.last_kernel = None  # event of the latest kernel enqueued (codegen sets it)
 
     index = property(lambda self: self.profile["index"])
     name = property(lambda self: self.profile["name"])
@@ -118,6 +120,15 @@ class Device:
             self._queue = cl.CommandQueue(
                 self.context, properties=cl.command_queue_properties.PROFILING_ENABLE)
         return self._queue
+
+    @property
+    def copy_queue(self):
+        """A second in-order queue for gradient transfers, so that copies overlap the kernels
+        of the main queue (drivers run the two on separate engines)."""
+        if self._copy_queue is None:
+            self._copy_queue = cl.CommandQueue(
+                self.context, properties=cl.command_queue_properties.PROFILING_ENABLE)
+        return self._copy_queue
 
     def __repr__(self):
         return f"Device({self.index}: {self.name} [{self.kind}])"

@@ -5,8 +5,8 @@ Runtime  - forward / gradients / train_step over the selected devices. With seve
            batch is split into contiguous shards sized by the Scheduler (scheduler.py); every
            shard's loss and gradients are already divided by the global batch size, so the
            gradients are summed across devices (comm.py: per layer, overlapped with the
-           backward pass, float64 in a fixed order) and the same update runs on every replica,
-           which therefore stay identical. A device that fails mid-step is removed with a
+           backward pass, summed on the devices in a fixed order) and the same update runs on
+           every replica, which therefore stay identical. A device that fails mid-step is removed with a
            warning and the step is redone on the others: no step lost, none counted twice.
 """
 import os

@@ -92,3 +92,38 @@ def test_a_device_that_fails_is_removed_and_training_goes_on(small_data, monkeyp
     reference = single.run()
     assert abs(history[0]["test_acc"] - reference[0]["test_acc"]) <= 0.01
     assert abs(history[0]["train_loss"] - reference[0]["train_loss"]) < 1e-3
+
+
+THREE_DEVICES = r"""
+import numpy as np, hetcl
+from hetcl.models import lenet5
+devices = hetcl.list_devices()
+assert len(devices) == 3, devices
+rng = np.random.default_rng(5)
+x = rng.standard_normal((256, 1, 28, 28)).astype(np.float32)
+y = rng.integers(0, 10, 256).astype(np.int32)
+model = lenet5(seed=3).build()
+_, ref = hetcl.Runtime(devices[:1]).gradients(model, x, y)
+rt = hetcl.Runtime(devices)
+_, got = rt.gradients(model, x, y, split=[100, 60, 96])
+worst = max(np.linalg.norm(got[k] - ref[k]) / np.linalg.norm(ref[k]) for k in ref)
+grads = [{k: v.get() for k, v in rt.replica(model, d).grads.items()} for d in devices]
+same = all(np.array_equal(g[k], grads[0][k]) for g in grads for k in ref)
+print(f"worst={worst:.3g} same={same}")
+"""
+
+
+def test_three_devices_sum_in_one_order_and_match_one_device():
+    """Three devices (a child process with POCL_DEVICES="basic basic pthread"): the device-side
+    sum gives one device's gradients, and bitwise the same on all three replicas (device 2 sums
+    in a staging buffer so that its order is that of devices 0 and 1)."""
+    import subprocess
+    import sys
+    from conftest import subprocess_env
+    if not all(d.profile["platform"] == "Portable Computing Language" for d in DEVICES):
+        pytest.skip("needs PoCL, which can show three CPU devices")
+    out = subprocess.run([sys.executable, "-c", THREE_DEVICES], capture_output=True, text=True,
+                         env=subprocess_env(POCL_DEVICES="basic basic pthread"), timeout=600)
+    assert out.returncode == 0, out.stderr
+    worst, same = out.stdout.split()[-2:]
+    assert float(worst.split("=")[1]) < 1e-5 and same == "same=True", out.stdout

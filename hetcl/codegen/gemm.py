@@ -88,9 +88,10 @@ class Gemm:
             mnk, ops = (self.n, self.m, self.k), b_args + a_args
         else:
             mnk, ops = (self.m, self.n, self.k), a_args + b_args
-        return self.kernel(
+        event = self.device.last_kernel = self.kernel(
             queue or self.device.queue, self.global_size, self.local_size, *mnk, alpha, beta,
             *ops, buf(c), c_off, self.ldc, c_stride, wait_for=wait_for)
+        return event
 
 
 def gemm(device, a, b, trans_a=False, trans_b=False, params=None):
