@@ -15,8 +15,9 @@
 ##
 ## NDRange: global = (ceil(N/NWG)*NDIMC, ceil(M/MWG)*MDIMC, batch), local = (NDIMC, MDIMC, 1).
 ## Work-group (gx, gy) computes the MWG x NWG tile of C at rows gy*MWG, columns gx*NWG. Work-item
-## (tx, ty) owns MWI rows of the tile - ty + i*MDIMC (i < MWI) with local memory (conflict-free
-## local reads), ty*MWI + i without (a compact block; work-items wholly past M skip the loop) -
+## (tx, ty) owns MWI rows of the tile - with local memory the VWM consecutive rows that start at
+## (ty + i*MDIMC)*VWM (i < MWI/VWM; conflict-free vector reads of the A tile), without it
+## ty*MWI + i (a compact block; work-items wholly past M skip the loop) -
 ## and the VWN-wide column vectors that start at (tx + j*NDIMC)*VWN (j < NV = NWI/VWN):
 ## neighbouring work-items own neighbouring columns, so loads of B and stores of C are contiguous
 ## across a warp (GPU). It keeps MWI*NV accumulator vectors of VWN floats.
@@ -31,6 +32,21 @@
 ##   VWN       vector width: float, float2 .. float16 (accumulators, C stores, and the loads below)
 ##   USE_LOCAL 1: stage MWG x KWG of A and KWG x NWG of B in local memory (GPUs);
 ##             0: read A and B straight from global memory and let the caches work (CPUs)
+##   VWM       (local memory only; 1 without) vector width of the reads of the A tile: the
+##             tile is stored K-major (transposed), so both A (VWM rows) and B (VWN columns)
+##             come out of local memory as vectors - float4 and float4 give 2 + 2 reads per
+##             64 FMAs of an 8x8 block instead of 16 scalar reads. MWI must be a multiple.
+##   DBUF      (local memory only; 0 without) 1: two buffers of each tile; the next K tile is
+##             read from global memory into registers before the current one is multiplied
+##             and stored into the other buffer after it, so the loads' latency hides behind
+##             the arithmetic and a K step needs one barrier instead of two. 0: one buffer.
+##
+## Local-memory path (GPUs): per K step each work-item moves MWG*KWG/(MDIMC*NDIMC) elements of
+## A and KWG*NWG/(MDIMC*NDIMC) of B (consecutive work-items along the stored operand's
+## contiguous dimension: coalesced), with bounds checks only in edge tiles (a uniform branch),
+## then multiplies out of local memory with the kk loop unrolled. Rows of the tiles are padded
+## (A by VWM floats, B by VWN when trans_b) against bank conflicts of the transposing stores,
+## keeping vector alignment. Local memory: KWG*((MWG+VWM) + (NWG+VWN))*4 bytes, twice with DBUF.
 ##
 ## Inner loops without local memory (CPUs: each work-item is a register-blocked micro-kernel,
 ## PoCL runs work-groups on threads and LLVM keeps the accumulators in registers):
@@ -58,14 +74,45 @@ V = VWN
 vt = "float" if V == 1 else "float%d" % V
 LANES = "0123456789abcdef"
 DOT = trans_b and not trans_a and not USE_LOCAL
+vta = "float" if VWM == 1 else "float%d" % VWM
+# Local-memory path: padded rows of the tiles (floats), buffers, and the elements of A and of
+# B that each work-item stages per K step (GemmParams.check makes them divide evenly).
+SA = MWG + VWM
+SB = NWG + (V if trans_b else 0)
+NBUF = 2 if DBUF else 1
+LA = MWG * KWG // (MDIMC * NDIMC)
+LB = KWG * NWG // (MDIMC * NDIMC)
+A_FAST = MWG if trans_a else KWG  # extent of the stored operand's contiguous dimension
+B_FAST = KWG if trans_b else NWG
+
+def split(l, fast, f0, s0):
+    """(fast, slow) tile coordinates of the l-th element a work-item stages: element
+    tid + l*threads of the tile, with f0 = tid % fast, s0 = tid / fast; static offsets from
+    f0 and s0 where the work-group size and the fast extent divide one another."""
+    t = MDIMC * NDIMC
+    if t % fast == 0:
+        return f0, "%s + %d" % (s0, l * t // fast)
+    if fast % t == 0:
+        return "%s + %d" % (f0, l * t % fast), "%s + %d" % (s0, l * t // fast)
+    e = "(tid + %d)" % (l * t)
+    return "%s %% %d" % (e, fast), "%s / %d" % (e, fast)
 
 def row(i):
-    """Tile row of the work-item's i-th row: interleaved with local memory (conflict-free local
-    reads), contiguous without (each work-item a compact block; whole ones past M skip)."""
-    return ("ty + %d" % (i * MDIMC)) if USE_LOCAL else ("ty * %d + %d" % (MWI, i))
+    """Tile row of the work-item's i-th row: with local memory VWM-row groups interleaved
+    MDIMC apart (vector local reads of A, conflict-free), contiguous without (each work-item a
+    compact block; whole ones past M skip)."""
+    if USE_LOCAL:
+        return "(ty + %d) * %d + %d" % (i // VWM * MDIMC, VWM, i % VWM)
+    return "ty * %d + %d" % (MWI, i)
+
+def lane_of(width, expr, v):
+    return expr if width == 1 else "(%s).s%s" % (expr, LANES[v])
 
 def lane(expr, v):
-    return expr if V == 1 else "(%s).s%s" % (expr, LANES[v])
+    return lane_of(V, expr, v)
+
+def lane_m(expr, v):
+    return lane_of(VWM, expr, v)
 
 def A_at(m, k):
     return ("A[(%s)*lda + (%s)]" % (k, m)) if trans_a else ("A[(%s)*lda + (%s)]" % (m, k))
@@ -117,49 +164,53 @@ void gemm(const int M, const int N, const int K, const float alpha, const float 
 % endfor
 
 % if USE_LOCAL:
-    // Local tiles, k-major: As[k][m] and Bs[k][n]. A's row is padded by one float so that the
-    // transposing store (consecutive work-items write consecutive k) avoids bank conflicts.
-    __local float As[KWG][MWG + 1];
-    __local float Bs[KWG][NWG + ${1 if trans_b else 0}];
+    // Local tiles, k-major: As[k][m] (A transposed) and Bs[k][n], declared as arrays of VWM-
+    // and VWN-wide vectors so that the inner loop reads both with vector loads from local
+    // memory; scalar views (as, bs) take the staging stores. Rows are padded (SA, SB: still a
+    // multiple of the vector width) against bank conflicts of the transposing stores.
+    __local ${vta} As[${NBUF * KWG * SA // VWM}];
+    __local ${vt} Bs[${NBUF * KWG * SB // V}];
+    __local float* as = (__local float*)As;
+    __local float* bs = (__local float*)Bs;
     const int tid = ty * NDIMC + tx;
-    for (int k0 = 0; k0 < K; k0 += KWG) {
-        // Cooperative loads; consecutive work-items read consecutive addresses of the stored
-        // operand (the contiguous dimension depends on the transpose). Out of range -> 0.
-        for (int e = tid; e < MWG * KWG; e += MDIMC * NDIMC) {
-%  if trans_a:
-            const int mm = e % MWG, kk = e / MWG;
-%  else:
-            const int kk = e % KWG, mm = e / KWG;
-%  endif
-            const int gm = row0 + mm, gk = k0 + kk;
-            As[kk][mm] = (gm < M && gk < K) ? ${A_at("gm", "gk")} : 0.0f;
+    // Staging: this work-item's share of the next tiles, read from global memory. Consecutive
+    // work-items read consecutive addresses of the stored operand (contiguous along M or K for
+    // A, K or N for B); out of range -> 0.
+    const int a_f = tid % ${A_FAST}, a_s = tid / ${A_FAST};
+    const int b_f = tid % ${B_FAST}, b_s = tid / ${B_FAST};
+    const bool full_m = row0 + MWG <= M, full_n = col0 + NWG <= N;
+%  for l in range(LA):
+    float ra${l};
+%  endfor
+%  for l in range(LB):
+    float rb${l};
+%  endfor
+%  if DBUF:
+    // Double buffering: tile t is in buffer t % 2; while it is multiplied, tile t + 1 is read
+    // into registers and then stored into the other buffer, so one barrier per K step suffices.
+${tile_load("0")}
+${tile_store("0")}
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int k0 = 0, buf = 0; k0 < K; k0 += KWG, buf ^= 1) {
+        const bool more = k0 + KWG < K;
+        if (more) {
+${tile_load("k0 + KWG")}
         }
-        for (int e = tid; e < KWG * NWG; e += MDIMC * NDIMC) {
-%  if trans_b:
-            const int kk = e % KWG, nn = e / KWG;
-%  else:
-            const int nn = e % NWG, kk = e / NWG;
-%  endif
-            const int gn = col0 + nn, gk = k0 + kk;
-            Bs[kk][nn] = (gn < N && gk < K) ? ${B_at("gk", "gn")} : 0.0f;
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-        #pragma unroll
-        for (int kk = 0; kk < KWG; ++kk) {
-%  for i in range(MWI):
-            const float a${i} = As[kk][ty + ${i * MDIMC}];
-%  endfor
-%  for j in range(NV):
-            const ${vt} b${j} = ${("Bs[kk][tx + %d]" % (j * NDIMC)) if V == 1 else "vload%d(0, &Bs[kk][(tx + %d) * %d])" % (V, j * NDIMC, V)};
-%  endfor
-%  for i in range(MWI):
-%   for j in range(NV):
-            acc${i}_${j} += a${i} * b${j};
-%   endfor
-%  endfor
+${tile_multiply("buf")}
+        if (more) {
+${tile_store("buf ^ 1")}
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
+%  else:
+    for (int k0 = 0; k0 < K; k0 += KWG) {
+${tile_load("k0")}
+${tile_store("0")}
+        barrier(CLK_LOCAL_MEM_FENCE);
+${tile_multiply("0")}
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+%  endif
 % elif DOT:
     // "dot" form (trans_b, not trans_a): rows of A and columns of op(B) are contiguous along K.
     if (row0 + MWG <= M && col0 + NWG <= N) {
@@ -211,6 +262,75 @@ ${axpy_body(True)}
     }
 % endfor
 }
+<%def name="tile_load(k0)">
+        // Tiles wholly inside the matrices (the uniform, common case) load without checks.
+        {
+            const bool full_k = (${k0}) + KWG <= K;
+            if (full_m && full_k) {
+${tile_load_part(k0, "A", False)}
+            } else {
+${tile_load_part(k0, "A", True)}
+            }
+            if (full_n && full_k) {
+${tile_load_part(k0, "B", False)}
+            } else {
+${tile_load_part(k0, "B", True)}
+            }
+        }
+</%def>
+<%def name="tile_load_part(k0, op, checked)">
+%  for l in range(LA if op == "A" else LB):
+%   if op == "A":
+<% f, s = split(l, A_FAST, "a_f", "a_s"); x, kk = (f, s) if trans_a else (s, f) %>\
+                {
+                    const int gm = row0 + ${x}, gk = (${k0}) + ${kk};
+                    ra${l} = ${"(gm < M && gk < K) ? %s : 0.0f" % A_at("gm", "gk") if checked else A_at("gm", "gk")};
+                }
+%   else:
+<% f, s = split(l, B_FAST, "b_f", "b_s"); x, kk = (s, f) if trans_b else (f, s) %>\
+                {
+                    const int gn = col0 + ${x}, gk = (${k0}) + ${kk};
+                    rb${l} = ${"(gn < N && gk < K) ? %s : 0.0f" % B_at("gk", "gn") if checked else B_at("gk", "gn")};
+                }
+%   endif
+%  endfor
+</%def>
+<%def name="tile_store(buf)">
+        {
+            __local float* ab = as + (${buf}) * ${KWG * SA};
+            __local float* bb = bs + (${buf}) * ${KWG * SB};
+%  for l in range(LA):
+<% f, s = split(l, A_FAST, "a_f", "a_s"); mm, kk = (f, s) if trans_a else (s, f) %>\
+            ab[(${kk}) * ${SA} + ${mm}] = ra${l};
+%  endfor
+%  for l in range(LB):
+<% f, s = split(l, B_FAST, "b_f", "b_s"); nn, kk = (s, f) if trans_b else (f, s) %>\
+            bb[(${kk}) * ${SB} + ${nn}] = rb${l};
+%  endfor
+        }
+</%def>
+<%def name="tile_multiply(buf)">
+        {
+            __local const ${vta}* at = As + (${buf}) * ${KWG * SA // VWM};
+            __local const ${vt}* bt = Bs + (${buf}) * ${KWG * SB // V};
+            #pragma unroll
+            for (int kk = 0; kk < KWG; ++kk) {
+%  for i in range(MWI // VWM):
+                const ${vta} a${i} = at[kk * ${SA // VWM} + ty + ${i * MDIMC}];
+%  endfor
+%  for j in range(NV):
+                const ${vt} b${j} = bt[kk * ${SB // V} + tx + ${j * NDIMC}];
+%  endfor
+%  for i in range(MWI // VWM):
+%   for w in range(VWM):
+%    for j in range(NV):
+                acc${i * VWM + w}_${j} += ${lane_m("a%d" % i, w)} * b${j};
+%    endfor
+%   endfor
+%  endfor
+            }
+        }
+</%def>
 <%def name="axpy_body(clamp)">
         // ${"Edge work-group: rows and columns past the edge are clamped to the last valid one, so loads stay in bounds without a branch in the loop; the store drops those results." if clamp else "Interior work-group: no checks."}
         // Pointers and offsets are hoisted so that the loop body is loads at constant offsets.

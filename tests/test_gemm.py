@@ -117,10 +117,22 @@ def test_invalid_params_are_rejected(device):
         Gemm(device, 8, 8, 8, params=bad)
     huge = GemmParams(MWG=128, NWG=128, KWG=4096, MDIMC=16, NDIMC=16, VWN=1, USE_LOCAL=1)
     assert "local memory" in huge.invalid_reason(dict(device.features, local_mem_bytes=65536))
+    assert "multiple of VWM" in GemmParams(MWG=32, NWG=32, MDIMC=16, NDIMC=8, VWM=4).check()
+    assert "local-memory path only" in GemmParams(USE_LOCAL=0, DBUF=1).check()
+    # double buffering doubles the tiles: 128x128x32 fits 48 KiB once, not twice
+    big = GemmParams(MWG=128, NWG=128, KWG=32, MDIMC=16, NDIMC=16, VWN=4, VWM=4, DBUF=0)
+    assert big.valid(dict(device.features, local_mem_bytes=49152, max_work_group_size=1024))
+    assert "local memory" in big.replace(DBUF=1).invalid_reason(
+        dict(device.features, local_mem_bytes=49152, max_work_group_size=1024))
 
 
 @pytest.mark.parametrize("p", [
-    GemmParams(MWG=64, NWG=64, KWG=16, MDIMC=16, NDIMC=16, VWN=1, USE_LOCAL=1),  # GPU default
+    GemmParams(MWG=64, NWG=64, KWG=16, MDIMC=16, NDIMC=16, VWN=1, USE_LOCAL=1),  # old GPU default
+    GemmParams(MWG=128, NWG=128, KWG=16, MDIMC=16, NDIMC=16, VWN=4, USE_LOCAL=1, VWM=4,
+               DBUF=1),                                                         # GPU default
+    GemmParams(MWG=32, NWG=128, KWG=16, MDIMC=8, NDIMC=16, VWN=4, USE_LOCAL=1, VWM=4, DBUF=0),
+    GemmParams(MWG=48, NWG=24, KWG=5, MDIMC=4, NDIMC=6, VWN=2, USE_LOCAL=1, VWM=2,
+               DBUF=1),                             # staging that does not divide by the tile
     GemmParams(MWG=32, NWG=64, KWG=8, MDIMC=8, NDIMC=4, VWN=8, USE_LOCAL=1),
     GemmParams(MWG=8, NWG=32, KWG=1, MDIMC=1, NDIMC=1, VWN=16, USE_LOCAL=0),   # 1x1 groups
     GemmParams(MWG=12, NWG=24, KWG=5, MDIMC=3, NDIMC=2, VWN=4, USE_LOCAL=0),   # odd panels

@@ -60,6 +60,8 @@ class GemmParams(KernelParams):
     NDIMC: int = 16
     VWN: int = 1
     USE_LOCAL: int = 1
+    VWM: int = 1
+    DBUF: int = 0
 
     template = "gemm.cl.mako"
 
@@ -74,10 +76,18 @@ class GemmParams(KernelParams):
             return "NWI = NWG/NDIMC must be a multiple of VWN"
         if (self.MWG // self.MDIMC) * (self.NWG // self.NDIMC) > 512:
             return "more than 512 accumulators per work-item"
+        if self.VWM not in (1, 2, 4, 8, 16):
+            return f"VWM={self.VWM} is not an OpenCL vector width (1, 2, 4, 8, 16)"
+        if self.DBUF not in (0, 1):
+            return "DBUF is 0 or 1"
         if self.USE_LOCAL:
             threads = self.work_group_size()
             if (self.MWG * self.KWG) % threads or (self.KWG * self.NWG) % threads:
                 return "tile loads must divide evenly over the work-group"
+            if (self.MWG // self.MDIMC) % self.VWM:
+                return "MWI = MWG/MDIMC must be a multiple of VWM"
+        elif self.VWM != 1 or self.DBUF:
+            return "VWM and DBUF apply to the local-memory path only (USE_LOCAL=1)"
         return None
 
     def work_group_size(self):
@@ -86,7 +96,9 @@ class GemmParams(KernelParams):
     def local_mem_bytes(self):
         if not self.USE_LOCAL:
             return 0
-        return FLOAT_BYTES * self.KWG * ((self.MWG + 1) + (self.NWG + 1))
+        # padded rows as in the template (B's pad only when transposed: the larger bound)
+        rows = (self.MWG + self.VWM) + (self.NWG + self.VWN)
+        return FLOAT_BYTES * self.KWG * rows * (2 if self.DBUF else 1)
 
     def global_size(self, m, n, batch=1):
         return (-(-n // self.NWG) * self.NDIMC, -(-m // self.MWG) * self.MDIMC, batch)
@@ -97,8 +109,14 @@ class GemmParams(KernelParams):
     @classmethod
     def defaults(cls, features):
         if features["local_memory"]:
-            # GPU: 64x64 tiles in local memory, 256 work-items each owning a 4x4 block of C.
-            return cls(MWG=64, NWG=64, KWG=16, MDIMC=16, NDIMC=16, VWN=1, USE_LOCAL=1)
+            # GPU: 128x128 tiles in local memory, 256 work-items each owning an 8x8 block of C
+            # (64 accumulators) read from the tiles as float4 vectors of A and B, the next K
+            # tile prefetched while this one is multiplied (DBUF). Measured on an H200 at
+            # 4096^3: 41.9-46.6 TFLOP/s = 84-94% of cuBLAS SGEMM over the four transpose pairs
+            # (the 64x64 4x4 scalar kernel before: 24-27, ~50%); see docs/benchmarks.md,
+            # "GPU GEMM kernel (issue 6)".
+            return cls(MWG=128, NWG=128, KWG=16, MDIMC=16, NDIMC=16, VWN=4, USE_LOCAL=1,
+                       VWM=4, DBUF=1)
         # CPU (measured with PoCL on 2 AVX-512 cores, 1024^3): each work-item is an 8 x 32
         # micro-kernel (16 float16 accumulators = half the zmm registers); 16 work-items stacked
         # along M go through each 128 x 32 panel of B together (a barrier per KWG step), so it
@@ -115,16 +133,25 @@ class GemmParams(KernelParams):
         16x150x25600 (NT) 5.7 -> 1.0 ms, 150x25600x16 (TN) 6.3 -> 0.9 ms)."""
         if not features["local_memory"] and (m < 128 or k < 128):
             return cls(MWG=8, NWG=32, KWG=128, MDIMC=1, NDIMC=1, VWN=16, USE_LOCAL=0)
+        if features["local_memory"] and m <= 64:
+            # GPU, few rows (the conv layers' filters): 128-row tiles would be half empty.
+            # Wide N: 32x128 tiles of 4x8 per work-item (H200, conv 64x262144x576: 34.7 TFLOP/s,
+            # 128x128: 17); else 64x64 tiles of 8x8 (more work-groups for a narrow N).
+            if n >= 4096:
+                return cls(MWG=32, NWG=128, KWG=16, MDIMC=8, NDIMC=16, VWN=4, USE_LOCAL=1,
+                           VWM=4, DBUF=1)
+            return cls(MWG=64, NWG=64, KWG=16, MDIMC=8, NDIMC=8, VWN=4, USE_LOCAL=1, VWM=4,
+                       DBUF=1)
         return cls.defaults(features)
 
     @classmethod
     def space(cls, features):
         out = []
         if features["local_memory"]:
-            for mwg, nwg, kwg, mdimc, ndimc, vwn, loc in itertools.product(
+            for mwg, nwg, kwg, mdimc, ndimc, vwn, loc, vwm, dbuf in itertools.product(
                     (16, 32, 64, 128), (16, 32, 64, 128), (4, 8, 16, 32), (4, 8, 16, 32),
-                    (4, 8, 16, 32), (1, 2, 4, 8), (0, 1)):
-                p = cls(mwg, nwg, kwg, mdimc, ndimc, vwn, loc)
+                    (4, 8, 16, 32), (1, 2, 4, 8), (0, 1), (1, 2, 4, 8), (0, 1)):
+                p = cls(mwg, nwg, kwg, mdimc, ndimc, vwn, loc, vwm, dbuf)
                 if p.check() is None and (mwg // mdimc) * (nwg // ndimc) <= 256:
                     out.append(p)
             return out
