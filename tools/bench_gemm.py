@@ -7,8 +7,16 @@ taken from OpenCL profiling events, numpy's from the wall clock; both are the me
 runs after a warm-up. Every timed result is checked against numpy (relative error < 1e-4).
 
     python tools/bench_gemm.py [--devices all] [--sizes 256,512,1024,2048] [--params MWG=..,NWG=..]
+
+GPU mode (--cublas): for each problem of --problems (4096^3 in the four transpose pairs and the
+GEMMs of the CIFAR CNN at batch 256) and each candidate parameter set of --candidates, the
+kernel time (profiling events) against cuBLAS SGEMM through PyTorch (TF32 off; CUDA events),
+each result checked against cuBLAS's; --json writes every measurement.
+
+    python tools/bench_gemm.py --devices gpu --cublas [--candidates "default;db;MWG=128,..."]
 """
 import argparse
+import json
 import os
 import sys
 import time
@@ -18,7 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hetcl.buffers import empty, to_device  # noqa: E402
-from hetcl.codegen.gemm import Gemm  # noqa: E402
+from hetcl.codegen.gemm import Gemm, tuned_params  # noqa: E402
 from hetcl.codegen.params import GemmParams  # noqa: E402
 from hetcl.device import select_devices  # noqa: E402
 from hetcl.bench import cpu_model  # noqa: E402
@@ -71,6 +79,93 @@ def time_hetcl(device, a, b, ref, ta, tb, params, reps):
     return float(np.median(times)), err, op.params
 
 
+# (m, n, k, trans_a, trans_b, batch, what): 4096^3, then the CIFAR CNN (hetcl.models.cifar_cnn)
+# at batch 256 as hetcl.ops runs it: conv forward W @ col (NN), input gradient W^T @ dz (TN),
+# weight gradient dz @ col^T as a split-K batched NT GEMM, dense forward (split-K NT), dense
+# weight and input gradients (TN, NN).
+PROBLEMS = {
+    "square": [(4096, 4096, 4096, ta, tb, 1, "4096^3") for ta in (False, True)
+               for tb in (False, True)],
+    "cifar": [(64, 262144, 27, False, False, 1, "conv1 fwd"),
+              (64, 262144, 576, False, False, 1, "conv2 fwd"),
+              (576, 262144, 64, True, False, 1, "conv2 dcol"),
+              (64, 576, 2240, False, True, 117, "conv2 dW (split-K)"),
+              (128, 65536, 576, False, False, 1, "conv3 fwd"),
+              (576, 65536, 128, True, False, 1, "conv3 dcol"),
+              (128, 65536, 1152, False, False, 1, "conv4 fwd"),
+              (1152, 65536, 128, True, False, 1, "conv4 dcol"),
+              (128, 1152, 2259, False, True, 29, "conv4 dW (split-K)"),
+              (256, 256, 256, False, True, 32, "dense1 fwd (split-K)"),
+              (256, 8192, 256, True, False, 1, "dense1 dW"),
+              (256, 8192, 256, False, False, 1, "dense1 dx")],
+}
+
+
+def problem_label(m, n, k, ta, tb, batch):
+    return f"{'T' if ta else 'N'}{'T' if tb else 'N'} {m}x{n}x{k}" + (f" x{batch}" if batch > 1 else "")
+
+
+def compare_cublas(device, problems, candidates, reps, log):
+    """Per problem: cuBLAS, then every candidate ('default' = GemmParams.for_shape, 'db' = the
+    tuning DB's choice, else GemmParams). Prints a markdown table; returns a list of dicts."""
+    import torch
+    torch.backends.cuda.matmul.allow_tf32 = False
+    results = []
+    print("| problem | GEMM | params | ms | TFLOP/s | cuBLAS TFLOP/s | hetcl/cuBLAS | check |")
+    print("|---|---|---|---:|---:|---:|---:|---|")
+    for m, n, k, ta, tb, batch, what in problems:
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        a = torch.randn(batch, *((k, m) if ta else (m, k)), device="cuda", generator=gen)
+        b = torch.randn(batch, *((n, k) if tb else (k, n)), device="cuda", generator=gen)
+        x, y = (a.transpose(1, 2) if ta else a), (b.transpose(1, 2) if tb else b)
+        ref = torch.bmm(x, y)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        for _ in range(reps + 1):
+            start.record()
+            torch.bmm(x, y, out=ref)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        cublas_ms = float(np.median(times[1:]))
+        flops = 2.0 * m * n * k * batch
+        ref_np = ref.cpu().numpy().reshape(batch * m, n)
+        a_dev, b_dev = to_device(device, a.cpu().numpy()), to_device(device, b.cpu().numpy())
+        c = empty(device, (batch * m, n))
+        strides = dict(a_stride=m * k, b_stride=k * n, c_stride=m * n)
+        label = problem_label(m, n, k, ta, tb, batch)
+        for cand in candidates:
+            if cand == "default":
+                params = GemmParams.for_shape(device.features, m, n, k)
+            elif cand == "db":
+                params = tuned_params(device, m, n, k, ta, tb, batch)
+            else:
+                params = parse_params(cand)
+            if not params.valid(device.features):
+                continue
+            op = Gemm(device, m, n, k, ta, tb, batch=batch, params=params)
+            c.fill(np.nan)
+            op(a_dev, b_dev, c, **strides).wait()
+            out = c.get()
+            err = float(np.linalg.norm(out - ref_np) / max(np.linalg.norm(ref_np), 1e-30))
+            times = []
+            for _ in range(reps):
+                event = op(a_dev, b_dev, c, **strides)
+                event.wait()
+                times.append((event.profile.end - event.profile.start) * 1e-6)
+            ms = float(np.median(times))
+            check = "ok" if err < TOL else f"**FAIL** ({err:.1e})"
+            row = dict(what=what, problem=[m, n, k, ta, tb, batch], candidate=cand,
+                       params=params.as_dict(), ms=ms, cublas_ms=cublas_ms, err=err,
+                       tflops=flops / ms * 1e-9, cublas_tflops=flops / cublas_ms * 1e-9)
+            results.append(row)
+            log.append(row)
+            print(f"| {what} | {label} | {cand if cand in ('default', 'db') else params} "
+                  f"| {ms:.4f} | {row['tflops']:.2f} | {row['cublas_tflops']:.2f} "
+                  f"| {cublas_ms / ms:.2f} | {check} |", flush=True)
+    return results
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--devices", default="all", help="all, cpu, gpu, 0,2, P:D ... (hetcl devices)")
@@ -79,8 +174,25 @@ def main(argv=None):
     ap.add_argument("--params", default="", help="GemmParams, e.g. MWG=128,NWG=32,KWG=128,... "
                                                  "(default: the device's defaults)")
     ap.add_argument("--reps", type=int, default=5, help="timed runs per point (median)")
+    ap.add_argument("--cublas", action="store_true", help="GPU mode: problems x candidates vs "
+                                                          "cuBLAS (needs PyTorch with CUDA)")
+    ap.add_argument("--problems", default="square,cifar", help="GPU mode: sets of PROBLEMS")
+    ap.add_argument("--candidates", default="default;db", help="GPU mode: ';'-separated: "
+                    "default, db, or GemmParams like MWG=128,NWG=128,...")
+    ap.add_argument("--json", default="", help="GPU mode: write the measurements here")
     args = ap.parse_args(argv)
     devices = select_devices(args.devices)
+    if args.cublas:
+        log = []
+        for d in devices:
+            print(f"device {d.index}: {d.name}, driver {d.profile['driver_version']}\n")
+            problems = [p for name in args.problems.split(",") for p in PROBLEMS[name]]
+            compare_cublas(d, problems, [c.strip() for c in args.candidates.split(";")
+                                         if c.strip()], args.reps, log)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(log, f, indent=1)
+        return
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     params = parse_params(args.params)
 
