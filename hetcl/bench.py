@@ -52,11 +52,13 @@ def bench_device(device):
 INPUT_SHAPES = {"lenet5": (1, 28, 28), "mlp": (1, 28, 28), "cifar-cnn": (3, 32, 32)}
 
 
-def train_throughput(model_name, devices, batch_size=256, steps=20, warmup=None, seed=0):
+def train_throughput(model_name, devices, batch_size=256, steps=20, warmup=None, seed=0,
+                     world=None):
     """Training images/s of a model on `devices` (a spec or a list), on random uint8 images
     resident on the devices, as in `hetcl train`. Wall-clock over `steps` steps after `warmup`
-    (the warm-up builds the kernels and allocates every buffer; with several devices it is
-    longer, so that the scheduler has settled its split and built the kernels of its shards)."""
+    (the warm-up builds the kernels and allocates every buffer; with several devices it lasts
+    until the scheduler has settled its split - at least 30 steps - and built its kernels).
+    world: an mpi.World; batch_size is then the global batch, split across the ranks."""
     import time
 
     from .models import build_model
@@ -69,17 +71,23 @@ def train_throughput(model_name, devices, batch_size=256, steps=20, warmup=None,
     images = rng.integers(0, 256, (n,) + shape, dtype=np.uint8)
     labels = rng.integers(0, 10, n, dtype=np.uint8)
     model = build_model(model_name, shape, 10, seed)
-    rt = Runtime(devices)
-    if warmup is None:
-        warmup = 3 if len(rt.devices) == 1 else 30
+    rt = Runtime(devices, world=world)
     opt = SGD(0.01, 0.9)
     batches = [rng.permutation(n)[:batch_size].astype(np.int32) for _ in range(8)]
 
     def step(i):
         rt.train_step_indices(model, opt, images, labels, batches[i % 8], 0.3, 0.3)
 
-    for i in range(warmup):
-        step(i)
+    if warmup is None and len(rt.devices) > 1:
+        # Until the scheduler has settled: no trial running and the same split for 10 steps.
+        same, i, last = 0, 0, None
+        while i < 400 and (i < 30 or same < 10 or rt.scheduler.trial is not None):
+            step(i)
+            same = same + 1 if rt.last_split == last else 0
+            last, i = list(rt.last_split), i + 1
+    else:
+        for i in range(3 if warmup is None else warmup):
+            step(i)
     for d in rt.devices:
         d.queue.finish()
     start = time.perf_counter()

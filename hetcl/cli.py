@@ -9,6 +9,7 @@ import sys
 import click
 
 from . import __version__
+from . import mpi
 from .errors import HetclError
 
 DEVICES_HELP = ("Which OpenCL devices: all, cpu, gpu, igpu, dgpu, indices as listed by "
@@ -21,6 +22,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except HetclError as e:
             click.echo(f"hetcl: error: {e}", err=True)
+            mpi.stop_all()  # under mpirun the other ranks would wait for this one
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("hetcl: interrupted", err=True)
@@ -147,8 +149,10 @@ def train(devices_spec, **options):
     trainer = Trainer(cfg)
     names = ", ".join(f"{d.index}:{d.name}" for d in trainer.rt.devices)
     start = f" from epoch {trainer.epoch + 1} step {trainer.step_in_epoch}" if cfg.resume else ""
-    click.echo(f"training {cfg.model} on {trainer.data.name} ({len(trainer.data.train_x)} "
-               f"images) with {names}{start}", err=True)
+    ranks = f" as rank 0 of {trainer.world.size} MPI ranks" if trainer.world else ""
+    if trainer.lead:
+        click.echo(f"training {cfg.model} on {trainer.data.name} ({len(trainer.data.train_x)} "
+                   f"images) with {names}{ranks}{start}", err=True)
     try:
         history = trainer.run()
     except KeyboardInterrupt:
@@ -157,7 +161,7 @@ def train(devices_spec, **options):
         click.echo(f"\nhetcl: interrupted at epoch {trainer.epoch + 1} step "
                    f"{trainer.step_in_epoch}{saved}", err=True)
         sys.exit(130)
-    if history:
+    if history and trainer.lead:
         last = history[-1]
         click.echo(f"final: test accuracy {100 * last['test_acc']:.2f}%, train loss "
                    f"{last['train_loss']:.4f}, {last['images_per_s']:.0f} images/s")
@@ -187,13 +191,17 @@ def evaluate(checkpoint, data, devices_spec):
               help="Model(s) to time (repeat the option); default lenet5 and mlp.")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--steps", type=int, default=20, show_default=True,
-              help="Timed training steps (after 3 warm-up steps).")
+              help="Timed training steps (after a warm-up).")
 def bench(devices_spec, models, batch_size, steps):
     """Training images/s of each selected device alone and, with several, of all together.
     (tools/bench_train.py adds PyTorch on the CPU as a baseline.)"""
     from .bench import train_throughput
     from .device import select_devices
     chosen = select_devices(devices_spec)
+    world = mpi.detect()
+    if world:  # under mpirun: all ranks together, --batch-size images per rank
+        _bench_ranks(world, world.pick(chosen, devices_spec), models, batch_size, steps)
+        return
     rows, notes = [], []
     for name in models or ("lenet5", "mlp"):
         alone = []
@@ -210,10 +218,25 @@ def bench(devices_spec, models, batch_size, steps):
             notes.extend(train_throughput.messages)
     click.echo("\r" + " " * 70 + "\r", err=True, nl=False)
     click.echo(_table(rows, ["model", "device", "images/s", "vs best alone"]))
-    click.echo(f"batch {batch_size}, {steps} timed steps after a warm-up (3 steps, 30 with several "
-               f"devices); data resident on the devices")
+    click.echo(f"batch {batch_size}, {steps} timed steps after a warm-up (3 steps; with several "
+               f"devices until the scheduler's split has settled, at least 30); data resident "
+               f"on the devices")
     for note in dict.fromkeys(notes):
         click.echo(note)
+
+
+def _bench_ranks(world, devices, models, batch_size, steps):
+    from .bench import train_throughput
+    rows = []
+    for name in models or ("lenet5", "mlp"):
+        rate = train_throughput(name, devices, batch_size * world.size, steps, world=world)
+        names = ", ".join(f"{d.index}:{d.name}" for d in devices)
+        rows.append([name, f"{world.size} MPI ranks (rank 0: {names})", f"{rate:.0f}"])
+    if world.rank == 0:
+        click.echo(_table(rows, ["model", "devices", "images/s"]))
+        click.echo(f"batch {batch_size} per rank ({batch_size * world.size} in all), {steps} "
+                   f"timed steps after a warm-up; compare with one process: hetcl bench "
+                   f"--devices ... --batch-size {batch_size}")
 
 
 @main.command()

@@ -8,12 +8,19 @@ layers in the order backward produced them (last layer first); once every device
 layer, each device gets the other devices' copies uploaded on its copy queue and adds them on
 its main queue. The host does no arithmetic and every transfer overlaps the remaining backward.
 
+Across MPI ranks (mpi.py) the layer's local copies are summed on the host in device order
+instead, the rank sum is started with a non-blocking Iallreduce at once, and each finished sum
+is uploaded back over every local gradient; the optimizer waits for those uploads.
+
 The sum is taken in a fixed device order, ((g0 + g1) + g2) + ..., on every device, so all
 replicas get bitwise the same gradients (float addition is commutative, so devices 0 and 1
 may add their own first; from device 2 on the sum is built in a staging buffer). Every shard's
 loss is already divided by the global batch size, so the plain sum is the gradient of the whole
 batch; the same optimizer step then runs on each replica, which keeps them identical.
 """
+import time
+
+import numpy as np
 import pyopencl as cl
 
 from .buffers import empty, pinned_empty
@@ -33,18 +40,23 @@ class _Run:
         self.ex, self.device = ex, ex.replica.device
         self.reads = []          # (name, read event, pinned host copy)
         self.last_kernel = None  # the device's last backward kernel with parameter gradients
-        self.uploads = []        # upload events of this step (their timings feed the scheduler)
+        self.uploads = []        # upload events of this step
 
 
 class GradientExchange:
     def __init__(self):
-        self._host = {}     # (device index, name) -> pinned host buffer its reads land in
+        self._host = {}     # (parity, device index, name) -> pinned host buffer reads land in
         self._staging = {}  # (device index, peer position, name) -> peer's copy on that device
         self._axpby = {}    # (device index, size) -> y = x + y kernel
         self.runs = []
+        self.parity = 1
 
     def begin(self):
+        """A new step. Host buffers alternate between even and odd steps, so that no one waits
+        for a step's uploads to finish: a buffer is read into again two steps later, after
+        the next step's reads, which every copy queue runs after this step's uploads."""
         self.runs = []
+        self.parity ^= 1
 
     def reader(self, ex):
         """Callback for Executor.backward: read one node's parameter gradients back."""
@@ -56,7 +68,7 @@ class GradientExchange:
             run.last_kernel = device.last_kernel
             for name in names:
                 grad = ex.replica.grads[name]
-                key = (device.index, name)
+                key = (self.parity, device.index, name)
                 if key not in self._host:
                     self._host[key] = pinned_empty(device, grad.shape)
                 event = grad.get_async(self._host[key], wait_for=[run.last_kernel],
@@ -97,24 +109,67 @@ class GradientExchange:
         if acc is not own:
             cl.enqueue_copy(device.queue, own.buffer, acc.buffer)
 
-    def reduce(self):
-        """Wait for the reads layer by layer and enqueue each layer's sum on every device.
+    def _local_total(self, name, k):
+        """Host sum, in device order, of layer k's copies (the copy itself for one device)."""
+        if len(self.runs) == 1:
+            return self.runs[0].reads[k][2]
+        key = (self.parity, "total", name)
+        first = self.runs[0].reads[k][2]
+        if key not in self._host:
+            self._host[key] = pinned_empty(self.runs[0].device, first.shape)
+        total = self._host[key]
+        np.copyto(total, first)
+        for run in self.runs[1:]:
+            np.add(total, run.reads[k][2], out=total)
+        return total
+
+    def _put_back(self, name, total):
+        """Upload a finished sum over every local replica's gradient (on the copy queue); the
+        main queue waits for it before the optimizer."""
+        for run in self.runs:
+            event = run.ex.replica.grads[name].set(total, wait=False,
+                                                   queue=run.device.copy_queue)
+            run.uploads.append(event)
+            cl.enqueue_barrier(run.device.queue, wait_for=[event])
+
+    def _progress(self, world, in_flight):
+        """Test the oldest rank sum (MPI progresses inside such calls); put it back if done,
+        else yield the CPU briefly (CPU devices compute on the same cores)."""
+        if world.done(in_flight[0][1]):
+            name, _, total = in_flight.pop(0)
+            self._put_back(name, total)
+        else:
+            time.sleep(5e-5)
+
+    def reduce(self, world=None):
+        """Wait for the reads layer by layer and enqueue each layer's sum on every device
+        (across ranks too, with an mpi.World).
         -> per device: (seconds from its first command to its last backward kernel,
-                        seconds its copies of the gradients took)"""
+                        seconds of gradient transfers); uploads and sums are left in flight."""
         names = [name for name, _, _ in self.runs[0].reads]
+        in_flight = []  # MPI: (name, request, host array) in layer order
         for k, name in enumerate(names):
             for run in self.runs:
-                run.reads[k][1].wait()
-            for position in range(len(self.runs)):
-                self._sum_on(position, name, k)
-        # The pinned host copies are read again next step: the uploads must be done first.
-        for run in self.runs:  # (one context per device: events are waited for per device)
-            if run.uploads:
-                cl.wait_for_events(run.uploads)
+                event = run.reads[k][1]
+                while world and in_flight and \
+                        event.command_execution_status != cl.command_execution_status.COMPLETE:
+                    self._progress(world, in_flight)  # MPI moves on while the device works
+                event.wait()
+            if world is None:
+                for position in range(len(self.runs)):
+                    self._sum_on(position, name, k)
+                continue
+            total = self._local_total(name, k)
+            in_flight.append((name, world.start_sum(total), total))
+            self._progress(world, in_flight)
+        for name, request, total in in_flight:
+            world.wait(request, f"the gradients of {name}")
+            self._put_back(name, total)
         times = []
         for run in self.runs:
             first = run.ex.first_event
             compute = seconds(run.last_kernel, first) if first and run.last_kernel else None
-            moved = sum(seconds(e) for _, e, _ in run.reads) + sum(map(seconds, run.uploads))
+            # A device also receives every peer's copy, about as long as reading its own.
+            moved = sum(seconds(e) for _, e, _ in run.reads) * len(self.runs)
             times.append((compute, moved))
         return times

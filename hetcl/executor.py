@@ -85,6 +85,7 @@ class Executor:
         self.row_correct = empty(device, (n,), np.int32)
         self.indices = empty(device, (n,), np.int32)
         self.first_event = None
+        self.steps = 0  # enqueue_step calls: the first one includes building the kernels
         self._gathers = {}  # per resident data set: its normalisation is baked into the kernel
         self._host_loss = np.empty(n, np.float32)
         self._host_correct = np.empty(n, np.int32)
@@ -120,11 +121,28 @@ class Executor:
     def forward(self, x=None):
         if x is not None:
             self.set_input(x)
+        for _ in self._forward_nodes():
+            pass
+        return self.out[self.replica.model.output_node]
+
+    def _forward_nodes(self):
         for index, op in self.ops.items():
             node = self.nodes[index]
             op.forward([self.out[i] for i in node.inputs], self.out[index],
-                        self._node_params(node, self.replica.params))
-        return self.out[self.replica.model.output_node]
+                       self._node_params(node, self.replica.params))
+            yield
+
+    def enqueue_step(self, global_n, on_node=None):
+        """Forward, loss and backward as a generator that enqueues one node per next() call:
+        a runtime driving several devices takes turns between them, so that every device gets
+        work from the start instead of waiting for the host to enqueue the others' whole step.
+        Its return value (StopIteration.value) is the loss() event."""
+        self.steps += 1
+        yield from self._forward_nodes()
+        done = self.loss(global_n)
+        yield
+        yield from self._backward_nodes(on_node)
+        return done
 
     def loss(self, global_n):
         """Loss, gradient of the logits and per-row results for the labels on the device;
@@ -138,6 +156,10 @@ class Executor:
     def backward(self, on_node=None):
         """Enqueue the backward pass, last node first. on_node(parameter names) is called as
         soon as a node's gradients are enqueued (the all-reduce reads them back from there)."""
+        for _ in self._backward_nodes(on_node):
+            pass
+
+    def _backward_nodes(self, on_node):
         for node in reversed(self.nodes[1:]):
             aliased = node.fused_into is not None or getattr(node.layer, "alias", False)
             dxs, adds = [], []
@@ -157,6 +179,7 @@ class Executor:
                 for (scratch, target) in adds:  # an alias that is not the last consumer
                     self._axpby_for(target.size)(self.grad[node.index].view(target.shape),
                                                  target, 1.0, 1.0)
+                yield
                 continue
             self.ops[node.index].backward(
                 [self.out[i] for i in node.inputs], self.out[node.index],
@@ -166,6 +189,7 @@ class Executor:
                 self._axpby_for(target.size)(scratch, target, 1.0, 1.0)
             if on_node is not None and node.layer.param_shapes():
                 on_node([f"{node.layer.name}.{k}" for k in node.layer.param_shapes()])
+            yield
 
     def results(self, event):
         event.wait()

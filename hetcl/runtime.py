@@ -24,9 +24,16 @@ from .executor import Executor, Replica, Resident
 from .scheduler import Scheduler
 
 class Runtime:
-    def __init__(self, devices="all", granule=16, adaptive=True):
-        """adaptive=False: split in proportion to speed but never drop a device."""
+    def __init__(self, devices="all", granule=16, adaptive=True, world=None):
+        """adaptive=False: split in proportion to speed but never drop a device.
+        world: an mpi.World (mpi.detect()) to train across processes: each rank takes its
+        slice of every global batch and gradients are summed across ranks too. With
+        devices "gpu" (or "dgpu") on a node with several GPUs, each rank then takes the one
+        matching its rank on the node."""
+        self.world = world
         self.devices = select_devices(devices)
+        if world is not None:
+            self.devices = world.pick(self.devices, devices)
         self._replicas, self._executors, self._resident = {}, {}, {}
         self.scheduler = Scheduler([f"{d.index}:{d.name}" for d in self.devices], granule,
                                    adaptive=adaptive)
@@ -124,8 +131,9 @@ class Runtime:
             if self._step_started is not None:
                 self.scheduler.end_step(now - self._step_started)
             self._step_started = now
-        plan = self._split(n, split)
-        exchange = self._exchange if len(plan) > 1 else None
+        offset, stop = self.world.shard(n) if self.world else (0, n)  # this rank's slice
+        plan = self._split(stop - offset, split)
+        exchange = self._exchange if len(plan) > 1 or self.world else None
         if exchange:
             exchange.begin()
         runs, current = [], None
@@ -134,28 +142,42 @@ class Runtime:
                 current = i
                 self._maybe_fault(self.devices[i])
                 ex = self.executor(model, self.devices[i], b - a)
-                feed(ex, a, b)
-                ex.forward()
-                done = ex.loss(n)
-                ex.backward(exchange.reader(ex) if exchange else None)
-                runs.append((i, ex, done))
+                feed(ex, offset + a, offset + b)
+                runs.append([i, ex, ex.enqueue_step(n, exchange.reader(ex) if exchange else None)])
+            pending = list(runs)
+            while pending:  # one node per device in turn (see Executor.enqueue_step)
+                for run in list(pending):
+                    current = run[0]
+                    try:
+                        next(run[2])
+                    except StopIteration as stop:
+                        run[2] = stop.value  # the event of the loss results
+                        pending.remove(run)
             loss = correct = 0
             for i, ex, done in runs:
                 current = i
                 l, c = ex.results(done)
                 loss, correct = loss + l, correct + c
             current = None
-            times = exchange.reduce() if exchange else None
+            times = exchange.reduce(self.world) if exchange else None
         except (cl.Error, DeviceFault) as e:
+            if self.world and current is None:  # other ranks are inside this step's sums
+                self.world.abort(f"OpenCL error while exchanging gradients: {e}")
             return self._recover(model, n, feed, current, e)
-        if times is not None and split is None:
-            self.scheduler.record(self.last_split, *self._per_device(plan, times))
+        if self.world:
+            loss, correct = self.world.sum([loss, correct])
+            correct = int(round(correct))
+        if times is not None and split is None and len(plan) > 1:
+            self.scheduler.record(self.last_split, *self._per_device(plan, runs, times))
         return loss, correct, [ex.replica for _, ex, _ in runs]
 
-    def _per_device(self, plan, times):
+    def _per_device(self, plan, runs, times):
+        """The scheduler's inputs. An executor's first step is not measured: the kernels it
+        built on the host kept the device waiting (and the other devices with it)."""
         compute, exchange = [None] * len(self.devices), [0.0] * len(self.devices)
-        for (i, _, _), (c, x) in zip(plan, times):
-            compute[i], exchange[i] = c, x
+        for (i, _, _), (_, ex, _), (c, x) in zip(plan, runs, times):
+            if ex.steps > 1:
+                compute[i], exchange[i] = c, x
         return compute, exchange
 
     def _recover(self, model, n, feed, failed, error):

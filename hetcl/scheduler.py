@@ -171,7 +171,16 @@ class Scheduler:
         if not self.adaptive or len(act) < 2 or self.steps < self.next_trial or \
                 len(self.timing.get(key, [])) < self.trial_steps:
             return
-        order = sorted(act, key=lambda i: self.speed[i] or 0.0)  # slowest first
+        # Slowest first, and only devices the throughput model does not already call vital
+        # (leaving a GPU out for a few steps to "measure" a CPU alone costs seconds).
+        n = self.current[0] if self.current else 0
+        with_all = self.predict(self._proportional(n, self._weights())) if n else 0.0
+        order = [i for i in sorted(act, key=lambda i: self.speed[i] or 0.0)
+                 if not n or self.predict(self._proportional(n, self._weights(without=i)))
+                 <= 2 * with_all]
+        if not order:
+            self.next_trial = self.steps + self.probe_every
+            return
         self.active[order[0]] = False
         self.trial = (order[0], key, order[1:], {})
 

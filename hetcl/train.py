@@ -13,7 +13,7 @@ import time
 
 
 
-from . import checkpoint
+from . import checkpoint, mpi
 from .data import check_input_shape, load_dataset, shuffled_batches
 from .errors import HetclError
 from .metrics import JsonLog, Progress, confusion_matrix, plot_curves
@@ -54,15 +54,22 @@ class Trainer:
                              f"{cfg.batch_size})")
         if cfg.resume and not cfg.checkpoint:
             raise HetclError("--resume needs --checkpoint DIR (where the run was saved)")
-        self.rt = runtime or Runtime(cfg.devices)  # a device typo fails before data loads
+        # Under mpirun every rank trains its slice of each batch; rank 0 alone prints, logs
+        # and saves, and its parameters and progress are what every rank starts from.
+        self.world = runtime.world if runtime else mpi.detect()
+        self.lead = self.world is None or self.world.rank == 0
+        # (a device typo fails before data loads)
+        self.rt = runtime or Runtime(cfg.devices, world=self.world)
         self.data = dataset or load_dataset(cfg.data)
         self.model = build_model(cfg.model, self.data.sample_shape, self.data.classes, cfg.seed)
         check_input_shape(self.data, self.model.input_shape)
         self.opt = SGD(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov)
         self.epoch, self.step_in_epoch, self.history = 0, 0, []
         self._stop = False
-        if cfg.resume:
+        if cfg.resume and self.lead:
             self._restore()
+        if self.world:
+            self._from_rank0()
 
     # --- checkpoints --------------------------------------------------------------------------
     def _meta(self):
@@ -73,7 +80,7 @@ class Trainer:
                 "rng": {"kind": "numpy default_rng([seed, epoch]) permutation per epoch"}}
 
     def save(self):
-        if self.cfg.checkpoint:
+        if self.cfg.checkpoint and self.lead:
             checkpoint.save(self.cfg.checkpoint, self.model.parameters(),
                             self.rt.optimizer_state(self.model), self._meta())
 
@@ -95,12 +102,28 @@ class Trainer:
         self.opt.steps = meta["optimizer_steps"]
         self.history = meta.get("history", [])
 
+    def _from_rank0(self):
+        """Every rank starts from rank 0's parameters, optimizer state and progress (only rank 0
+        reads a checkpoint: the others need not see its directory)."""
+        w = self.world
+        self.model.load_parameters(w.broadcast(self.model.parameters(), "initial parameters"))
+        state = w.broadcast_object({"epoch": self.epoch, "step": self.step_in_epoch,
+                                    "optimizer_steps": self.opt.steps, "history": self.history,
+                                    "momentum": bool(self.rt.optimizer_state(self.model))},
+                                   "the run's progress")
+        self.epoch, self.step_in_epoch = state["epoch"], state["step"]
+        self.opt.steps, self.history = state["optimizer_steps"], state["history"]
+        if state["momentum"]:
+            momentum = self.rt.optimizer_state(self.model) if self.lead else \
+                {k: v * 0 for k, v in self.model.parameters().items()}
+            self.rt.load_optimizer_state(self.model, w.broadcast(momentum, "optimizer state"))
+
     # --- loop ---------------------------------------------------------------------------------
     def run(self):
         """Train to cfg.epochs. Ctrl-C stops after the step in flight, saves (mid-epoch: the
         step is recorded, --resume continues from it) and raises KeyboardInterrupt; a second
         Ctrl-C stops at once."""
-        log = JsonLog(self.cfg.log)
+        log = JsonLog(self.cfg.log if self.lead else None)
         self._stop = False
         previous = None
         if threading.current_thread() is threading.main_thread():
@@ -118,7 +141,7 @@ class Trainer:
             log.close()
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
-        if self.cfg.plot:
+        if self.cfg.plot and self.lead:
             plot_curves(self.history, self.cfg.plot)
         return self.history
 
@@ -126,7 +149,7 @@ class Trainer:
         cfg, d = self.cfg, self.data
         batches = shuffled_batches(len(d.train_x), cfg.batch_size, cfg.seed, self.epoch)
         bar = Progress(len(batches), f"epoch {self.epoch + 1}/{cfg.epochs}") \
-            if cfg.progress else None
+            if cfg.progress and self.lead else None
         loss_sum = correct = seen = 0
         start = time.perf_counter()
         for i in range(self.step_in_epoch, len(batches)):

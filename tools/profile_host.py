@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Profile (not a test): the host side of training steps, with cProfile.
+
+Times `--steps` steps of a model on the given device selection (after a warm-up that lets the
+scheduler settle) and prints the wall time per step and the functions that took the most host
+time. On a fast GPU small models are host-bound, so this is where their step time goes.
+
+    python tools/profile_host.py --devices 0 --model lenet5
+    python tools/profile_host.py --devices 0,cpu --model lenet5      # the scheduler drops the CPU
+"""
+import argparse
+import cProfile
+import os
+import pstats
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from hetcl.bench import INPUT_SHAPES  # noqa: E402
+from hetcl.models import build_model  # noqa: E402
+from hetcl.optim import SGD  # noqa: E402
+from hetcl.runtime import Runtime  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--devices", default="all")
+    ap.add_argument("--model", default="lenet5", choices=sorted(INPUT_SHAPES))
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--top", type=int, default=25)
+    args = ap.parse_args()
+
+    shape = INPUT_SHAPES[args.model]
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (args.batch_size * 8,) + shape, dtype=np.uint8)
+    labels = rng.integers(0, 10, len(images), dtype=np.uint8)
+    model = build_model(args.model, shape, 10, 0)
+    rt, opt = Runtime(args.devices), SGD(0.01, 0.9)
+    batches = [rng.permutation(len(images))[:args.batch_size].astype(np.int32)
+               for _ in range(8)]
+
+    def run(steps):
+        for i in range(steps):
+            rt.train_step_indices(model, opt, images, labels, batches[i % 8], 0.3, 0.3)
+        for d in rt.devices:
+            d.queue.finish()
+
+    run(args.warmup)
+    start = time.perf_counter()
+    run(args.steps)
+    wall = (time.perf_counter() - start) / args.steps
+    prof = cProfile.Profile()
+    prof.enable()
+    run(args.steps)
+    prof.disable()
+    print(f"{args.model} batch {args.batch_size} on {[str(d) for d in rt.devices]}, split "
+          f"{rt.last_split}: {wall * 1e3:.3f} ms per step = {args.batch_size / wall:.0f} "
+          f"images/s (without the profiler)")
+    stats = pstats.Stats(prof)
+    stats.sort_stats("tottime").print_stats(args.top)
+
+
+if __name__ == "__main__":
+    main()

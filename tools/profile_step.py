@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Profile (not a test): where the time of a multi-device training step goes.
+
+Runs training steps of a model on the selected devices (at least two) with a fixed even split
+and prints, as medians over the timed steps, the host's phases (enqueueing the step, waiting for
+the loss, the gradient exchange, enqueueing the update) and, per device, from its own profiling
+clock: compute (first kernel of the step to its last backward kernel), when its last gradient
+read and upload ended, and the period from one step's first kernel to the next one's (period -
+compute = time the device was not computing this step's forward/backward).
+
+    python tools/profile_step.py --devices gpu --model cifar-cnn --batch-size 512 --steps 30
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from hetcl import comm, runtime  # noqa: E402
+from hetcl.bench import INPUT_SHAPES, cpu_model  # noqa: E402
+from hetcl.models import build_model  # noqa: E402
+from hetcl.optim import SGD  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--devices", default="all")
+    ap.add_argument("--model", default="cifar-cnn", choices=sorted(INPUT_SHAPES))
+    ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=30)
+    args = ap.parse_args()
+
+    rt = runtime.Runtime(args.devices)
+    k = len(rt.devices)
+    if k < 2:
+        sys.exit("profile_step needs at least two devices")
+    split = [args.batch_size // k] * k
+    split[0] += args.batch_size - sum(split)
+    shape = INPUT_SHAPES[args.model]
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (args.batch_size * 4,) + shape, dtype=np.uint8)
+    labels = rng.integers(0, 10, len(images), dtype=np.uint8)
+    model = build_model(args.model, shape, 10, 0)
+    opt = SGD(0.01, 0.9)
+
+    host = {"enqueue+loss": [], "exchange": [], "update": []}
+    dev = [{"compute": [], "last read": [], "last upload": [], "period": []} for _ in range(k)]
+    last_start = [None] * k
+    reduce_orig = comm.GradientExchange.reduce
+
+    def reduce_timed(self, world=None):
+        t0 = time.perf_counter()
+        out = reduce_orig(self, world)
+        host["exchange"].append(time.perf_counter() - t0)
+        for d, run in enumerate(self.runs):
+            start = run.ex.first_event.profile.start
+            ms = lambda e: (e.profile.end - start) * 1e-6
+            dev[d]["compute"].append(ms(run.last_kernel))
+            dev[d]["last read"].append(ms(run.reads[-1][1]))
+            dev[d]["last upload"].append(max(map(ms, run.uploads)))
+            if last_start[d] is not None:
+                dev[d]["period"].append((start - last_start[d]) * 1e-6)
+            last_start[d] = start
+        return out
+    comm.GradientExchange.reduce = reduce_timed
+    step_orig = runtime.Runtime._step
+
+    def step_timed(self, *a, **kw):
+        t0 = time.perf_counter()
+        n_before = len(host["exchange"])
+        out = step_orig(self, *a, **kw)
+        if len(host["exchange"]) > n_before:
+            host["enqueue+loss"].append(time.perf_counter() - t0 - host["exchange"][-1])
+        return out
+    runtime.Runtime._step = step_timed
+    apply_orig = SGD.apply
+
+    def apply_timed(self, rep):
+        t0 = time.perf_counter()
+        apply_orig(self, rep)
+        host["update"].append(time.perf_counter() - t0)
+    SGD.apply = apply_timed
+
+    batches = [rng.permutation(len(images))[:args.batch_size] for _ in range(4)]
+    total = 5 + args.steps
+    for i in range(total):
+        if i == 5:
+            for d in rt.devices:
+                d.queue.finish()
+            for table in [host] + dev:
+                for v in table.values():
+                    v.clear()
+            t0 = time.perf_counter()
+        idx = batches[i % 4].astype(np.int32)
+        feed = lambda ex, a, b: ex.gather(
+            rt.resident(ex.replica.device, images, labels, 0.3, 0.3), idx[a:b])
+        rt._update(model, opt, *rt._step(model, args.batch_size, feed, split=split), False)
+    for d in rt.devices:
+        d.queue.finish()
+    wall = (time.perf_counter() - t0) / args.steps * 1e3
+    print(f"{args.model}, batch {args.batch_size} split {split}, {args.steps} steps; host: "
+          f"{cpu_model()}")
+    print(f"wall per step {wall:.2f} ms = {args.batch_size / wall * 1e3:.0f} images/s")
+    print("host (ms): " + ", ".join(f"{name} {np.median(v) * 1e3:.2f}" for name, v in
+                                      host.items() if v))
+    for d, table in enumerate(dev):
+        print(f"device {rt.devices[d].index} {rt.devices[d].name} (ms from its first kernel): " +
+              ", ".join(f"{name} {np.median(v):.2f}" for name, v in table.items() if v))
+
+
+if __name__ == "__main__":
+    main()
