@@ -40,6 +40,7 @@ class _Run:
         self.ex, self.device = ex, ex.replica.device
         self.reads = []          # (name, read event, pinned host copy)
         self.last_kernel = None  # the device's last backward kernel with parameter gradients
+        self.kernels = 0         # how many of device.kernel_events belong to the step
         self.uploads = []        # upload events of this step
 
 
@@ -66,6 +67,7 @@ class GradientExchange:
 
         def on_node(names):
             run.last_kernel = device.last_kernel
+            run.kernels = len(device.kernel_events or ())
             for name in names:
                 grad = ex.replica.grads[name]
                 key = (self.parity, device.index, name)
@@ -141,11 +143,12 @@ class GradientExchange:
         else:
             time.sleep(5e-5)
 
-    def reduce(self, world=None):
+    def reduce(self, world=None, measure=True):
         """Wait for the reads layer by layer and enqueue each layer's sum on every device
         (across ranks too, with an mpi.World).
-        -> per device: (seconds from its first command to its last backward kernel,
-                        seconds of gradient transfers); uploads and sums are left in flight."""
+        -> per device: (seconds its kernels ran up to its last backward kernel, seconds of
+                        gradient transfers), or None without `measure`; uploads and sums are
+                        left in flight."""
         names = [name for name, _, _ in self.runs[0].reads]
         in_flight = []  # MPI: (name, request, host array) in layer order
         for k, name in enumerate(names):
@@ -165,11 +168,19 @@ class GradientExchange:
         for name, request, total in in_flight:
             world.wait(request, f"the gradients of {name}")
             self._put_back(name, total)
+        if not measure:
+            return None
         times = []
         for run in self.runs:
-            first = run.ex.first_event
-            compute = seconds(run.last_kernel, first) if first and run.last_kernel else None
-            # A device also receives every peer's copy, about as long as reading its own.
-            moved = sum(seconds(e) for _, e, _ in run.reads) * len(self.runs)
-            times.append((compute, moved))
+            times.append((self._busy(run), sum(seconds(e) for _, e, _ in run.reads) *
+                          len(self.runs)))  # it also receives each peer's copy, as long
         return times
+
+    @staticmethod
+    def _busy(run):
+        """Seconds the device spent running the step's kernels (the runtime turns on
+        device.kernel_events for the step). Not the span from first to last kernel: where the
+        host enqueues slower than a GPU computes, the span measures the host."""
+        events = (run.device.kernel_events or [])[:run.kernels]
+        run.device.kernel_events = None
+        return sum(map(seconds, events)) if events else None

@@ -102,7 +102,8 @@ class Device:
         self._context = None
         self._queue = None
         self._copy_queue = None
-        self.last_kernel = None  # event of the latest kernel enqueued (codegen sets it)
+        self.last_kernel = None  # event of the latest kernel enqueued (see record())
+        self.kernel_events = None  # while a list: every kernel event (the scheduler's busy time)
 
     index = property(lambda self: self.profile["index"])
     name = property(lambda self: self.profile["name"])
@@ -120,6 +121,13 @@ class Device:
             self._queue = cl.CommandQueue(
                 self.context, properties=cl.command_queue_properties.PROFILING_ENABLE)
         return self._queue
+
+    def record(self, event):
+        """Called by codegen with each kernel it enqueues."""
+        self.last_kernel = event
+        if self.kernel_events is not None:
+            self.kernel_events.append(event)
+        return event
 
     @property
     def copy_queue(self):

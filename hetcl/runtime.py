@@ -136,12 +136,20 @@ class Runtime:
         exchange = self._exchange if len(plan) > 1 or self.world else None
         if exchange:
             exchange.begin()
+        for device in self.devices:
+            device.kernel_events = None  # (left on by a step that failed)
+        # Reading every kernel's profiling times costs host time (~1 us an event): the
+        # scheduler gets every step's at first, then every 8th (it smooths them anyway).
+        measure = exchange is not None and len(plan) > 1 and \
+            (self.steps < 20 or self.steps % 8 == 0)
         runs, current = [], None
         try:
             for i, a, b in plan:
                 current = i
                 self._maybe_fault(self.devices[i])
                 ex = self.executor(model, self.devices[i], b - a)
+                if measure:  # the scheduler's measure of the device: its kernels' busy time
+                    self.devices[i].kernel_events = []
                 feed(ex, offset + a, offset + b)
                 runs.append([i, ex, ex.enqueue_step(n, exchange.reader(ex) if exchange else None)])
             pending = list(runs)
@@ -159,7 +167,7 @@ class Runtime:
                 l, c = ex.results(done)
                 loss, correct = loss + l, correct + c
             current = None
-            times = exchange.reduce(self.world) if exchange else None
+            times = exchange.reduce(self.world, measure) if exchange else None
         except (cl.Error, DeviceFault) as e:
             if self.world and current is None:  # other ranks are inside this step's sums
                 self.world.abort(f"OpenCL error while exchanging gradients: {e}")
@@ -167,7 +175,7 @@ class Runtime:
         if self.world:
             loss, correct = self.world.sum([loss, correct])
             correct = int(round(correct))
-        if times is not None and split is None and len(plan) > 1:
+        if times is not None and split is None:
             self.scheduler.record(self.last_split, *self._per_device(plan, runs, times))
         return loss, correct, [ex.replica for _, ex, _ in runs]
 

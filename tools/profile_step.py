@@ -4,7 +4,8 @@
 Runs training steps of a model on the selected devices (at least two) with a fixed even split
 and prints, as medians over the timed steps, the host's phases (enqueueing the step, waiting for
 the loss, the gradient exchange, enqueueing the update) and, per device, from its own profiling
-clock: compute (first kernel of the step to its last backward kernel), when its last gradient
+clock: compute (first kernel of the step to its last backward kernel), busy (the time its kernels
+ran, which the scheduler uses), when its last gradient
 read and upload ended, and the period from one step's first kernel to the next one's (period -
 compute = time the device was not computing this step's forward/backward).
 
@@ -47,23 +48,28 @@ def main():
     opt = SGD(0.01, 0.9)
 
     host = {"enqueue+loss": [], "exchange": [], "update": []}
-    dev = [{"compute": [], "last read": [], "last upload": [], "period": []} for _ in range(k)]
+    dev = [{"compute": [], "busy": [], "last read": [], "last upload": [], "period": []}
+           for _ in range(k)]
     last_start = [None] * k
     reduce_orig = comm.GradientExchange.reduce
 
-    def reduce_timed(self, world=None):
+    def reduce_timed(self, world=None, measure=True):
         t0 = time.perf_counter()
-        out = reduce_orig(self, world)
+        out = reduce_orig(self, world, measure)
         host["exchange"].append(time.perf_counter() - t0)
+        if out is None:  # the runtime measures every 8th step only
+            return out
         for d, run in enumerate(self.runs):
             start = run.ex.first_event.profile.start
             ms = lambda e: (e.profile.end - start) * 1e-6
             dev[d]["compute"].append(ms(run.last_kernel))
+            dev[d]["busy"].append(out[d][0] * 1e3)
             dev[d]["last read"].append(ms(run.reads[-1][1]))
             dev[d]["last upload"].append(max(map(ms, run.uploads)))
-            if last_start[d] is not None:
-                dev[d]["period"].append((start - last_start[d]) * 1e-6)
-            last_start[d] = start
+            if last_start[d] is not None:  # per step (measured steps may be 8 apart)
+                dev[d]["period"].append((start - last_start[d][0]) * 1e-6 /
+                                        (rt.steps - last_start[d][1]))
+            last_start[d] = (start, rt.steps)
         return out
     comm.GradientExchange.reduce = reduce_timed
     step_orig = runtime.Runtime._step

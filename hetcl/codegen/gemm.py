@@ -88,10 +88,9 @@ class Gemm:
             mnk, ops = (self.n, self.m, self.k), b_args + a_args
         else:
             mnk, ops = (self.m, self.n, self.k), a_args + b_args
-        event = self.device.last_kernel = self.kernel(
+        return self.device.record(self.kernel(
             queue or self.device.queue, self.global_size, self.local_size, *mnk, alpha, beta,
-            *ops, buf(c), c_off, self.ldc, c_stride, wait_for=wait_for)
-        return event
+            *ops, buf(c), c_off, self.ldc, c_stride, wait_for=wait_for))
 
 
 def gemm(device, a, b, trans_a=False, trans_b=False, params=None):

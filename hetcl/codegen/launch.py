@@ -29,7 +29,6 @@ class Launch:
 
     def __call__(self, *args, wait_for=None, queue=None):
         args = [getattr(a, "buffer", a) for a in args]
-        event = self.device.last_kernel = self.kernel(
+        return self.device.record(self.kernel(
             queue or self.device.queue, self.global_size, self.local_size, *args,
-            wait_for=wait_for)
-        return event
+            wait_for=wait_for))
