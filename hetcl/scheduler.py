@@ -14,6 +14,8 @@ device and proposes the next split.
   share hardware) - gets nothing, with a log line saying why, and is probed again (given a
   share) every `probe_every` steps.
 """
+import collections
+
 from .log import logger
 
 
@@ -31,7 +33,7 @@ class Scheduler:
         self.steps = 0
         self.current = None          # (n, shards) last proposed
         self.messages = []           # why devices were dropped or re-admitted
-        self.timing = {}             # active-set tuple -> measured step seconds
+        self.timing = {}             # active-set tuple -> the last 64 measured step seconds
         self.trial, self.trial_steps, self.next_trial = None, 5, 0
         self._last_key = self._last_shards = None
         self.told = set()  # devices whose drop was already logged
@@ -127,7 +129,8 @@ class Scheduler:
         self._last_key, self._last_shards = key, shards
         if step_seconds is None or fresh:
             return  # new shard sizes build kernels in their first step: not a fair sample
-        samples = self.timing.setdefault(key, [])
+        # Bounded: the median is taken every step, and a long run must not slow down with it.
+        samples = self.timing.setdefault(key, collections.deque(maxlen=64))
         if samples and step_seconds > 3 * self._mean_time(key):
             return  # the host did something else between steps (evaluation, a checkpoint)
         samples.append(step_seconds)

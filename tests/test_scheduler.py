@@ -91,3 +91,11 @@ def test_not_adaptive_keeps_every_device():
     s = Scheduler(["gpu", "cpu"], granule=16, adaptive=False)
     shards = feed(s, 256, [10000.0, 1000.0], exchange=[0.0001, 0.02], steps=10)
     assert shards == [240, 16] and not s.messages
+
+
+def test_a_long_run_keeps_a_bounded_history():
+    """The median step time is taken every step: its sample list must not grow with the run."""
+    s = Scheduler(["a", "b"], granule=16)
+    feed(s, 256, [3000.0, 2000.0], steps=300)
+    assert s.timing and all(len(v) <= 64 for v in s.timing.values())
+    assert sum(s.split(256)) == 256

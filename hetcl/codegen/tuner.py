@@ -2,7 +2,8 @@
 time goes). Candidates: the current choice (DB or default), the defaults, and a seeded sample
 of the valid space; each is built, run once to warm up, then timed by OpenCL profiling events
 (median of `reps`). The current choice is always among the candidates and a candidate replaces
-it only when measurably faster, so tuning never makes a shape slower than before."""
+it only when it is measurably faster, confirmed by timing the two in alternation, so tuning
+never makes a shape slower than before (a 2-core machine's load drifts during a search)."""
 import random
 import statistics
 
@@ -14,18 +15,15 @@ from .gemm import Gemm, tuned_params
 from .params import GemmParams
 
 
-def _median_ms(run, reps):
-    run().wait()
-    times = []
-    for _ in range(reps):
-        event = run()
-        event.wait()
-        times.append((event.profile.end - event.profile.start) * 1e-6)
-    return statistics.median(times)
+def _ms(run):
+    event = run()
+    event.wait()
+    return (event.profile.end - event.profile.start) * 1e-6
 
 
-def time_gemm(device, problem, params, buffers, reps=5):
-    """Milliseconds of one GEMM launch with `params`, or None if they cannot run here."""
+def _launcher(device, problem, params, buffers):
+    """A function that enqueues one GEMM launch with `params` (built and warmed up), or None
+    if they cannot run here."""
     m, n, k, ta, tb, batch = problem
     if not params.valid(device.features):
         return None
@@ -35,7 +33,27 @@ def time_gemm(device, problem, params, buffers, reps=5):
         return None
     a, b, c = buffers
     strides = dict(a_stride=m * k, b_stride=k * n, c_stride=m * n) if batch > 1 else {}
-    return _median_ms(lambda: op(a, b, c, **strides), reps)
+    run = lambda: op(a, b, c, **strides)  # noqa: E731
+    run().wait()
+    return run
+
+
+def time_gemm(device, problem, params, buffers, reps=5):
+    """Milliseconds of one GEMM launch with `params` (median of reps), or None if they cannot
+    run here."""
+    run = _launcher(device, problem, params, buffers)
+    return None if run is None else statistics.median(_ms(run) for _ in range(reps))
+
+
+def confirm(device, problem, current, challenger, buffers, rounds=15):
+    """Medians of the two, timed in alternation (one launch each per round), so that a machine
+    that got busier or quieter during the search does not crown a slower kernel."""
+    runs = [_launcher(device, problem, p, buffers) for p in (current, challenger)]
+    times = [[], []]
+    for _ in range(rounds):
+        for run, out in zip(runs, times):
+            out.append(_ms(run))
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def gemm_candidates(device, problem, count, seed=0):
@@ -70,6 +88,8 @@ def tune_gemm(device, problem, count=12, reps=5, progress=None):
             results[params] = ms
     before = results[current]
     best = min(results, key=results.get)
+    if best != current and results[best] <= before * 0.97:
+        before, results[best] = confirm(device, problem, current, best, buffers)
     if results[best] > before * 0.97:  # within noise of what we had: keep it
-        best = current
+        return current, before, before
     return best, results[best], before
