@@ -23,6 +23,11 @@ from .errors import DeviceFault, DeviceWarning, HetclError, ShapeError
 from .executor import Executor, Replica, Resident
 from .scheduler import Scheduler
 
+# OpenCL status names of a device that cannot hold a step's buffers.
+_OUT_OF_MEMORY = ("MEM_OBJECT_ALLOCATION_FAILURE", "OUT_OF_RESOURCES", "OUT_OF_HOST_MEMORY",
+                  "INVALID_BUFFER_SIZE")
+
+
 class Runtime:
     def __init__(self, devices="all", granule=16, adaptive=True, world=None):
         """adaptive=False: split in proportion to speed but never drop a device.
@@ -190,6 +195,10 @@ class Runtime:
 
     def _recover(self, model, n, feed, failed, error):
         if failed is None or len(self.devices) - len(self.failed) <= 1:
+            if any(code in str(error) for code in _OUT_OF_MEMORY):
+                where = f"{self.devices[failed]}" if failed is not None else "a device"
+                raise HetclError(f"{where} ran out of memory for a batch of {n} ({error}); "
+                                 f"use a smaller --batch-size or add devices") from error
             raise HetclError(f"OpenCL error with no device left to continue on: {error}") \
                 from error
         device = self.devices[failed]

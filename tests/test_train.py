@@ -180,3 +180,22 @@ def test_log_and_plot(small_data, tmp_path):
     assert [r["epoch"] for r in records] == [1, 2]
     assert all(0 <= r["test_acc"] <= 1 and r["train_loss"] > 0 for r in records)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_device_out_of_memory_is_one_clear_error(monkeypatch):
+    """A batch the only device cannot hold: say so and what to do (no OpenCL jargon alone)."""
+    import pyopencl as cl
+
+    import hetcl
+    from hetcl import executor
+    from hetcl.errors import HetclError
+    from hetcl.models import mlp
+
+    def no_memory(*args, **kwargs):
+        raise cl.MemoryError("clCreateBuffer failed: MEM_OBJECT_ALLOCATION_FAILURE")
+    monkeypatch.setattr(executor.Executor, "__init__", no_memory)
+    rt = hetcl.Runtime("0")
+    x = np.zeros((8, 1, 28, 28), np.float32)
+    with pytest.raises(HetclError, match=r"ran out of memory for a batch of 8 .*use a smaller "
+                                         r"--batch-size"):
+        rt.gradients(mlp(seed=0).build(), x, np.zeros(8, np.int32))
