@@ -90,3 +90,20 @@ def test_hetcl_tune_writes_the_db_for_every_gemm_of_the_model(fresh_db):
     assert len(buckets) == 8 and "NT-32x256x1024" in buckets
     assert all(e["ms"] <= e["default_ms"] for e in buckets.values())
     assert "saved to" in result.output
+
+
+def test_a_winner_that_loses_inside_the_training_step_is_not_taken(device, fresh_db,
+                                                                   monkeypatch):
+    """The isolated search is told to crown a one-element-per-work-item kernel; checked in a
+    LeNet-5 step against the current choice it loses, so the DB keeps the current choice."""
+    from hetcl import tune as tune_module
+    slow = GemmParams(MWG=1, NWG=1, KWG=1, MDIMC=1, NDIMC=1, VWN=1, USE_LOCAL=0)
+    if not slow.valid(device.features):
+        pytest.skip("the scalar kernel is not valid here")
+    monkeypatch.setattr(tune_module, "tune_gemm",
+                        lambda device, problem, count, progress=None: (slow, 0.001, 1.0))
+    rows = tune_module.tune([device], ["lenet5"], batch=16, count=1,
+                            report=lambda *a, **k: None)
+    assert rows and all(best != slow and ms <= before for _, _, best, ms, before in rows)
+    bucket = tunedb.gemm_bucket(*rows[0][1])
+    assert tunedb.database().lookup(device, "gemm", bucket) == rows[0][2].as_dict()

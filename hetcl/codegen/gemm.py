@@ -12,6 +12,7 @@ _ARG_TYPES = ([np.int32] * 3 + [np.float32] * 2 + [None, np.int32, np.int32, np.
 
 
 _recorder = None  # a list while record_problems() is active
+_launches = None  # a list while record_launches() is active
 
 
 @contextlib.contextmanager
@@ -23,6 +24,18 @@ def record_problems():
         yield _recorder
     finally:
         _recorder = saved
+
+
+@contextlib.contextmanager
+def record_launches():
+    """Collect (problem, event) of every Gemm launch inside (the tuner times GEMMs in their
+    training step with these)."""
+    global _launches
+    _launches, saved = [], _launches
+    try:
+        yield _launches
+    finally:
+        _launches = saved
 
 
 def tuned_params(device, m, n, k, trans_a, trans_b, batch):
@@ -54,8 +67,9 @@ class Gemm:
         self.lda = lda or (self.m if trans_a else self.k)
         self.ldb = ldb or (self.k if trans_b else self.n)
         self.ldc = ldc or self.n
+        self.problem = (self.m, self.n, self.k, self.trans_a, self.trans_b, self.batch)
         if _recorder is not None:
-            _recorder.append((self.m, self.n, self.k, self.trans_a, self.trans_b, self.batch))
+            _recorder.append(self.problem)
         self.params = params or tuned_params(device, self.m, self.n, self.k, self.trans_a,
                                              self.trans_b, self.batch)
         reason = self.params.invalid_reason(device.features)
@@ -88,9 +102,12 @@ class Gemm:
             mnk, ops = (self.n, self.m, self.k), b_args + a_args
         else:
             mnk, ops = (self.m, self.n, self.k), a_args + b_args
-        return self.device.record(self.kernel(
+        event = self.device.record(self.kernel(
             queue or self.device.queue, self.global_size, self.local_size, *mnk, alpha, beta,
             *ops, buf(c), c_off, self.ldc, c_stride, wait_for=wait_for))
+        if _launches is not None:
+            _launches.append((self.problem, event))
+        return event
 
 
 def gemm(device, a, b, trans_a=False, trans_b=False, params=None):

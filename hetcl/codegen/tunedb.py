@@ -13,6 +13,7 @@ package (hetcl/codegen/tuned.json); in each, the device itself (fingerprint: sam
 driver), then any device of the same vendor and kind; otherwise None (the kernel's defaults).
 The DB is a cache: a corrupt or unreadable file is ignored with a warning, never fatal.
 """
+import contextlib
 import json
 import os
 import tempfile
@@ -72,6 +73,7 @@ class TuneDB:
 
     def __init__(self, paths=None):
         self.paths = paths
+        self.overlay = {}  # (kernel, bucket) -> params: what-if lookups while tuning
         self.reload()
 
     def reload(self):
@@ -79,6 +81,8 @@ class TuneDB:
         self.dbs = [read(p) for p in paths]
 
     def lookup(self, device, kernel, bucket):
+        if (kernel, bucket) in self.overlay:
+            return self.overlay[kernel, bucket]
         for db in self.dbs:
             own = db["devices"].get(device.fingerprint)
             hit = own and own["kernels"].get(kernel, {}).get(bucket)
@@ -102,6 +106,21 @@ def database():
     if _db is None:
         _db = TuneDB()
     return _db
+
+
+@contextlib.contextmanager
+def overlay(kernel, bucket, params):
+    """Inside, kernels of that bucket built on any device get `params` (a dict)."""
+    db = database()
+    saved = db.overlay.get((kernel, bucket))
+    db.overlay[kernel, bucket] = params
+    try:
+        yield
+    finally:
+        if saved is None:
+            db.overlay.pop((kernel, bucket), None)
+        else:
+            db.overlay[kernel, bucket] = saved
 
 
 def record(device, kernel, bucket, params, ms, default_ms, path=None):
