@@ -243,22 +243,26 @@ def _bench_ranks(world, devices, models, batch_size, steps):
 @click.option("--devices", "devices_spec", default="all", show_default=True, help=DEVICES_HELP)
 @click.option("--model", "models", multiple=True,
               type=click.Choice(["lenet5", "mlp", "cifar-cnn", "all"]),
-              help="Tune the GEMMs of these models' training steps (repeatable; default lenet5).")
+              help="Tune the kernels of these models' training steps (repeatable; default "
+                   "lenet5).")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--candidates", type=int, default=12, show_default=True,
-              help="Parameter sets tried per GEMM shape besides the current choice.")
+              help="Parameter sets tried per kernel and shape besides the current choice.")
 def tune(devices_spec, models, batch_size, candidates):
     """Auto-tune kernel parameters per device and save them in the tuning DB (user cache dir;
-    training uses it automatically). Safe to interrupt: results are saved as they come."""
+    training uses it automatically): every GEMM, im2col/col2im, bias+activation, gradient and
+    pooling kernel of the models' training steps, each winner checked inside a training step.
+    Safe to interrupt: results are saved as they come."""
     from .codegen import tunedb
     from .device import select_devices
-    from .tune import fmt, tune as run_tune
+    from .tune import tune as run_tune
     names = ["lenet5", "mlp", "cifar-cnn"] if "all" in models else list(models or ["lenet5"])
 
     def report(msg, end=False):
         click.echo(msg, err=True, nl=not end)
     rows = run_tune(select_devices(devices_spec), names, batch_size, candidates, report)
-    click.echo(_table([[f"{d.index}: {d.name}", fmt(p), f"{before:.3f}", f"{ms:.3f}",
-                        f"{before / ms:.2f}x", str(best)] for d, p, best, ms, before in rows],
-                      ["device", "GEMM", "ms before", "ms tuned", "speed-up", "params"]))
+    click.echo(_table([[f"{d.index}: {d.name}", label, f"{before:.3f}", f"{ms:.3f}",
+                        f"{before / ms:.2f}x", str(best)]
+                       for d, _, label, best, ms, before in rows],
+                      ["device", "kernel", "ms before", "ms tuned", "speed-up", "params"]))
     click.echo(f"saved to {tunedb.user_path()}")

@@ -1,12 +1,19 @@
-"""`hetcl tune`: find, per device, the fastest GEMM parameters for every GEMM a model's
-training step runs, and store them in the user's tuning DB (hetcl/codegen/tunedb.py), which
-training then uses automatically. Each result is written as soon as it is found, so an
-interrupted tune keeps what it found.
+"""`hetcl tune`: per device, the fastest parameters for every kernel a model's training step
+runs - its GEMMs and its im2col/col2im, bias+activation, activation-gradient, bias-gradient and
+pooling kernels - stored in the user's tuning DB (hetcl/codegen/tunedb.py), which training then
+uses automatically. Each result is written as soon as it is found, so an interrupted tune keeps
+what it found.
 
-The search times each candidate alone (codegen/tuner.py); a winner then has to beat the current
-choice again inside the model's training step - both built into a step, run in alternation,
-their GEMMs' kernel time compared - because a kernel that wins launched back to back can lose
-between the step's other kernels (caches, and on CPUs the thread pool's state)."""
+GEMMs have large spaces: candidates are first timed alone (codegen/tuner.py), then the winner
+has to beat the current choice again inside the training step. The other kernels are searched
+in the step directly. "In the step": the model is built once with the current choice and once
+with the challenger (tunedb.overlay), the two steps run in alternation, and the kernel time of
+that DB entry's launches is compared (medians); a challenger is taken only if it is 3% faster.
+A kernel that wins launched back to back can lose between the step's other kernels (caches,
+and on CPUs the thread pool's state), and a machine whose load drifts during a search slows
+both sides of an alternation alike."""
+import contextlib
+import random
 import statistics
 
 import numpy as np
@@ -14,11 +21,12 @@ import numpy as np
 from .codegen import tunedb
 from .codegen.gemm import record_launches, record_problems, tuned_params
 from .codegen.tuner import tune_gemm
-from .errors import HetclError
+from .errors import BuildError, HetclError
 from .models import build_model
 from .runtime import Runtime
 
 INPUT_SHAPES = {"lenet5": (1, 28, 28), "mlp": (1, 28, 28), "cifar-cnn": (3, 32, 32)}
+MARGIN = 0.97  # a challenger must take at most this fraction of the current choice's time
 
 
 def model_gemm_problems(model_name, device, batch):
@@ -30,9 +38,10 @@ def model_gemm_problems(model_name, device, batch):
     return list(dict.fromkeys(problems))
 
 
-def _step_executor(model_name, device, batch, bucket, params):
-    """An executor of the model whose GEMMs in `bucket` use `params`, its kernels all built."""
-    with tunedb.overlay("gemm", bucket, params.as_dict()):
+def _step_executor(model_name, device, batch, key=None, params=None):
+    """An executor of the model with every kernel built; with key = (kernel, bucket), the
+    kernels of that DB entry use `params`."""
+    with tunedb.overlay(key[0], key[1], params.as_dict()) if key else contextlib.nullcontext():
         model = build_model(model_name, INPUT_SHAPES[model_name], 10, seed=0)
         model.build(INPUT_SHAPES[model_name])
         ex = Runtime([device]).executor(model, device, batch)
@@ -43,29 +52,73 @@ def _step_executor(model_name, device, batch, bucket, params):
     return ex
 
 
-def confirm_in_step(model_name, device, batch, problem, current, challenger, rounds=12):
-    """Median milliseconds per training step of the GEMMs of `problem`'s bucket with the
-    current parameters and with the challenger, the two steps run in alternation."""
-    bucket = tunedb.gemm_bucket(*problem)
-    exes = [_step_executor(model_name, device, batch, bucket, p) for p in (current, challenger)]
-    times = [[], []]
-    for _ in range(rounds):
-        for ex, out in zip(exes, times):
-            with record_launches() as launches:
-                for _ in ex.enqueue_step(batch):
-                    pass
-            device.queue.finish()
-            ours = [e for p, e in launches if tunedb.gemm_bucket(*p) == bucket]
-            if not ours:
-                raise HetclError(f"the {fmt(problem)} GEMM does not run in a {model_name} step")
-            out.append(sum((e.profile.end - e.profile.start) * 1e-6 for e in ours))
-    return statistics.median(times[0]), statistics.median(times[1])
+def _step_launches(ex, batch):
+    with record_launches() as launches:
+        for _ in ex.enqueue_step(batch):
+            pass
+    ex.replica.device.queue.finish()
+    return launches
 
 
-def tune(devices, model_names, batch=256, count=12, report=print, db_path=None):
-    """-> list of (device, problem, best params, ms, ms before) rows"""
+def _kernel_ms(ex, batch, key):
+    """Milliseconds of kernel time of the DB entry `key`'s launches in one training step."""
+    ours = [e for owner, e in _step_launches(ex, batch)
+            if owner.tune and tuple(owner.tune[:2]) == key]
+    if not ours:
+        raise HetclError(f"no {key[0]} kernel of bucket {key[1]} runs in this training step")
+    return sum((e.profile.end - e.profile.start) * 1e-6 for e in ours)
+
+
+def compare_in_step(model_name, device, batch, key, current, challengers, rounds=12):
+    """-> [(challenger, median ms with the current choice, median ms with it)], each
+    challenger's step run in alternation with the current choice's."""
+    ref = _step_executor(model_name, device, batch, key, current)
+    out = []
+    for params in challengers:
+        try:
+            ex = _step_executor(model_name, device, batch, key, params)
+        except (BuildError, ValueError):  # not buildable for this shape or device
+            continue
+        times = [[], []]
+        for _ in range(rounds):
+            times[0].append(_kernel_ms(ref, batch, key))
+            times[1].append(_kernel_ms(ex, batch, key))
+        out.append((params, statistics.median(times[0]), statistics.median(times[1])))
+    return out
+
+
+def step_kernels(model_name, device, batch):
+    """{(kernel, bucket): (current params, candidates)} of the non-GEMM kernels that one
+    training step of the model launches, in launch order."""
+    found = {}
+    for owner, _ in _step_launches(_step_executor(model_name, device, batch), batch):
+        if owner.tune and owner.tune[0] != "gemm" and tuple(owner.tune[:2]) not in found:
+            kernel, bucket, candidates = owner.tune
+            space = candidates() if candidates else \
+                type(owner.params).valid_space(device.features)
+            found[(kernel, bucket)] = (owner.params, space)
+    return found
+
+
+def _best(current, results):
+    """-> (params, ms, ms before): the fastest challenger if it clears the margin."""
+    if results:
+        params, before, ms = min(results, key=lambda r: r[2] / r[1])
+        if ms <= before * MARGIN:
+            return params, ms, before
+        return current, results[0][1], results[0][1]
+    return current, float("nan"), float("nan")
+
+
+def tune(devices, model_names, batch=256, count=12, report=print, db_path=None, rounds=12):
+    """-> list of (device, (kernel, bucket), label, best params, ms, ms before) rows.
+    rounds: alternations per comparison inside the training step."""
     rows = []
     for device in devices:
+        def save(key, label, best, ms, before):
+            tunedb.record(device, key[0], key[1], best.as_dict(), ms, before, path=db_path)
+            rows.append((device, key, label, best, ms, before))
+
         problems, owner = [], {}
         for name in model_names:
             for p in model_gemm_problems(name, device, batch):
@@ -73,21 +126,35 @@ def tune(devices, model_names, batch=256, count=12, report=print, db_path=None):
                     problems.append(p)
                     owner[p] = name
         for j, problem in enumerate(problems):
-            def progress(i, total, j=j):
-                report(f"\r{device.name}: GEMM {j + 1}/{len(problems)} {fmt(problem)}: "
+            label = fmt(problem)
+
+            def progress(i, total, j=j, label=label):
+                report(f"\r{device.name}: GEMM {j + 1}/{len(problems)} {label}: "
                        f"candidate {i + 1}/{total}   ", end=True)
+            key = ("gemm", tunedb.gemm_bucket(*problem))
             current = tuned_params(device, *problem)
             best, ms, before = tune_gemm(device, problem, count, progress=progress)
             if best != current:  # confirmed inside the training step, or not taken
-                report(f"\r{device.name}: GEMM {j + 1}/{len(problems)} {fmt(problem)}: "
-                       f"checking the winner in a training step   ", end=True)
-                before, ms = confirm_in_step(owner[problem], device, batch, problem, current,
-                                             best)
-                if ms > before * 0.97:
-                    best, ms = current, before
-            tunedb.record(device, "gemm", tunedb.gemm_bucket(*problem), best.as_dict(), ms,
-                          before, path=db_path)
-            rows.append((device, problem, best, ms, before))
+                progress(count, count)
+                best, ms, before = _best(current, compare_in_step(
+                    owner[problem], device, batch, key, current, [best], rounds))
+            save(key, label, best, ms, before)
+        done = set()
+        for name in model_names:
+            kernels = step_kernels(name, device, batch)
+            for j, (key, (current, space)) in enumerate(kernels.items()):
+                if key in done:
+                    continue
+                done.add(key)
+                report(f"\r{device.name}: {name} kernel {j + 1}/{len(kernels)} {key[0]} "
+                       f"{key[1]}   ", end=True)
+                rng = random.Random(f"0-{key}")
+                others = [p for p in space if p != current]
+                sample = rng.sample(others, min(count, len(others)))
+                best, ms, before = _best(current, compare_in_step(
+                    name, device, batch, key, current, sample, rounds))
+                if ms == ms:  # (nan: nothing could be timed)
+                    save(key, f"{key[0]} {key[1]}", best, ms, before)
         report("")
     return rows
 

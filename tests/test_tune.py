@@ -102,8 +102,29 @@ def test_a_winner_that_loses_inside_the_training_step_is_not_taken(device, fresh
         pytest.skip("the scalar kernel is not valid here")
     monkeypatch.setattr(tune_module, "tune_gemm",
                         lambda device, problem, count, progress=None: (slow, 0.001, 1.0))
+    monkeypatch.setattr(tune_module, "step_kernels", lambda *args: {})  # GEMMs only
     rows = tune_module.tune([device], ["lenet5"], batch=16, count=1,
                             report=lambda *a, **k: None)
-    assert rows and all(best != slow and ms <= before for _, _, best, ms, before in rows)
-    bucket = tunedb.gemm_bucket(*rows[0][1])
-    assert tunedb.database().lookup(device, "gemm", bucket) == rows[0][2].as_dict()
+    assert rows and all(best != slow and ms <= before for _, _, _, best, ms, before in rows)
+    assert tunedb.database().lookup(device, *rows[0][1]) == rows[0][3].as_dict()
+
+
+def test_the_other_kernels_are_tuned_in_the_step_and_used_afterwards(device, fresh_db):
+    """im2col, bias+activation, pooling, ...: every kernel of a LeNet-5 step gets a DB entry
+    that is never slower than before, and kernels built afterwards take it."""
+    from conftest import DEVICES
+    from hetcl import tune as tune_module
+    from hetcl.codegen.conv import Im2Col
+    if device is not DEVICES[0]:
+        pytest.skip("covered on the first device (a tune takes a while)")
+    kernels = tune_module.step_kernels("lenet5", device, 16)
+    assert {"im2col", "col2im", "bias_act", "act_bwd", "bias_grad", "maxpool_fwd",
+            "maxpool_bwd"} <= {kernel for kernel, _ in kernels}
+    rows = [r for r in tune_module.tune([device], ["lenet5"], batch=16, count=1, rounds=3,
+                                        report=lambda *a, **k: None) if r[1][0] != "gemm"]
+    assert {key for _, key, _, _, _, _ in rows} == set(kernels)
+    assert all(ms <= before and best.valid(device.features)
+               for _, _, _, best, ms, before in rows)
+    conv0 = {key: best for _, key, _, best, _, _ in rows}[("im2col",
+                                                          "1x28x28 k5x5 s1x1 p2x2 n16")]
+    assert Im2Col(device, (1, 28, 28), (5, 5), (1, 1), (2, 2), 16).params == conv0

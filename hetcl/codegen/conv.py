@@ -11,7 +11,7 @@ import itertools
 
 import numpy as np
 
-from .launch import Launch, round_up
+from .launch import Launch, choose, round_up
 from .params import KernelParams
 
 
@@ -104,7 +104,10 @@ class _ConvData:
         self.out_hw = conv_out_hw((self.h, self.w), kernel_hw, stride_hw, pad_hw)
         self.rows = self.c * self.kh * self.kw
         self.cols = self.images * self.out_hw[0] * self.out_hw[1]
-        self.params = params or self.params_cls.defaults(device.features)
+        bucket = (f"{self.c}x{self.h}x{self.w} k{self.kh}x{self.kw} s{self.sh}x{self.sw} "
+                  f"p{self.ph}x{self.pw} n{self.images}")
+        self.params = params or choose(device, self.params_cls, self.kernel, bucket,
+                                       self.params_cls.defaults(device.features))
         if self.params.PLANES:
             items, channels = self.images * self.c, 1   # one task per (channel, image) plane
         else:
@@ -113,7 +116,7 @@ class _ConvData:
         self._launch = Launch(
             device, self.params, self.kernel, self._arg_types,
             self.params.global_size(items, channels), self.params.local_size(),
-            kernel=self.kernel, c=self.c, h=self.h, w=self.w, kh=self.kh, kw=self.kw,
+            tune=(self.kernel, bucket, None), kernel=self.kernel, c=self.c, h=self.h, w=self.w, kh=self.kh, kw=self.kw,
             sh=self.sh, sw=self.sw, ph=self.ph, pw=self.pw, images=self.images)
 
 

@@ -9,7 +9,7 @@ the event.
 import dataclasses
 import itertools
 
-from .launch import Launch
+from .launch import Launch, choose
 from .params import FLOAT_BYTES, KernelParams
 
 ACTIVATIONS = ("none", "relu", "sigmoid")
@@ -166,11 +166,13 @@ class BiasAct:
         _check_choice("act", act, ACTIVATIONS)
         _check_choice("src_layout", src_layout, LAYOUTS)
         self.act, self.src_layout, self.bias = act, src_layout, bool(bias)
-        self.params = params or EltwiseParams.defaults(device.features)
+        bucket = f"{self.n}x{self.f}x{self.s} {act} {src_layout} bias{int(self.bias)}"
+        self.params = params or choose(device, EltwiseParams, "bias_act", bucket,
+                                       EltwiseParams.defaults(device.features))
         total = self.n * self.f * self.s
         self.launch = Launch(device, self.params, "bias_act", [None] * (3 if self.bias else 2),
                              self.params.global_size(total), self.params.local_size(),
-                             kernel="bias_act", n=self.n, f=self.f, s=self.s, act=act,
+                             tune=("bias_act", bucket, None), kernel="bias_act", n=self.n, f=self.f, s=self.s, act=act,
                              layout=src_layout, bias=int(self.bias))
 
     def __call__(self, z, b, y, wait_for=None):
@@ -190,11 +192,13 @@ class ActBwd:
         _check_choice("act", act, ACTIVATIONS)
         _check_choice("dst_layout", dst_layout, LAYOUTS)
         self.act, self.dst_layout = act, dst_layout
-        self.params = params or EltwiseParams.defaults(device.features)
+        bucket = f"{self.n}x{self.f}x{self.s} {act} {dst_layout}"
+        self.params = params or choose(device, EltwiseParams, "act_bwd", bucket,
+                                       EltwiseParams.defaults(device.features))
         total = self.n * self.f * self.s
         self.launch = Launch(device, self.params, "act_bwd", [None] * 3,
                              self.params.global_size(total), self.params.local_size(),
-                             kernel="act_bwd", n=self.n, f=self.f, s=self.s, act=act,
+                             tune=("act_bwd", bucket, None), kernel="act_bwd", n=self.n, f=self.f, s=self.s, act=act,
                              layout=dst_layout)
 
     def __call__(self, y, dy, dz, wait_for=None):
@@ -211,10 +215,16 @@ class BiasGrad:
         self.n, self.f, self.s = _shape(n, f, s)
         _check_choice("layout", layout, LAYOUTS)
         self.layout, self.accumulate = layout, bool(accumulate)
-        self.params = params or BiasGradParams.defaults(device.features).fit(layout, self.s)
+        bucket = f"{self.n}x{self.f}x{self.s} {layout} acc{int(self.accumulate)}"
+        self.params = params or choose(device, BiasGradParams, "bias_grad", bucket,
+                                       BiasGradParams.defaults(device.features)).fit(layout,
+                                                                                    self.s)
+        # Tuning candidates: the space's points with VW fitted to this layout and shape.
+        candidates = lambda: list(dict.fromkeys(  # noqa: E731
+            p.fit(layout, self.s) for p in BiasGradParams.valid_space(device.features)))
         self.launch = Launch(device, self.params, "bias_grad", [None] * 2,
                              self.params.global_size(self.f), self.params.local_size(),
-                             kernel="bias_grad", n=self.n, f=self.f, s=self.s, layout=layout,
+                             tune=("bias_grad", bucket, candidates), kernel="bias_grad", n=self.n, f=self.f, s=self.s, layout=layout,
                              accumulate=int(self.accumulate))
 
     def __call__(self, dz, db, wait_for=None):

@@ -5,7 +5,7 @@ import numpy as np
 import pyopencl as cl
 
 from .cache import build
-from .launch import enqueue
+from .launch import choose, enqueue, record_launches  # noqa: F401  (re-exported)
 from . import tunedb
 from .params import GemmParams
 
@@ -13,7 +13,6 @@ _ARG_TYPES = ([np.int32] * 3 + [np.float32] * 2 + [None, np.int32, np.int32, np.
 
 
 _recorder = None  # a list while record_problems() is active
-_launches = None  # a list while record_launches() is active
 
 
 @contextlib.contextmanager
@@ -27,30 +26,10 @@ def record_problems():
         _recorder = saved
 
 
-@contextlib.contextmanager
-def record_launches():
-    """Collect (problem, event) of every Gemm launch inside (the tuner times GEMMs in their
-    training step with these)."""
-    global _launches
-    _launches, saved = [], _launches
-    try:
-        yield _launches
-    finally:
-        _launches = saved
-
-
 def tuned_params(device, m, n, k, trans_a, trans_b, batch):
     """The tuning DB's parameters for this shape class on this device, else the defaults."""
-    found = tunedb.database().lookup(device, "gemm",
-                                     tunedb.gemm_bucket(m, n, k, trans_a, trans_b, batch))
-    if found:
-        try:
-            params = GemmParams(**found)
-            if params.valid(device.features):
-                return params
-        except TypeError:  # an entry from another hetcl version: ignore it
-            pass
-    return GemmParams.for_shape(device.features, m, n, k)
+    return choose(device, GemmParams, "gemm", tunedb.gemm_bucket(m, n, k, trans_a, trans_b, batch),
+                  GemmParams.for_shape(device.features, m, n, k))
 
 
 class Gemm:
@@ -89,6 +68,7 @@ class Gemm:
         self.global_size = self.params.global_size(rows, cols, self.batch)
         self.local_size = self.params.local_size()
         self.last_args = None
+        self.tune = ("gemm", tunedb.gemm_bucket(*self.problem), None)
 
     def flops(self):
         return 2.0 * self.m * self.n * self.k * self.batch
@@ -104,11 +84,8 @@ class Gemm:
             mnk, ops = (self.n, self.m, self.k), b_args + a_args
         else:
             mnk, ops = (self.m, self.n, self.k), a_args + b_args
-        event = enqueue(self, queue, mnk + (alpha, beta) + ops + (buf(c), c_off, self.ldc,
-                                                                 c_stride), wait_for)
-        if _launches is not None:
-            _launches.append((self.problem, event))
-        return event
+        return enqueue(self, queue, mnk + (alpha, beta) + ops + (buf(c), c_off, self.ldc,
+                                                                  c_stride), wait_for)
 
 
 def gemm(device, a, b, trans_a=False, trans_b=False, params=None):

@@ -4,9 +4,41 @@ Kernel wrappers (gemm.py, conv.py, pool.py, eltwise.py, loss.py, update.py) buil
 constructor and then only enqueue. Arguments may be DeviceArrays or cl.Buffers; scalars are
 converted by the dtypes given (None marks a buffer argument).
 """
+import contextlib
+
 import pyopencl as cl
 
+from . import tunedb
 from .cache import build
+
+_launches = None  # a list while record_launches() is active
+
+
+@contextlib.contextmanager
+def record_launches():
+    """Collect (owner, event) of every kernel launch inside; owner.tune = (kernel, bucket,
+    candidates) says which tuning-DB entry chose its parameters (the tuner times kernels in
+    their training step with these)."""
+    global _launches
+    _launches, saved = [], _launches
+    try:
+        yield _launches
+    finally:
+        _launches = saved
+
+
+def choose(device, cls, kernel, bucket, default):
+    """The tuning DB's `cls` parameters for (kernel, bucket) on this device, if they are valid
+    there; else `default`."""
+    found = tunedb.database().lookup(device, kernel, bucket)
+    if found:
+        try:
+            params = cls(**found)
+            if params.valid(device.features):
+                return params
+        except TypeError:  # an entry from another hetcl version: ignore it
+            pass
+    return default
 
 
 def enqueue(owner, queue, args, wait_for=None):
@@ -17,9 +49,12 @@ def enqueue(owner, queue, args, wait_for=None):
     if args != owner.last_args:  # (tuple comparison: identity first, so buffers are cheap)
         owner.kernel.set_args(*args)
         owner.last_args = args
-    return owner.device.record(cl.enqueue_nd_range_kernel(
+    event = owner.device.record(cl.enqueue_nd_range_kernel(
         queue or owner.device.queue, owner.kernel, owner.global_size, owner.local_size,
         wait_for=wait_for))
+    if _launches is not None:
+        _launches.append((owner, event))
+    return event
 
 
 def round_up(n, multiple):
@@ -28,9 +63,13 @@ def round_up(n, multiple):
 
 class Launch:
     def __init__(self, device, params, kernel_name, arg_types, global_size, local_size,
-                 options="", **context):
+                 options="", tune=None, **context):
+        """tune: (kernel, bucket, candidates or None) - the tuning-DB entry that chose params
+        (see choose()); candidates() lists the points worth trying for this shape (default:
+        the valid points of the params' space)."""
         self.device = device
         self.params = params
+        self.tune = tune
         reason = params.invalid_reason(device.features)
         if reason:
             raise ValueError(f"{type(params).__name__} {params} invalid on {device}: {reason}")

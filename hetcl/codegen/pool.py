@@ -8,7 +8,7 @@ import itertools
 
 import numpy as np
 
-from .launch import Launch, round_up
+from .launch import Launch, choose, round_up
 from .params import KernelParams
 
 
@@ -67,7 +67,9 @@ class _MaxPool:
             raise ValueError(f"bad pooling shape: input {in_nchw}, window {size_hw}, "
                              f"stride {stride_hw}")
         self.out_shape = (n, c, (h - kh) // sh + 1, (w - kw) // sw + 1)
-        self.params = params or PoolParams.defaults(device.features)
+        bucket = f"{n}x{c}x{h}x{w} k{kh}x{kw} s{sh}x{sw}"
+        self.params = params or choose(device, PoolParams, self.kernel, bucket,
+                                       PoolParams.defaults(device.features))
         if self.params.PLANES:
             items = n * c
         else:
@@ -76,7 +78,7 @@ class _MaxPool:
         self._launch = Launch(
             device, self.params, self.kernel, [None, None, None],
             self.params.global_size(items), self.params.local_size(),
-            kernel=self.kernel, images=n, c=c, h=h, w=w, kh=kh, kw=kw, sh=sh, sw=sw)
+            tune=(self.kernel, bucket, None), kernel=self.kernel, images=n, c=c, h=h, w=w, kh=kh, kw=kw, sh=sh, sw=sw)
 
 
 class MaxPoolFwd(_MaxPool):
