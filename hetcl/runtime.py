@@ -6,8 +6,10 @@ Runtime  - forward / gradients / train_step over the selected devices. With seve
            shard's loss and gradients are already divided by the global batch size, so the
            gradients are summed across devices (comm.py: per layer, overlapped with the
            backward pass, summed on the devices in a fixed order) and the same update runs on
-           every replica, which therefore stay identical. A device that fails mid-step is removed with a
-           warning and the step is redone on the others: no step lost, none counted twice.
+           every replica, which therefore stay identical. A device that fails mid-step is
+           removed with a warning and the step is redone on the others: no step lost, none
+           counted twice. With an mpi.World, each process (rank) takes its slice of every
+           global batch first, and the sums span the ranks too (mpi.py, comm.py).
 """
 import os
 import time
@@ -163,8 +165,8 @@ class Runtime:
                     current = run[0]
                     try:
                         next(run[2])
-                    except StopIteration as stop:
-                        run[2] = stop.value  # the event of the loss results
+                    except StopIteration as finished:
+                        run[2] = finished.value  # the event of the loss results
                         pending.remove(run)
             loss = correct = 0
             for i, ex, done in runs:

@@ -116,7 +116,8 @@ class _ConvData:
         self._launch = Launch(
             device, self.params, self.kernel, self._arg_types,
             self.params.global_size(items, channels), self.params.local_size(),
-            tune=(self.kernel, bucket, None), kernel=self.kernel, c=self.c, h=self.h, w=self.w, kh=self.kh, kw=self.kw,
+            tune=(self.kernel, bucket, None),
+            kernel=self.kernel, c=self.c, h=self.h, w=self.w, kh=self.kh, kw=self.kw,
             sh=self.sh, sw=self.sw, ph=self.ph, pw=self.pw, images=self.images)
 
 

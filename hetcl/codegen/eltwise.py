@@ -172,7 +172,8 @@ class BiasAct:
         total = self.n * self.f * self.s
         self.launch = Launch(device, self.params, "bias_act", [None] * (3 if self.bias else 2),
                              self.params.global_size(total), self.params.local_size(),
-                             tune=("bias_act", bucket, None), kernel="bias_act", n=self.n, f=self.f, s=self.s, act=act,
+                             tune=("bias_act", bucket, None),
+                             kernel="bias_act", n=self.n, f=self.f, s=self.s, act=act,
                              layout=src_layout, bias=int(self.bias))
 
     def __call__(self, z, b, y, wait_for=None):
@@ -198,7 +199,8 @@ class ActBwd:
         total = self.n * self.f * self.s
         self.launch = Launch(device, self.params, "act_bwd", [None] * 3,
                              self.params.global_size(total), self.params.local_size(),
-                             tune=("act_bwd", bucket, None), kernel="act_bwd", n=self.n, f=self.f, s=self.s, act=act,
+                             tune=("act_bwd", bucket, None),
+                             kernel="act_bwd", n=self.n, f=self.f, s=self.s, act=act,
                              layout=dst_layout)
 
     def __call__(self, y, dy, dz, wait_for=None):
@@ -224,7 +226,8 @@ class BiasGrad:
             p.fit(layout, self.s) for p in BiasGradParams.valid_space(device.features)))
         self.launch = Launch(device, self.params, "bias_grad", [None] * 2,
                              self.params.global_size(self.f), self.params.local_size(),
-                             tune=("bias_grad", bucket, candidates), kernel="bias_grad", n=self.n, f=self.f, s=self.s, layout=layout,
+                             tune=("bias_grad", bucket, candidates),
+                             kernel="bias_grad", n=self.n, f=self.f, s=self.s, layout=layout,
                              accumulate=int(self.accumulate))
 
     def __call__(self, dz, db, wait_for=None):

@@ -78,7 +78,8 @@ class _MaxPool:
         self._launch = Launch(
             device, self.params, self.kernel, [None, None, None],
             self.params.global_size(items), self.params.local_size(),
-            tune=(self.kernel, bucket, None), kernel=self.kernel, images=n, c=c, h=h, w=w, kh=kh, kw=kw, sh=sh, sw=sw)
+            tune=(self.kernel, bucket, None),
+            kernel=self.kernel, images=n, c=c, h=h, w=w, kh=kh, kw=kw, sh=sh, sw=sw)
 
 
 class MaxPoolFwd(_MaxPool):
