@@ -32,8 +32,8 @@ from hetcl import mpi
 from hetcl.models import lenet5
 from hetcl.optim import SGD
 world = mpi.detect()
-mode = sys.argv[2]
-rt = hetcl.Runtime("0", world=world)
+mode, devices = sys.argv[2], sys.argv[3]
+rt = hetcl.Runtime(devices, world=world)
 model, opt = lenet5(seed=1).build(), SGD(0.01, 0.9)
 rng = np.random.default_rng(0)
 for step in range(20):
@@ -54,13 +54,13 @@ def env(**extra):
     return subprocess_env(POCL_DEVICES="basic", **extra)
 
 
-def run_steps(tmp_path, mode, ranks=None, timeout=300, **extra):
+def run_steps(tmp_path, mode, ranks=None, timeout=300, devices="0", **extra):
     script = tmp_path / "steps.py"
     script.write_text(STEPS)
     out = str(tmp_path / ("mpi" if ranks else "one"))
     cmd = ([MPIEXEC, "-n", str(ranks)] if ranks else []) + [sys.executable, str(script), out,
-                                                              mode]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env(**extra),
+                                                              mode, devices]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(env(), **extra),
                           timeout=timeout)
     return proc, out
 
@@ -80,6 +80,20 @@ def test_two_ranks_give_the_one_process_parameters(tmp_path):
     for k in ref.files:
         assert rel(ranks[0][k], ref[k]) < 1e-5, k
         assert np.array_equal(ranks[0][k], ranks[1][k]), k  # the replicas stay identical
+
+
+@needs_mpi
+def test_two_ranks_with_two_devices_each_give_the_one_process_parameters(tmp_path):
+    """Each rank splits its slice across its own two PoCL devices (host sum of the two, then
+    the rank sum)."""
+    one, one_out = run_steps(tmp_path, "ok")
+    assert one.returncode == 0, one.stderr
+    two, two_out = run_steps(tmp_path, "ok", ranks=2, devices="all",
+                             POCL_DEVICES="basic basic")
+    assert two.returncode == 0, two.stderr
+    ref, got = np.load(one_out + "-0.npz"), np.load(two_out + "-0.npz")
+    for k in ref.files:
+        assert rel(got[k], ref[k]) < 1e-5, k
 
 
 @needs_mpi
