@@ -154,7 +154,7 @@ class World:
 
     def abort(self, message):
         print(f"hetcl: {message}", file=sys.stderr, flush=True)
-        self.comm.Abort(1)
+        _flush_then_abort(self.comm)
 
 
 _world = None  # the World of this process, once detect() found one
@@ -164,7 +164,16 @@ def stop_all():
     """After an error on this rank: abort the job, since the other ranks would otherwise
     wait for this one (a rank that merely exits leaves them blocked). No-op without MPI."""
     if _world is not None:
-        _world.comm.Abort(1)
+        _flush_then_abort(_world.comm)
+
+
+def _flush_then_abort(comm):
+    # The launcher forwards a rank's output asynchronously and drops what it has not forwarded
+    # when the job is aborted: flush, and give it a moment, so the reason is not lost.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    time.sleep(0.5)
+    comm.Abort(1)
 
 
 def _abort_on_exception(previous):
