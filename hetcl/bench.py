@@ -9,16 +9,18 @@ import numpy as np
 
 from .buffers import empty, to_device
 from .codegen.gemm import Gemm
+from .device import event_seconds
+from .models import INPUT_SHAPES  # noqa: F401  (the tools import it from here)
 
 
-def event_seconds(event):
+def _waited_seconds(event):
     event.wait()
-    return (event.profile.end - event.profile.start) * 1e-9
+    return event_seconds(event)
 
 
 def median_time(enqueue, repeats=5):
-    event_seconds(enqueue())  # warm-up: first launch pays for lazy allocation and caches
-    return statistics.median(event_seconds(enqueue()) for _ in range(repeats))
+    _waited_seconds(enqueue())  # warm-up: first launch pays for lazy allocation and caches
+    return statistics.median(_waited_seconds(enqueue()) for _ in range(repeats))
 
 
 def gemm_size(device):
@@ -47,9 +49,6 @@ def bench_transfer(device, nbytes=64 << 20, repeats=5):
 
 def bench_device(device):
     return dict(bench_gemm(device), **bench_transfer(device))
-
-
-INPUT_SHAPES = {"lenet5": (1, 28, 28), "mlp": (1, 28, 28), "cifar-cnn": (3, 32, 32)}
 
 
 def train_throughput(model_name, devices, batch_size=256, steps=20, warmup=None, seed=0,

@@ -25,12 +25,7 @@ import pyopencl as cl
 
 from .buffers import empty, pinned_empty
 from .codegen.update import Axpby
-
-
-def seconds(event, start=None):
-    """Profiled duration of an event, or from `start`'s start to `event`'s end."""
-    first = (start or event).profile.start
-    return (event.profile.end - first) * 1e-9
+from .device import event_seconds
 
 
 class _Run:
@@ -172,7 +167,7 @@ class GradientExchange:
             return None
         times = []
         for run in self.runs:
-            times.append((self._busy(run), sum(seconds(e) for _, e, _ in run.reads) *
+            times.append((self._busy(run), sum(event_seconds(e) for _, e, _ in run.reads) *
                           len(self.runs)))  # it also receives each peer's copy, as long
         return times
 
@@ -183,4 +178,4 @@ class GradientExchange:
         host enqueues slower than a GPU computes, the span measures the host."""
         events = (run.device.kernel_events or [])[:run.kernels]
         run.device.kernel_events = None
-        return sum(map(seconds, events)) if events else None
+        return sum(map(event_seconds, events)) if events else None

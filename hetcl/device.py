@@ -145,6 +145,12 @@ class Device:
         return f"device {self.index} ({self.name}, {self.profile['platform']})"
 
 
+def event_seconds(event, start=None):
+    """Profiled duration of a finished event in seconds, or from `start`'s start to `event`'s
+    end (both events on one device: its queues share one clock)."""
+    return (event.profile.end - (start or event).profile.start) * 1e-9
+
+
 @functools.lru_cache(maxsize=1)
 def _discover():
     try:

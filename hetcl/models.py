@@ -38,6 +38,8 @@ def cifar_cnn(input_shape=(3, 32, 32), classes=10, seed=None):
 
 
 MODELS = {"lenet5": lenet5, "mlp": mlp, "cifar-cnn": cifar_cnn}
+# The input each model is built for by default (Fashion-MNIST, CIFAR-10): benchmarks and tuning.
+INPUT_SHAPES = {"lenet5": (1, 28, 28), "mlp": (1, 28, 28), "cifar-cnn": (3, 32, 32)}
 
 
 def build_model(name, input_shape, classes=10, seed=None):

@@ -22,10 +22,9 @@ from .codegen import tunedb
 from .codegen.gemm import record_launches, record_problems, tuned_params
 from .codegen.tuner import tune_gemm
 from .errors import BuildError, HetclError
-from .models import build_model
+from .device import event_seconds
+from .models import INPUT_SHAPES, build_model
 from .runtime import Runtime
-
-INPUT_SHAPES = {"lenet5": (1, 28, 28), "mlp": (1, 28, 28), "cifar-cnn": (3, 32, 32)}
 MARGIN = 0.97  # a challenger must take at most this fraction of the current choice's time
 
 
@@ -66,7 +65,7 @@ def _kernel_ms(ex, batch, key):
             if owner.tune and tuple(owner.tune[:2]) == key]
     if not ours:
         raise HetclError(f"no {key[0]} kernel of bucket {key[1]} runs in this training step")
-    return sum((e.profile.end - e.profile.start) * 1e-6 for e in ours)
+    return sum(map(event_seconds, ours)) * 1e3
 
 
 def compare_in_step(model_name, device, batch, key, current, challengers, rounds=12):

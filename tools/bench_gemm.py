@@ -29,7 +29,7 @@ from hetcl.buffers import empty, to_device  # noqa: E402
 from hetcl.codegen.gemm import Gemm, tuned_params  # noqa: E402
 from hetcl.codegen.params import GemmParams  # noqa: E402
 from hetcl.device import select_devices  # noqa: E402
-from hetcl.bench import cpu_model  # noqa: E402
+from hetcl.bench import cpu_model, median_time  # noqa: E402
 
 TOL = 1e-4
 
@@ -68,15 +68,10 @@ def time_hetcl(device, a, b, ref, ta, tb, params, reps):
     op = Gemm(device, n, n, n, ta, tb, params=params)
     a_dev, b_dev = to_device(device, a), to_device(device, b)
     c = empty(device, (n, n)).fill(np.nan)
-    op(a_dev, b_dev, c).wait()  # warm-up (and build)
-    times = []
-    for _ in range(reps):
-        event = op(a_dev, b_dev, c)
-        event.wait()
-        times.append((event.profile.end - event.profile.start) * 1e-9)
+    seconds = median_time(lambda: op(a_dev, b_dev, c), reps)  # after a warm-up (and build)
     out = c.get()
     err = float(np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-30))
-    return float(np.median(times)), err, op.params
+    return seconds, err, op.params
 
 
 # (m, n, k, trans_a, trans_b, batch, what): 4096^3, then the CIFAR CNN (hetcl.models.cifar_cnn)
@@ -148,12 +143,7 @@ def compare_cublas(device, problems, candidates, reps, log):
             op(a_dev, b_dev, c, **strides).wait()
             out = c.get()
             err = float(np.linalg.norm(out - ref_np) / max(np.linalg.norm(ref_np), 1e-30))
-            times = []
-            for _ in range(reps):
-                event = op(a_dev, b_dev, c, **strides)
-                event.wait()
-                times.append((event.profile.end - event.profile.start) * 1e-6)
-            ms = float(np.median(times))
+            ms = median_time(lambda: op(a_dev, b_dev, c, **strides), reps) * 1e3
             check = "ok" if err < TOL else f"**FAIL** ({err:.1e})"
             row = dict(what=what, problem=[m, n, k, ta, tb, batch], candidate=cand,
                        params=params.as_dict(), ms=ms, cublas_ms=cublas_ms, err=err,

@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hetcl.bench import INPUT_SHAPES, cpu_model  # noqa: E402
 from hetcl.codegen import tunedb  # noqa: E402
+from hetcl.device import event_seconds  # noqa: E402
 from hetcl.models import build_model  # noqa: E402
 from hetcl.optim import SGD  # noqa: E402
 from hetcl.runtime import Runtime  # noqa: E402
@@ -57,7 +58,7 @@ def layer_times(ex, n):
     out = {}
     for label, a, b in zip(labels, marks, marks[1:]):
         if b > a:
-            out[label] = sum((e.profile.end - e.profile.start) * 1e-9 for e in events[a:b])
+            out[label] = sum(map(event_seconds, events[a:b]))
     return out
 
 

@@ -176,6 +176,7 @@ def layer_rows(torch, device, args):
 
 
 def gemm_rows(torch, device, sizes, reps):
+    from hetcl.bench import median_time
     from hetcl.buffers import empty, to_device
     from hetcl.codegen.gemm import Gemm
     rows = []
@@ -184,12 +185,7 @@ def gemm_rows(torch, device, sizes, reps):
         a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
         op = Gemm(device, n, n, n)
         ad, bd, cd = to_device(device, a), to_device(device, b), empty(device, (n, n))
-        op(ad, bd, cd).wait()
-        times = []
-        for _ in range(reps):
-            ev = op(ad, bd, cd)
-            ev.wait()
-            times.append((ev.profile.end - ev.profile.start) * 1e-9)
+        seconds = median_time(lambda: op(ad, bd, cd), reps)  # after a warm-up
         A, B = torch.from_numpy(a).cuda(), torch.from_numpy(b).cuda()
         t_tc = {}
         for tf32 in (False, True):
@@ -198,7 +194,7 @@ def gemm_rows(torch, device, sizes, reps):
         set_tf32(torch, False)
         err = rel(cd.get(), torch.mm(A, B).cpu().numpy()) if n == 1024 else None
         flops = 2.0 * n ** 3
-        rows.append(dict(n=n, hetcl=flops / statistics.median(times) / 1e9,
+        rows.append(dict(n=n, hetcl=flops / seconds / 1e9,
                          fp32=flops / t_tc[False] / 1e9, tf32=flops / t_tc[True] / 1e9, err=err))
         print(f"  gemm {n}: done", file=sys.stderr, flush=True)
     return rows

@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hetcl import comm, runtime  # noqa: E402
 from hetcl.bench import INPUT_SHAPES, cpu_model  # noqa: E402
+from hetcl.device import event_seconds  # noqa: E402
 from hetcl.models import build_model  # noqa: E402
 from hetcl.optim import SGD  # noqa: E402
 
@@ -61,7 +62,7 @@ def main():
             return out
         for d, run in enumerate(self.runs):
             start = run.ex.first_event.profile.start
-            ms = lambda e: (e.profile.end - start) * 1e-6
+            ms = lambda e: event_seconds(e, run.ex.first_event) * 1e3  # noqa: E731
             dev[d]["compute"].append(ms(run.last_kernel))
             dev[d]["busy"].append(out[d][0] * 1e3)
             dev[d]["last read"].append(ms(run.reads[-1][1]))

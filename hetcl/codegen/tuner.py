@@ -11,6 +11,7 @@ import numpy as np
 
 from ..buffers import empty, to_device
 from ..errors import BuildError
+from ..device import event_seconds
 from .gemm import Gemm, tuned_params
 from .params import GemmParams
 
@@ -18,7 +19,7 @@ from .params import GemmParams
 def _ms(run):
     event = run()
     event.wait()
-    return (event.profile.end - event.profile.start) * 1e-6
+    return event_seconds(event) * 1e3
 
 
 def _launcher(device, problem, params, buffers):
