@@ -51,6 +51,17 @@ def bench_device(device):
     return dict(bench_gemm(device), **bench_transfer(device))
 
 
+def random_data(model_name, batch_size, count, seed=0):
+    """Random uint8 images and labels for `count` batches of the model's input, and `count`
+    batches of indices into them (int32): the data of the throughput benchmarks and tools."""
+    rng = np.random.default_rng(seed)
+    n = batch_size * count
+    images = rng.integers(0, 256, (n,) + INPUT_SHAPES[model_name], dtype=np.uint8)
+    labels = rng.integers(0, 10, n, dtype=np.uint8)
+    batches = [rng.permutation(n)[:batch_size].astype(np.int32) for _ in range(count)]
+    return images, labels, batches
+
+
 def train_throughput(model_name, devices, batch_size=256, steps=20, warmup=None, seed=0,
                      world=None):
     """Training images/s of a model on `devices` (a spec or a list), on random uint8 images
@@ -64,15 +75,10 @@ def train_throughput(model_name, devices, batch_size=256, steps=20, warmup=None,
     from .optim import SGD
     from .runtime import Runtime
 
-    shape = INPUT_SHAPES[model_name]
-    rng = np.random.default_rng(seed)
-    n = batch_size * 8
-    images = rng.integers(0, 256, (n,) + shape, dtype=np.uint8)
-    labels = rng.integers(0, 10, n, dtype=np.uint8)
-    model = build_model(model_name, shape, 10, seed)
+    images, labels, batches = random_data(model_name, batch_size, 8, seed)
+    model = build_model(model_name, INPUT_SHAPES[model_name], 10, seed)
     rt = Runtime(devices, world=world)
     opt = SGD(0.01, 0.9)
-    batches = [rng.permutation(n)[:batch_size].astype(np.int32) for _ in range(8)]
 
     def step(i):
         rt.train_step_indices(model, opt, images, labels, batches[i % 8], 0.3, 0.3)

@@ -37,15 +37,17 @@ def model_gemm_problems(model_name, device, batch):
     return list(dict.fromkeys(problems))
 
 
-def _step_executor(model_name, device, batch, key=None, params=None):
-    """An executor of the model with every kernel built; with key = (kernel, bucket), the
-    kernels of that DB entry use `params`."""
+def step_executor(model_name, device, batch, key=None, params=None):
+    """An executor of the model with every kernel built and a random batch (normal inputs,
+    seeded) as input; with key = (kernel, bucket), the kernels of that DB entry use
+    `params`. (tools/bench_tuned.py times layers with it too.)"""
     with tunedb.overlay(key[0], key[1], params.as_dict()) if key else contextlib.nullcontext():
         model = build_model(model_name, INPUT_SHAPES[model_name], 10, seed=0)
         model.build(INPUT_SHAPES[model_name])
         ex = Runtime([device]).executor(model, device, batch)
-        ex.set_input(np.zeros((batch,) + INPUT_SHAPES[model_name], np.float32),
-                     np.zeros(batch, np.int32))
+        rng = np.random.default_rng(0)
+        ex.set_input(rng.standard_normal((batch,) + INPUT_SHAPES[model_name]),
+                     rng.integers(0, 10, batch))
         for _ in ex.enqueue_step(batch):  # lazy kernels are built in the first step
             pass
     return ex
@@ -71,11 +73,11 @@ def _kernel_ms(ex, batch, key):
 def compare_in_step(model_name, device, batch, key, current, challengers, rounds=12):
     """-> [(challenger, median ms with the current choice, median ms with it)], each
     challenger's step run in alternation with the current choice's."""
-    ref = _step_executor(model_name, device, batch, key, current)
+    ref = step_executor(model_name, device, batch, key, current)
     out = []
     for params in challengers:
         try:
-            ex = _step_executor(model_name, device, batch, key, params)
+            ex = step_executor(model_name, device, batch, key, params)
         except (BuildError, ValueError):  # not buildable for this shape or device
             continue
         times = [[], []]
@@ -90,7 +92,7 @@ def step_kernels(model_name, device, batch):
     """{(kernel, bucket): (current params, candidates)} of the non-GEMM kernels that one
     training step of the model launches, in launch order."""
     found = {}
-    for owner, _ in _step_launches(_step_executor(model_name, device, batch), batch):
+    for owner, _ in _step_launches(step_executor(model_name, device, batch), batch):
         if owner.tune and owner.tune[0] != "gemm" and tuple(owner.tune[:2]) not in found:
             kernel, bucket, candidates = owner.tune
             space = candidates() if candidates else \

@@ -15,11 +15,9 @@ import pstats
 import sys
 import time
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from hetcl.bench import INPUT_SHAPES  # noqa: E402
+from hetcl.bench import INPUT_SHAPES, random_data  # noqa: E402
 from hetcl.models import build_model  # noqa: E402
 from hetcl.optim import SGD  # noqa: E402
 from hetcl.runtime import Runtime  # noqa: E402
@@ -35,14 +33,9 @@ def main():
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args()
 
-    shape = INPUT_SHAPES[args.model]
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (args.batch_size * 8,) + shape, dtype=np.uint8)
-    labels = rng.integers(0, 10, len(images), dtype=np.uint8)
-    model = build_model(args.model, shape, 10, 0)
+    images, labels, batches = random_data(args.model, args.batch_size, 8)
+    model = build_model(args.model, INPUT_SHAPES[args.model], 10, 0)
     rt, opt = Runtime(args.devices), SGD(0.01, 0.9)
-    batches = [rng.permutation(len(images))[:args.batch_size].astype(np.int32)
-               for _ in range(8)]
 
     def run(steps):
         for i in range(steps):

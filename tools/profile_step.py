@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hetcl import comm, runtime  # noqa: E402
-from hetcl.bench import INPUT_SHAPES, cpu_model  # noqa: E402
+from hetcl.bench import INPUT_SHAPES, cpu_model, random_data  # noqa: E402
 from hetcl.device import event_seconds  # noqa: E402
 from hetcl.models import build_model  # noqa: E402
 from hetcl.optim import SGD  # noqa: E402
@@ -41,11 +41,8 @@ def main():
         sys.exit("profile_step needs at least two devices")
     split = [args.batch_size // k] * k
     split[0] += args.batch_size - sum(split)
-    shape = INPUT_SHAPES[args.model]
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (args.batch_size * 4,) + shape, dtype=np.uint8)
-    labels = rng.integers(0, 10, len(images), dtype=np.uint8)
-    model = build_model(args.model, shape, 10, 0)
+    images, labels, batches = random_data(args.model, args.batch_size, 4)
+    model = build_model(args.model, INPUT_SHAPES[args.model], 10, 0)
     opt = SGD(0.01, 0.9)
 
     host = {"enqueue+loss": [], "exchange": [], "update": []}
@@ -91,7 +88,6 @@ def main():
         host["update"].append(time.perf_counter() - t0)
     SGD.apply = apply_timed
 
-    batches = [rng.permutation(len(images))[:args.batch_size] for _ in range(4)]
     total = 5 + args.steps
     for i in range(total):
         if i == 5:
@@ -101,7 +97,7 @@ def main():
                 for v in table.values():
                     v.clear()
             t0 = time.perf_counter()
-        idx = batches[i % 4].astype(np.int32)
+        idx = batches[i % 4]
         feed = lambda ex, a, b: ex.gather(
             rt.resident(ex.replica.device, images, labels, 0.3, 0.3), idx[a:b])
         rt._update(model, opt, *rt._step(model, args.batch_size, feed, split=split), False)
