@@ -37,25 +37,34 @@ def torch_model(name, torch):
                          nn.Flatten(), nn.Linear(8192, 256), nn.ReLU(), nn.Linear(256, 10))
 
 
-def torch_throughput(name, batch, steps, threads):
-    import torch
-    torch.set_num_threads(threads)
-    model = torch_model(name, torch)
+def torch_step_rate(torch, name, batch, steps, device="cpu", warmup=3):
+    """Images/s of PyTorch eager training steps (SGD with momentum, cross-entropy) of the model
+    on random data already on `device` ("cpu" or "cuda"; tools/cudnn_compare.py uses it too)."""
+    model = torch_model(name, torch).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn((batch,) + INPUT_SHAPES[name])
-    y = torch.randint(0, 10, (batch,))
+    x = torch.randn((batch,) + INPUT_SHAPES[name], device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
     loss_fn = torch.nn.CrossEntropyLoss()
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def step():
         opt.zero_grad()
         loss_fn(model(x), y).backward()
         opt.step()
-    for _ in range(3):
+    for _ in range(warmup):
         step()
+    sync()
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    return steps * batch / (time.perf_counter() - start), torch.__version__
+    sync()
+    return steps * batch / (time.perf_counter() - start)
+
+
+def torch_throughput(name, batch, steps, threads):
+    import torch
+    torch.set_num_threads(threads)
+    return torch_step_rate(torch, name, batch, steps), torch.__version__
 
 
 def main():

@@ -201,28 +201,12 @@ def gemm_rows(torch, device, sizes, reps):
 
 
 def torch_train(torch, name, batch, steps, tf32):
-    from bench_train import torch_model
-    from hetcl.bench import INPUT_SHAPES
+    from bench_train import torch_step_rate
     set_tf32(torch, tf32)
-    model = torch_model(name, torch).cuda()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    x = torch.randn((batch,) + INPUT_SHAPES[name], device="cuda")
-    y = torch.randint(0, 10, (batch,), device="cuda")
-
-    def step():
-        opt.zero_grad()
-        loss_fn(model(x), y).backward()
-        opt.step()
-    for _ in range(5):
-        step()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    torch.cuda.synchronize()
-    set_tf32(torch, False)
-    return steps * batch / (time.perf_counter() - t0)
+    try:
+        return torch_step_rate(torch, name, batch, steps, "cuda", warmup=5)
+    finally:
+        set_tf32(torch, False)
 
 
 def geomean(values):
