@@ -84,7 +84,6 @@ class Executor:
         self.row_loss = empty(device, (n,))
         self.row_correct = empty(device, (n,), np.int32)
         self.indices = empty(device, (n,), np.int32)
-        self.first_event = None
         self.steps = 0  # enqueue_step calls: the first one includes building the kernels
         self._gathers = {}  # per resident data set: its normalisation is baked into the kernel
         self._host_loss = np.empty(n, np.float32)
@@ -98,9 +97,8 @@ class Executor:
 
     def set_input(self, x, labels=None):
         self._host_x = np.ascontiguousarray(x, np.float32).reshape(self.out[0].shape)
-        # Non-blocking: the host copy lives until the next step. The first event of the step
-        # marks where the device's compute time starts (for the scheduler).
-        self.first_event = self.out[0].set(self._host_x, wait=False)
+        # Non-blocking: the host copy lives until the next step.
+        self.out[0].set(self._host_x, wait=False)
         if labels is not None:
             self._host_labels = np.ascontiguousarray(labels, np.int32)
             self.labels.set(self._host_labels, wait=False)
@@ -108,15 +106,13 @@ class Executor:
     def gather(self, resident, indices):
         """Input and labels from a data set resident on the device: only indices travel."""
         self._host_idx = np.ascontiguousarray(indices, np.int32)
-        self.first_event = self.indices.set(self._host_idx, wait=False)
+        self.indices.set(self._host_idx, wait=False)
         key = id(resident)
         if key not in self._gathers:
             self._gathers[key] = Gather(self.replica.device, self.n, resident.sample_size,
                                         resident.mean, resident.std)
-        # The gather kernel marks where the device's compute starts (for the scheduler):
-        # kernel timestamps are comparable on every driver, a host write's are not always.
-        self.first_event = self._gathers[key](resident.images, resident.labels, self.indices,
-                                              self.out[0], self.labels)
+        self._gathers[key](resident.images, resident.labels, self.indices, self.out[0],
+                           self.labels)
 
     def forward(self, x=None):
         if x is not None:

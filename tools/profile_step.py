@@ -52,14 +52,16 @@ def main():
     reduce_orig = comm.GradientExchange.reduce
 
     def reduce_timed(self, world=None, measure=True):
+        # A measured step records every kernel; its first is the step's gather kernel.
+        firsts = [(run.device.kernel_events or [None])[0] for run in self.runs]
         t0 = time.perf_counter()
         out = reduce_orig(self, world, measure)
         host["exchange"].append(time.perf_counter() - t0)
         if out is None:  # the runtime measures every 8th step only
             return out
-        for d, run in enumerate(self.runs):
-            start = run.ex.first_event.profile.start
-            ms = lambda e: event_seconds(e, run.ex.first_event) * 1e3  # noqa: E731
+        for d, (run, first) in enumerate(zip(self.runs, firsts)):
+            start = first.profile.start
+            ms = lambda e: event_seconds(e, first) * 1e3  # noqa: E731
             dev[d]["compute"].append(ms(run.last_kernel))
             dev[d]["busy"].append(out[d][0] * 1e3)
             dev[d]["last read"].append(ms(run.reads[-1][1]))
