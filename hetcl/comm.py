@@ -3,14 +3,18 @@
 Each device has two in-order queues: the main one runs the step's kernels, the copy queue moves
 gradients. As soon as a layer's backward kernels are enqueued, its gradients are read back on
 the copy queue (waiting only for that layer's last kernel) into page-locked host buffers, so the
-main queue goes straight on to earlier layers (Lee et al., HiPC 2017). The host waits for the
-layers in the order backward produced them (last layer first); once every device has read a
-layer, each device gets the other devices' copies uploaded on its copy queue and adds them on
-its main queue. The host does no arithmetic and every transfer overlaps the remaining backward.
+main queue goes straight on to earlier layers (Lee et al., HiPC 2017). Each device then gets the
+other devices' copies uploaded on its copy queue and adds them on its main queue. Where the
+devices share a context (one platform: device.share_contexts) each upload waits on the peer's
+read event and the host waits for nothing, so it can go on enqueueing the next step while the
+gradients travel; across contexts (e.g. a GPU and PoCL's CPU) events cannot be shared, so the
+host waits for the layers' reads in the order backward produced them (last layer first) before
+it enqueues their uploads. The host does no arithmetic and every transfer overlaps the
+remaining backward.
 
 Across MPI ranks (mpi.py) the layer's local copies are summed on the host in device order
-instead, the rank sum is started with a non-blocking Iallreduce at once, and each finished sum
-is uploaded back over every local gradient; the optimizer waits for those uploads.
+instead, the rank sum is started at once (a communication thread, or Iallreduce), and each
+finished sum is uploaded back over every local gradient; the optimizer waits for those uploads.
 
 The sum is taken in a fixed device order, ((g0 + g1) + g2) + ..., on every device, so all
 replicas get bitwise the same gradients (float addition is commutative, so devices 0 and 1
@@ -49,8 +53,10 @@ class GradientExchange:
 
     def begin(self):
         """A new step. Host buffers alternate between even and odd steps, so that no one waits
-        for a step's uploads to finish: a buffer is read into again two steps later, after
-        the next step's reads, which every copy queue runs after this step's uploads."""
+        for a step's uploads to finish: a buffer is read into again two steps later. By then
+        this step's uploads are done: the runtime has waited for every device's loss of the
+        next step, which its main queue runs after this step's adds, which wait for the
+        uploads."""
         self.runs = []
         self.parity ^= 1
 
@@ -79,8 +85,10 @@ class GradientExchange:
             self._axpby[key] = Axpby(device, y.size)
         self._axpby[key](x, y, 1.0, 1.0, wait_for=wait_for)
 
-    def _sum_on(self, position, name, k):
-        """Enqueue, on the device at `position`, the fixed-order sum of layer k's gradients."""
+    def _sum_on(self, position, name, k, chained):
+        """Enqueue, on the device at `position`, the fixed-order sum of layer k's gradients.
+        chained: the devices share a context, so each upload waits on its peer's read event
+        (else the host has waited for the reads)."""
         run = self.runs[position]
         device, own = run.device, run.ex.replica.grads[name]
         terms = []
@@ -92,7 +100,8 @@ class GradientExchange:
             if key not in self._staging:
                 self._staging[key] = empty(device, own.shape)
             event = self._staging[key].set(peer.reads[k][2], wait=False,
-                                           queue=device.copy_queue)
+                                           queue=device.copy_queue,
+                                           wait_for=[peer.reads[k][1]] if chained else None)
             run.uploads.append(event)
             terms.append(self._staging[key])
         waits = run.uploads[-(len(terms) - 1):]
@@ -146,8 +155,10 @@ class GradientExchange:
                         left in flight."""
         names = [name for name, _, _ in self.runs[0].reads]
         in_flight = []  # MPI: (name, request, host array) in layer order
+        chained = world is None and all(run.device.context is self.runs[0].device.context
+                                        for run in self.runs)
         for k, name in enumerate(names):
-            for run in self.runs:
+            for run in [] if chained else self.runs:
                 event = run.reads[k][1]
                 while world and in_flight and \
                         event.command_execution_status != cl.command_execution_status.COMPLETE:
@@ -155,7 +166,7 @@ class GradientExchange:
                 event.wait()
             if world is None:
                 for position in range(len(self.runs)):
-                    self._sum_on(position, name, k)
+                    self._sum_on(position, name, k, chained)
                 continue
             total = self._local_total(name, k)
             in_flight.append((name, world.start_sum(total), total))
@@ -165,6 +176,8 @@ class GradientExchange:
             self._put_back(name, total)
         if not measure:
             return None
+        for run in self.runs:  # (one wait list may only hold events of one context)
+            cl.wait_for_events([event for _, event, _ in run.reads])
         times = []
         for run in self.runs:
             times.append((self._busy(run), sum(event_seconds(e) for _, e, _ in run.reads) *

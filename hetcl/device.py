@@ -1,6 +1,7 @@
 """OpenCL device discovery, the device profile, feature flags and the device-selection parser.
 
-A Device is one OpenCL device with its own context and in-order profiling queue. Everything the
+A Device is one OpenCL device with its context (its own, or one shared with the devices of its
+platform that a Runtime drives together: share_contexts) and in-order profiling queues. Everything the
 kernels need to know about a device is in two places:
   * ``profile``  - plain facts read from the driver (a dict, JSON-serialisable);
   * ``features`` - flags derived from the profile by ``features(profile)``. Templates and kernel
@@ -92,7 +93,7 @@ def fingerprint(profile):
 
 
 class Device:
-    """One OpenCL device with its own context and an in-order queue with profiling on."""
+    """One OpenCL device with its context and in-order queues with profiling on."""
 
     def __init__(self, cl_device, profile):
         self.cl_device = cl_device
@@ -119,7 +120,8 @@ class Device:
     def queue(self):
         if self._queue is None:
             self._queue = cl.CommandQueue(
-                self.context, properties=cl.command_queue_properties.PROFILING_ENABLE)
+                self.context, self.cl_device,
+                properties=cl.command_queue_properties.PROFILING_ENABLE)
         return self._queue
 
     def record(self, event):
@@ -135,7 +137,8 @@ class Device:
         of the main queue (drivers run the two on separate engines)."""
         if self._copy_queue is None:
             self._copy_queue = cl.CommandQueue(
-                self.context, properties=cl.command_queue_properties.PROFILING_ENABLE)
+                self.context, self.cl_device,
+                properties=cl.command_queue_properties.PROFILING_ENABLE)
         return self._copy_queue
 
     def __repr__(self):
@@ -143,6 +146,24 @@ class Device:
 
     def __str__(self):
         return f"device {self.index} ({self.name}, {self.profile['platform']})"
+
+
+def share_contexts(devices):
+    """Give the devices of each platform among `devices` one shared context, so that each
+    device's queues can wait on the others' events: a gradient copy read back from one GPU is
+    uploaded to the next as soon as the read is done, with no host round trip in between
+    (comm.py). Drivers allocate a buffer's memory on the device that first uses it, so sharing
+    costs no memory on the others. A device that already has a context (it has been used in
+    this process) keeps it, and the exchange then goes through the host as across platforms."""
+    groups = {}
+    for d in devices:
+        if d._context is None:
+            groups.setdefault(d.profile["platform_index"], []).append(d)
+    for group in groups.values():
+        if len(group) > 1:
+            context = cl.Context([d.cl_device for d in group])
+            for d in group:
+                d._context = context
 
 
 def event_seconds(event, start=None):

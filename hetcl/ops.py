@@ -12,8 +12,9 @@ import numpy as np
 from .buffers import empty
 from .codegen.conv import Col2Im, Im2Col
 from .codegen.eltwise import ActBwd, BiasAct, BiasGrad
-from .codegen.gemm import Gemm, tuned_params
+from .codegen.gemm import Gemm
 from .codegen.pool import MaxPoolBwd, MaxPoolFwd
+from .codegen.splitk import SplitKGemm
 from .codegen.update import Axpby
 
 COL_BUDGET_BYTES = {"cpu": 64 << 20, "gpu": 512 << 20}
@@ -59,44 +60,6 @@ class DenseOp:
         self.dw(dz, xs[0], g["weight"])
         if dxs[0] is not None:
             self.dx(dz, p["weight"], dxs[0])
-
-
-class SplitKGemm:
-    """C (m x n) [+]= A (m x K) @ op(B) for small m*n and a long K (the weight gradients:
-    K = images * pixels). One GEMM over all of K has too few work-groups to fill a device, so K
-    is cut into P slices computed as one batched GEMM into P partial results, which a
-    fixed-order reduction then sums (deterministic; no atomics)."""
-
-    def __init__(self, device, m, n, k, trans_b, lda, ldb):
-        params = tuned_params(device, m, n, k, False, trans_b, 1)
-        size, local = params.global_size(m, n), params.local_size()
-        groups = size[0] // local[0] * (size[1] // local[1])
-        target = 8 * device.profile["compute_units"]
-        self.p = int(max(1, min(target // max(groups, 1), k // 256)))
-        self.kc, self.rest, self.mn = k // self.p, k - (k // self.p) * self.p, m * n
-        if self.p == 1:  # enough work-groups already: one plain GEMM, no partial sums
-            self.direct = Gemm(device, m, n, k, trans_b=trans_b, lda=lda, ldb=ldb)
-            return
-        self.direct = None
-        self.main = Gemm(device, m, n, self.kc, trans_b=trans_b, batch=self.p, lda=lda, ldb=ldb)
-        self.tail = Gemm(device, m, n, self.rest, trans_b=trans_b, lda=lda, ldb=ldb) \
-            if self.rest else None
-        self.parts = empty(device, (self.p, m * n))
-        self.sum = {acc: BiasGrad(device, self.p, m * n, 1, "nfs", accumulate=acc)
-                    for acc in (False, True)}
-        self.b_step = self.kc if trans_b else self.kc * ldb  # B elements per K slice
-
-    def __call__(self, a, b, c, a_off=0, b_off=0, accumulate=False):
-        if self.direct is not None:
-            return self.direct(a, b, c, a_off=a_off, b_off=b_off,
-                               beta=1.0 if accumulate else 0.0)
-        self.main(a, b, self.parts, a_off=a_off, b_off=b_off, a_stride=self.kc,
-                  b_stride=self.b_step, c_stride=self.mn)
-        if self.tail is not None:
-            done = self.p * self.kc
-            self.tail(a, b, self.parts, a_off=a_off + done,
-                      b_off=b_off + self.b_step * self.p, beta=1.0)
-        self.sum[accumulate](self.parts, c)
 
 
 class ConvOp:

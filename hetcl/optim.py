@@ -20,7 +20,7 @@ class SGD:
         self._kernels = {}
 
     def _kernel(self, device, size):
-        key = (device.index, size)
+        key = (device, size)  # kernels belong to the device's context
         if key not in self._kernels:
             self._kernels[key] = SGDKernel(device, size, nesterov=self.nesterov)
         return self._kernels[key]

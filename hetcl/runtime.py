@@ -20,7 +20,7 @@ import pyopencl as cl
 
 from .buffers import to_device
 from .comm import GradientExchange
-from .device import select_devices
+from .device import select_devices, share_contexts
 from .errors import DeviceFault, DeviceWarning, HetclError, ShapeError
 from .executor import Executor, Replica, Resident
 from .scheduler import Scheduler
@@ -41,6 +41,7 @@ class Runtime:
         self.devices = select_devices(devices)
         if world is not None:
             self.devices = world.pick(self.devices, devices)
+        share_contexts(self.devices)
         self._replicas, self._executors, self._resident = {}, {}, {}
         self.scheduler = Scheduler([f"{d.index}:{d.name}" for d in self.devices], granule,
                                    adaptive=adaptive)

@@ -1,8 +1,8 @@
 """`hetcl tune`: per device, the fastest parameters for every kernel a model's training step
-runs - its GEMMs and its im2col/col2im, bias+activation, activation-gradient, bias-gradient and
-pooling kernels - stored in the user's tuning DB (hetcl/codegen/tunedb.py), which training then
-uses automatically. Each result is written as soon as it is found, so an interrupted tune keeps
-what it found.
+runs - its GEMMs, the split-K GEMMs' slice counts and its im2col/col2im, bias+activation,
+activation-gradient, bias-gradient and pooling kernels - stored in the user's tuning DB
+(hetcl/codegen/tunedb.py), which training then uses automatically. Each result is written as
+soon as it is found, so an interrupted tune keeps what it found.
 
 GEMMs have large spaces: candidates are first timed alone (codegen/tuner.py), then the winner
 has to beat the current choice again inside the training step. The other kernels are searched
@@ -11,7 +11,13 @@ with the challenger (tunedb.overlay), the two steps run in alternation, and the 
 that DB entry's launches is compared (medians); a challenger is taken only if it is 3% faster.
 A kernel that wins launched back to back can lose between the step's other kernels (caches,
 and on CPUs the thread pool's state), and a machine whose load drifts during a search slows
-both sides of an alternation alike."""
+both sides of an alternation alike.
+
+Order: the split-K GEMMs' slice counts ("splitk" entries, codegen/splitk.py) come first, then
+the GEMMs, then the other kernels. A split's P decides the shapes of the GEMMs and of the
+reduction inside it, so choosing it first lets the GEMM search tune the shapes training will
+actually run (tuned the other way round, a new P would leave its slices on untuned
+defaults); the price is that P is chosen with the inner GEMMs' parameters as they are."""
 import contextlib
 import random
 import statistics
@@ -90,7 +96,8 @@ def compare_in_step(model_name, device, batch, key, current, challengers, rounds
 
 def step_kernels(model_name, device, batch):
     """{(kernel, bucket): (current params, candidates)} of the non-GEMM kernels that one
-    training step of the model launches, in launch order."""
+    training step of the model launches, in launch order; the split-K GEMMs are found through
+    their attributed launches (codegen.launch.attribute)."""
     found = {}
     for owner, _ in _step_launches(step_executor(model_name, device, batch), batch):
         if owner.tune and owner.tune[0] != "gemm" and tuple(owner.tune[:2]) not in found:
@@ -120,6 +127,9 @@ def tune(devices, model_names, batch=256, count=12, report=print, db_path=None, 
             tunedb.record(device, key[0], key[1], best.as_dict(), ms, before, path=db_path)
             rows.append((device, key, label, best, ms, before))
 
+        done = set()
+        for name in model_names:
+            _tune_in_step(name, device, batch, count, rounds, report, save, done, splits=True)
         problems, owner = [], {}
         for name in model_names:
             for p in model_gemm_problems(name, device, batch):
@@ -140,24 +150,30 @@ def tune(devices, model_names, batch=256, count=12, report=print, db_path=None, 
                 best, ms, before = _best(current, compare_in_step(
                     owner[problem], device, batch, key, current, [best], rounds))
             save(key, label, best, ms, before)
-        done = set()
         for name in model_names:
-            kernels = step_kernels(name, device, batch)
-            for j, (key, (current, space)) in enumerate(kernels.items()):
-                if key in done:
-                    continue
-                done.add(key)
-                report(f"\r{device.name}: {name} kernel {j + 1}/{len(kernels)} {key[0]} "
-                       f"{key[1]}   ", end=True)
-                rng = random.Random(f"0-{key}")
-                others = [p for p in space if p != current]
-                sample = rng.sample(others, min(count, len(others)))
-                best, ms, before = _best(current, compare_in_step(
-                    name, device, batch, key, current, sample, rounds))
-                if ms == ms:  # (nan: nothing could be timed)
-                    save(key, f"{key[0]} {key[1]}", best, ms, before)
+            _tune_in_step(name, device, batch, count, rounds, report, save, done, splits=False)
         report("")
     return rows
+
+
+def _tune_in_step(name, device, batch, count, rounds, report, save, done, splits):
+    """Search the model's non-GEMM entries not in `done` in its training step: the splits
+    ("splitk") if `splits`, else all the others; each result goes to save()."""
+    kernels = {key: entry for key, entry in step_kernels(name, device, batch).items()
+               if (key[0] == "splitk") == splits}
+    for j, (key, (current, space)) in enumerate(kernels.items()):
+        if key in done:
+            continue
+        done.add(key)
+        report(f"\r{device.name}: {name} kernel {j + 1}/{len(kernels)} {key[0]} {key[1]}   ",
+               end=True)
+        rng = random.Random(f"0-{key}")
+        others = [p for p in space if p != current]
+        sample = rng.sample(others, min(count, len(others)))
+        best, ms, before = _best(current, compare_in_step(
+            name, device, batch, key, current, sample, rounds))
+        if ms == ms:  # (nan: nothing could be timed)
+            save(key, f"{key[0]} {key[1]}", best, ms, before)
 
 
 def fmt(problem):

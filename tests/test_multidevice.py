@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import hetcl
-from hetcl.device import list_devices
+from hetcl.device import Device, list_devices
 from hetcl.errors import DeviceWarning
 from hetcl.models import lenet5, mlp
 from hetcl.optim import SGD
@@ -28,26 +28,50 @@ def batch(n, seed=0):
             rng.integers(0, 10, n).astype(np.int32))
 
 
+def pair(context):
+    """Two devices for a multi-device runtime. "own": the session's Device objects, each of
+    which already has its own context (the exchange waits on the host); "shared": fresh Device
+    objects, to which the runtime gives one context per platform (uploads wait on the peers'
+    read events and the host waits for nothing)."""
+    if context == "own":
+        for d in DEVICES[:2]:
+            d.context  # noqa: B018  (created now, if no earlier test did)
+        return DEVICES[:2]
+    fresh = [Device(d.cl_device, dict(d.profile)) for d in DEVICES[:2]]
+    if fresh[0].profile["platform_index"] != fresh[1].profile["platform_index"]:
+        pytest.skip("the first two devices are on different platforms")
+    return fresh
+
+
+CONTEXTS = pytest.mark.parametrize("context", ["own", "shared"])
+
+
+@CONTEXTS
 @pytest.mark.parametrize("split", [[200, 56], [255, 1]])
-def test_uneven_split_gives_the_one_device_gradients(split):
+def test_uneven_split_gives_the_one_device_gradients(split, context):
     model = lenet5(seed=1).build()
     x, y = batch(256)
+    devices = pair(context)
+    rt2 = hetcl.Runtime(devices)
+    assert (devices[0].context is devices[1].context) == (context == "shared")
     loss1, g1 = hetcl.Runtime(DEVICES[:1]).gradients(model, x, y)
-    loss2, g2 = hetcl.Runtime(DEVICES[:2]).gradients(model, x, y, split=split)
+    loss2, g2 = rt2.gradients(model, x, y, split=split)
     assert abs(loss2 - loss1) / loss1 < 1e-5
     for k in g1:
         assert rel(g2[k], g1[k]) < 1e-5, k
 
 
-def test_replicas_stay_identical_and_match_one_device():
+@CONTEXTS
+def test_replicas_stay_identical_and_match_one_device(context):
     x, y = batch(64, seed=2)
     two, one = mlp(seed=4).build(), mlp(seed=4).build()
-    rt2, rt1 = hetcl.Runtime(DEVICES[:2], granule=8), hetcl.Runtime(DEVICES[:1])
+    devices = pair(context)
+    rt2, rt1 = hetcl.Runtime(devices, granule=8), hetcl.Runtime(DEVICES[:1])
     opt2, opt1 = SGD(0.05, 0.9), SGD(0.05, 0.9)
     for step in range(50):
         rt2.train_step(two, opt2, x, y)
         rt1.train_step(one, opt1, x, y)
-    reps = [rt2.replica(two, d) for d in DEVICES[:2]]
+    reps = [rt2.replica(two, d) for d in devices]
     for name in reps[0].params:
         assert np.array_equal(reps[0].params[name].get(), reps[1].params[name].get()), name
     a, b = two.parameters(), one.parameters()
@@ -103,8 +127,9 @@ rng = np.random.default_rng(5)
 x = rng.standard_normal((256, 1, 28, 28)).astype(np.float32)
 y = rng.integers(0, 10, 256).astype(np.int32)
 model = lenet5(seed=3).build()
+rt = hetcl.Runtime(devices)  # first: one shared context (PoCL is one platform)
+assert all(d.context is devices[0].context for d in devices)
 _, ref = hetcl.Runtime(devices[:1]).gradients(model, x, y)
-rt = hetcl.Runtime(devices)
 _, got = rt.gradients(model, x, y, split=[100, 60, 96])
 worst = max(np.linalg.norm(got[k] - ref[k]) / np.linalg.norm(ref[k]) for k in ref)
 grads = [{k: v.get() for k, v in rt.replica(model, d).grads.items()} for d in devices]
@@ -114,9 +139,9 @@ print(f"worst={worst:.3g} same={same}")
 
 
 def test_three_devices_sum_in_one_order_and_match_one_device():
-    """Three devices (a child process with POCL_DEVICES="basic basic pthread"): the device-side
-    sum gives one device's gradients, and bitwise the same on all three replicas (device 2 sums
-    in a staging buffer so that its order is that of devices 0 and 1)."""
+    """Three devices in one context (a child process with POCL_DEVICES="basic basic pthread"):
+    the device-side sum gives one device's gradients, and bitwise the same on all three replicas
+    (device 2 sums in a staging buffer so that its order is that of devices 0 and 1)."""
     import subprocess
     import sys
     from conftest import subprocess_env

@@ -112,6 +112,17 @@ def _build_from_binary(device, payload, options):
         return None
 
 
+def _binary_for(program, device):
+    """The program's binary for `device`. In a context of several devices the spec gives one
+    binary per device of the context (empty where not built); PoCL lists only the built one."""
+    devices = program.get_info(cl.program_info.DEVICES)
+    binaries = [bytes(b) for b in program.get_info(cl.program_info.BINARIES)]
+    if len(binaries) == len(devices):
+        return binaries[devices.index(device.cl_device)] or None
+    built = [b for b in binaries if b]
+    return built[0] if len(built) == 1 else None
+
+
 def build(device, params, options="", directories=None, **context):
     """The built cl.Program of ``params.template`` for ``device``.
 
@@ -122,8 +133,9 @@ def build(device, params, options="", directories=None, **context):
     extra = os.environ.get("HETCL_BUILD_OPTIONS", "").strip()  # e.g. -cl-opt-disable to debug
     options = f"{options} {extra}".strip() if extra else options
     # In memory a program belongs to one context: two identical GPUs share a fingerprint (and
-    # the disk cache) but not programs, so the key names the device itself.
-    mem_key = (device.index, device.fingerprint, template, params,
+    # the disk cache) but not programs, so the key names the Device object itself (it keeps
+    # its context for life; the key keeps it alive, so no other Device takes its place).
+    mem_key = (device, device.fingerprint, template, params,
                tuple(sorted(context.items())), options, tuple(directories or ()))
     program = _programs.get(mem_key)
     if program is not None:
@@ -144,8 +156,8 @@ def build(device, params, options="", directories=None, **context):
         debug("compiling %s %s %s on %s", template, params, context, device)
         program = _build_from_source(device, source, options, template, params)
         stats["compiled"] += 1
-        binaries = program.get_info(cl.program_info.BINARIES)
-        if binaries and binaries[0]:
-            _write_binary(path, bytes(binaries[0]))
+        binary = _binary_for(program, device)
+        if binary:
+            _write_binary(path, binary)
     _programs[mem_key] = program
     return program

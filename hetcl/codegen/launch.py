@@ -18,13 +18,23 @@ _launches = None  # a list while record_launches() is active
 def record_launches():
     """Collect (owner, event) of every kernel launch inside; owner.tune = (kernel, bucket,
     candidates) says which tuning-DB entry chose its parameters (the tuner times kernels in
-    their training step with these)."""
+    their training step with these). A composite op's launches appear twice: under their
+    own kernels and under the composite (attribute()), so don't sum over all owners."""
     global _launches
     _launches, saved = [], _launches
     try:
         yield _launches
     finally:
         _launches = saved
+
+
+def attribute(owner, events):
+    """Record the launches of a composite op (one built of other kernels, e.g. the split-K
+    GEMM) once more under the composite, whose tune names its own DB entry; -> the last
+    event. The kernels inside keep their own records and entries."""
+    if _launches is not None:
+        _launches.extend((owner, e) for e in events)
+    return events[-1]
 
 
 def choose(device, cls, kernel, bucket, default):
