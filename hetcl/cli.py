@@ -196,12 +196,13 @@ def bench(devices_spec, models, batch_size, steps):
     """Training images/s of each selected device alone and, with several, of all together.
     (tools/bench_train.py adds PyTorch on the CPU as a baseline.)"""
     from .bench import train_throughput
-    from .device import select_devices
+    from .device import select_devices, share_contexts
     chosen = select_devices(devices_spec)
     world = mpi.detect()
     if world:  # under mpirun: all ranks together, --batch-size images per rank
         _bench_ranks(world, world.pick(chosen, devices_spec), models, batch_size, steps)
         return
+    share_contexts(chosen)  # as the runtime of all of them will (before "alone" makes contexts)
     rows, notes = [], []
     for name in models or ("lenet5", "mlp"):
         alone = []

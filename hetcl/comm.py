@@ -77,6 +77,10 @@ class GradientExchange:
                 event = grad.get_async(self._host[key], wait_for=[run.last_kernel],
                                        queue=device.copy_queue)
                 run.reads.append((name, event, self._host[key]))
+            # The spec requires a flush of commands that another queue waits on: the kernels
+            # the reads wait for, the reads the peers' uploads wait for.
+            device.queue.flush()
+            device.copy_queue.flush()
         return on_node
 
     def _add(self, device, x, y, wait_for):
@@ -135,6 +139,7 @@ class GradientExchange:
         for run in self.runs:
             event = run.ex.replica.grads[name].set(total, wait=False,
                                                    queue=run.device.copy_queue)
+            run.device.copy_queue.flush()  # (the main queue waits for it)
             run.uploads.append(event)
             cl.enqueue_barrier(run.device.queue, wait_for=[event])
 
@@ -174,6 +179,8 @@ class GradientExchange:
         for name, request, total in in_flight:
             world.wait(request, f"the gradients of {name}")
             self._put_back(name, total)
+        for run in self.runs:  # the uploads that the adds on the main queues wait for
+            run.device.copy_queue.flush()
         if not measure:
             return None
         for run in self.runs:  # (one wait list may only hold events of one context)

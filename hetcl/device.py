@@ -81,6 +81,11 @@ def features(profile):
         "fp64": profile["fp64"],
         "max_work_group_size": profile["max_work_group_size"],
         "local_mem_bytes": profile["local_mem_bytes"],
+        # Devices of one platform may share a context, so that a command on one waits on
+        # another's events (share_contexts). Only GPUs: PoCL's CPU drivers can hang when a
+        # command waits on an event of another device of the context (pocl/pocl#1177; seen
+        # here with "pthread basic"), and a CPU device is never the one the host keeps waiting.
+        "shared_context": profile["kind"] in ("igpu", "dgpu"),
     }
 
 
@@ -93,7 +98,15 @@ def fingerprint(profile):
 
 
 class Device:
-    """One OpenCL device with its context and in-order queues with profiling on."""
+    """One OpenCL device with its context and two in-order queues (main and copy).
+
+    Profiling: every command's start and end times are recorded while ``profiling`` is True (the
+    default: the tuner and the benchmarks read them). It costs host time - on NVIDIA's driver
+    a kernel launch took 16 us with it and 10 us without (tools/bench_launch.py, H200) - so the
+    runtime turns it off for the training steps it does not measure. Each role (main, copy) then
+    uses a second queue without profiling; a role switches queues lazily, at its next command,
+    behind a barrier on the other queue's last command, so that the role stays in order and
+    switching back and forth between two commands costs nothing."""
 
     def __init__(self, cl_device, profile):
         self.cl_device = cl_device
@@ -101,8 +114,9 @@ class Device:
         self.features = features(profile)
         self.fingerprint = fingerprint(profile)
         self._context = None
-        self._queue = None
-        self._copy_queue = None
+        self._queues = {}  # (role, profiled) -> cl.CommandQueue
+        self._active = {"main": True, "copy": True}  # profiled? of each role's last queue used
+        self.profiling = True
         self.last_kernel = None  # event of the latest kernel enqueued (see record())
         self.kernel_events = None  # while a list: every kernel event (the scheduler's busy time)
 
@@ -116,13 +130,31 @@ class Device:
             self._context = cl.Context([self.cl_device])
         return self._context
 
+    def _role_queue(self, role):
+        want = self.profiling
+        key = (role, want)
+        if key not in self._queues:
+            props = cl.command_queue_properties.PROFILING_ENABLE if want else 0
+            self._queues[key] = cl.CommandQueue(self.context, self.cl_device, properties=props)
+        if self._active[role] != want:
+            old = self._queues.get((role, self._active[role]))
+            if old is not None:
+                marker = cl.enqueue_marker(old)
+                old.flush()  # an event waited on from another queue must be flushed (spec)
+                cl.enqueue_barrier(self._queues[key], wait_for=[marker])
+            self._active[role] = want
+        return self._queues[key]
+
     @property
     def queue(self):
-        if self._queue is None:
-            self._queue = cl.CommandQueue(
-                self.context, self.cl_device,
-                properties=cl.command_queue_properties.PROFILING_ENABLE)
-        return self._queue
+        """The in-order queue the kernels run on."""
+        return self._role_queue("main")
+
+    @property
+    def copy_queue(self):
+        """A second in-order queue for gradient transfers, so that copies overlap the kernels
+        of the main queue (drivers run the two on separate engines)."""
+        return self._role_queue("copy")
 
     def record(self, event):
         """Called by codegen with each kernel it enqueues."""
@@ -131,16 +163,6 @@ class Device:
             self.kernel_events.append(event)
         return event
 
-    @property
-    def copy_queue(self):
-        """A second in-order queue for gradient transfers, so that copies overlap the kernels
-        of the main queue (drivers run the two on separate engines)."""
-        if self._copy_queue is None:
-            self._copy_queue = cl.CommandQueue(
-                self.context, self.cl_device,
-                properties=cl.command_queue_properties.PROFILING_ENABLE)
-        return self._copy_queue
-
     def __repr__(self):
         return f"Device({self.index}: {self.name} [{self.kind}])"
 
@@ -148,16 +170,17 @@ class Device:
         return f"device {self.index} ({self.name}, {self.profile['platform']})"
 
 
-def share_contexts(devices):
+def share_contexts(devices, force=False):
     """Give the devices of each platform among `devices` one shared context, so that each
     device's queues can wait on the others' events: a gradient copy read back from one GPU is
     uploaded to the next as soon as the read is done, with no host round trip in between
     (comm.py). Drivers allocate a buffer's memory on the device that first uses it, so sharing
     costs no memory on the others. A device that already has a context (it has been used in
-    this process) keeps it, and the exchange then goes through the host as across platforms."""
+    this process) keeps it, and the exchange then goes through the host as across platforms;
+    so does one whose features say no (force: share anyway, for tests)."""
     groups = {}
     for d in devices:
-        if d._context is None:
+        if d._context is None and (force or d.features["shared_context"]):
             groups.setdefault(d.profile["platform_index"], []).append(d)
     for group in groups.values():
         if len(group) > 1:

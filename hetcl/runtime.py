@@ -144,12 +144,16 @@ class Runtime:
         exchange = self._exchange if len(plan) > 1 or self.world else None
         if exchange:
             exchange.begin()
-        for device in self.devices:
-            device.kernel_events = None  # (left on by a step that failed)
         # Reading every kernel's profiling times costs host time (~1 us an event): the
         # scheduler gets every step's at first, then every 8th (it smooths them anyway).
         measure = exchange is not None and len(plan) > 1 and \
             (self.steps < 20 or self.steps % 8 == 0)
+        for device in self.devices:
+            device.kernel_events = None  # (left on by a step that failed)
+            # Profiling costs host time per command (device.py); only measured steps need it.
+            # It is back on after the step for anyone else (a lazy switch: free if nobody
+            # enqueues in between).
+            device.profiling = measure
         runs, current = [], None
         try:
             for i, a, b in plan:
@@ -197,6 +201,7 @@ class Runtime:
         return compute, exchange
 
     def _recover(self, model, n, feed, failed, error):
+        self._profiling_back_on()
         if failed is None or len(self.devices) - len(self.failed) <= 1:
             if any(code in str(error) for code in _OUT_OF_MEMORY):
                 where = f"{self.devices[failed]}" if failed is not None else "a device"
@@ -223,7 +228,12 @@ class Runtime:
         """(loss, {name: gradient}) of the batch, without changing the parameters.
         split: optional shard size per device (default: the scheduler's)."""
         loss, _, replicas = self._numpy_step(model, x, y, split)
+        self._profiling_back_on()
         return loss, {k: v.get() for k, v in replicas[0].grads.items()}
+
+    def _profiling_back_on(self):
+        for device in self.devices:
+            device.profiling = True
 
     def train_step(self, model, opt, x, y, return_correct=False, split=None):
         """One SGD step on a numpy batch (x already normalised). -> loss [, correct count]"""
@@ -283,4 +293,5 @@ class Runtime:
         for rep in replicas:
             rep.version = model.version
         model._pull = replicas[0].download
+        self._profiling_back_on()
         return (loss, correct) if return_correct else loss

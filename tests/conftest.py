@@ -11,6 +11,7 @@ import pytest
 # Before hetcl reads it: tests never touch (or depend on) the user's kernel cache.
 os.environ.setdefault("HETCL_CACHE_DIR", tempfile.mkdtemp(prefix="hetcl-test-cache-"))
 
+from hetcl.codegen import tunedb  # noqa: E402
 from hetcl.device import list_devices  # noqa: E402
 from hetcl.errors import NoPlatformError  # noqa: E402
 
@@ -40,6 +41,16 @@ def gpu_device():
     if not gpus:
         pytest.skip("no GPU OpenCL device present")
     return gpus[0]
+
+
+@pytest.fixture
+def fresh_db(tmp_path, monkeypatch):
+    """A user tuning DB in a temporary cache dir and no shipped DB, so the test sees only
+    its own."""
+    monkeypatch.setenv("HETCL_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tunedb, "SHIPPED", str(tmp_path / "shipped.json"))
+    monkeypatch.setattr(tunedb, "_db", None)
+    return tmp_path
 
 
 # tests/reference.py is imported as `reference` by the kernel tests.

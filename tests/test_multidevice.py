@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import hetcl
-from hetcl.device import Device, list_devices
+from hetcl.device import Device, list_devices, share_contexts
 from hetcl.errors import DeviceWarning
 from hetcl.models import lenet5, mlp
 from hetcl.optim import SGD
@@ -31,15 +31,16 @@ def batch(n, seed=0):
 def pair(context):
     """Two devices for a multi-device runtime. "own": the session's Device objects, each of
     which already has its own context (the exchange waits on the host); "shared": fresh Device
-    objects, to which the runtime gives one context per platform (uploads wait on the peers'
-    read events and the host waits for nothing)."""
+    objects in one context, as the runtime gives GPUs of one platform (uploads wait on the
+    peers' read events and the host waits for nothing; for CPUs see the subprocess test)."""
     if context == "own":
         for d in DEVICES[:2]:
             d.context  # noqa: B018  (created now, if no earlier test did)
         return DEVICES[:2]
     fresh = [Device(d.cl_device, dict(d.profile)) for d in DEVICES[:2]]
-    if fresh[0].profile["platform_index"] != fresh[1].profile["platform_index"]:
-        pytest.skip("the first two devices are on different platforms")
+    share_contexts(fresh)
+    if fresh[0]._context is None or fresh[0].context is not fresh[1].context:
+        pytest.skip("these devices do not share a context (platforms or device.features)")
     return fresh
 
 
@@ -119,7 +120,7 @@ def test_a_device_that_fails_is_removed_and_training_goes_on(small_data, monkeyp
 
 
 THREE_DEVICES = r"""
-import numpy as np, hetcl
+import numpy as np, hetcl, hetcl.device
 from hetcl.models import lenet5
 devices = hetcl.list_devices()
 assert len(devices) == 3, devices
@@ -127,28 +128,40 @@ rng = np.random.default_rng(5)
 x = rng.standard_normal((256, 1, 28, 28)).astype(np.float32)
 y = rng.integers(0, 10, 256).astype(np.int32)
 model = lenet5(seed=3).build()
-rt = hetcl.Runtime(devices)  # first: one shared context (PoCL is one platform)
-assert all(d.context is devices[0].context for d in devices)
+if FORCE:  # one context for all (the runtime does not share CPU devices' contexts by itself)
+    hetcl.device.share_contexts(devices, force=True)
+    assert all(d.context is devices[0].context for d in devices)
 _, ref = hetcl.Runtime(devices[:1]).gradients(model, x, y)
+rt = hetcl.Runtime(devices, adaptive=False)  # (keeps all three in use for the steps below)
 _, got = rt.gradients(model, x, y, split=[100, 60, 96])
 worst = max(np.linalg.norm(got[k] - ref[k]) / np.linalg.norm(ref[k]) for k in ref)
 grads = [{k: v.get() for k, v in rt.replica(model, d).grads.items()} for d in devices]
 same = all(np.array_equal(g[k], grads[0][k]) for g in grads for k in ref)
+opt = hetcl.optim.SGD(0.05, 0.9)  # replicas after steps of training
+for _ in range(20):
+    rt.train_step(model, opt, x, y)
+reps = [rt.replica(model, d).download() for d in devices]
+same = same and all(np.array_equal(r[k], reps[0][k]) for r in reps for k in ref)
 print(f"worst={worst:.3g} same={same}")
 """
 
 
-def test_three_devices_sum_in_one_order_and_match_one_device():
-    """Three devices in one context (a child process with POCL_DEVICES="basic basic pthread"):
-    the device-side sum gives one device's gradients, and bitwise the same on all three replicas
-    (device 2 sums in a staging buffer so that its order is that of devices 0 and 1)."""
+@pytest.mark.parametrize("pocl_devices,force", [("basic basic pthread", False),
+                                                ("pthread pthread pthread", True)])
+def test_three_devices_sum_in_one_order_and_match_one_device(pocl_devices, force):
+    """Three devices (a child process with PoCL showing three CPU devices), each in its own
+    context (the host waits for the reads) or in one (uploads wait on the peers' reads; only
+    with pthread devices: pocl#1177): the device-side sum gives one device's gradients, and
+    bitwise the same on all three replicas (device 2 sums in a staging buffer so that its order
+    is that of devices 0 and 1), which stay identical over 20 steps."""
     import subprocess
     import sys
     from conftest import subprocess_env
     if not all(d.profile["platform"] == "Portable Computing Language" for d in DEVICES):
         pytest.skip("needs PoCL, which can show three CPU devices")
-    out = subprocess.run([sys.executable, "-c", THREE_DEVICES], capture_output=True, text=True,
-                         env=subprocess_env(POCL_DEVICES="basic basic pthread"), timeout=600)
+    out = subprocess.run([sys.executable, "-c", f"FORCE = {force}\n" + THREE_DEVICES],
+                         capture_output=True, text=True,
+                         env=subprocess_env(POCL_DEVICES=pocl_devices), timeout=600)
     assert out.returncode == 0, out.stderr
     worst, same = out.stdout.split()[-2:]
     assert float(worst.split("=")[1]) < 1e-5 and same == "same=True", out.stdout

@@ -43,8 +43,16 @@ def main():
         hetcl_us = per_launch(lambda: g(a, b, c), device, args.launches)
         bare_us = per_launch(lambda: cl.enqueue_nd_range_kernel(
             device.queue, g.kernel, g.global_size, g.local_size), device, args.launches)
-        print(f"{device}: hetcl Gemm call {hetcl_us:.1f} us, bare enqueue {bare_us:.1f} us "
-              f"per launch")
+        plain = cl.CommandQueue(device.context, device.cl_device)  # no profiling
+        plain_us = per_launch(lambda: cl.enqueue_nd_range_kernel(
+            plain, g.kernel, g.global_size, g.local_size), device, args.launches)
+        other = cl.enqueue_marker(device.copy_queue)
+        waiting_us = per_launch(lambda: cl.enqueue_nd_range_kernel(
+            device.queue, g.kernel, g.global_size, g.local_size, wait_for=[other]), device,
+            args.launches)
+        print(f"{device}: hetcl Gemm call {hetcl_us:.1f} us, bare enqueue {bare_us:.1f} us, "
+              f"on a queue without profiling {plain_us:.1f} us, waiting on an event of the "
+              f"copy queue {waiting_us:.1f} us per launch")
 
 
 if __name__ == "__main__":
