@@ -135,10 +135,14 @@ class Runtime:
         samples a..b on the executor's device. A device that fails is removed and the step is
         redone on the others. -> loss, correct count, replicas that took part"""
         if split is None and len(self.devices) - len(self.failed) > 1:
-            now = time.perf_counter()  # the scheduler times whole steps, start to start
+            # The scheduler times whole steps, start to start, but not measured ones: they
+            # wait for every kernel's times and would make the configuration that had them
+            # (the first 20 steps) look slower in its trials.
+            now = time.perf_counter()
             if self._step_started is not None:
-                self.scheduler.end_step(now - self._step_started)
-            self._step_started = now
+                started, measured = self._step_started
+                self.scheduler.end_step(None if measured else now - started)
+            self._step_started = (now, False)
         offset, stop = self.world.shard(n) if self.world else (0, n)  # this rank's slice
         plan = self._split(stop - offset, split)
         exchange = self._exchange if len(plan) > 1 or self.world else None
@@ -154,6 +158,8 @@ class Runtime:
             # It is back on after the step for anyone else (a lazy switch: free if nobody
             # enqueues in between).
             device.profiling = measure
+        if measure and self._step_started is not None:
+            self._step_started = (self._step_started[0], True)
         runs, current = [], None
         try:
             for i, a, b in plan:
