@@ -65,12 +65,14 @@ def random_data(model_name, batch_size, count, seed=0):
 
 
 def train_throughput(model_name, devices, batch_size=256, steps=20, warmup=None, seed=0,
-                     world=None):
+                     world=None, parallel="data", adaptive=True):
     """Training images/s of a model on `devices` (a spec or a list), on random uint8 images
     resident on the devices, as in `hetcl train`. Wall-clock over `steps` steps after `warmup`
     (the warm-up builds the kernels and allocates every buffer; with several devices it lasts
     until the scheduler has settled its split - at least 30 steps - and built its kernels).
-    world: an mpi.World; batch_size is then the global batch, split across the ranks."""
+    world: an mpi.World; batch_size is then the global batch, split across the ranks.
+    parallel, adaptive: as for runtime.Runtime. Afterwards train_throughput.last_split,
+    .messages and .bytes (moved per step) describe the run."""
     import time
 
     from .models import build_model
@@ -79,7 +81,7 @@ def train_throughput(model_name, devices, batch_size=256, steps=20, warmup=None,
 
     images, labels, batches = random_data(model_name, batch_size, 8, seed)
     model = build_model(model_name, INPUT_SHAPES[model_name], 10, seed)
-    rt = Runtime(devices, world=world)
+    rt = Runtime(devices, world=world, parallel=parallel, adaptive=adaptive)
     opt = SGD(0.01, 0.9)
 
     def step(i):
@@ -104,7 +106,10 @@ def train_throughput(model_name, devices, batch_size=256, steps=20, warmup=None,
         d.queue.finish()
     rate = steps * batch_size / (time.perf_counter() - start)
     train_throughput.last_split = rt.last_split
-    train_throughput.messages = list(rt.scheduler.messages)
+    train_throughput.messages = list(rt.messages) + list(rt.scheduler.messages)
+    train_throughput.bytes = rt.last_bytes
+    train_throughput.modes = {name: "data" if h is None else "hybrid"
+                              for name, h in rt._hybrid.items()}
     return rate
 
 

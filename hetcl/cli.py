@@ -11,6 +11,14 @@ import click
 from . import __version__
 from . import mpi
 from .errors import HetclError
+from .models import MODELS
+
+MODEL_NAMES = list(MODELS)
+PARALLEL_HELP = ("data: every layer data-parallel (gradients all-reduced); hybrid: the dense "
+                 "layers model-parallel, each device holding a slice of their neurons "
+                 "(activations gathered instead of dense gradients reduced: less traffic for "
+                 "wide dense layers); auto: the one with the lower estimated transfer time, "
+                 "logged with the estimate.")
 
 DEVICES_HELP = ("Which OpenCL devices: all, cpu, gpu, igpu, dgpu, indices as listed by "
                 "`hetcl devices` (e.g. 0,2), or P:D (platform:device).")
@@ -105,7 +113,7 @@ def devices(spec, as_json, bench):
 
 
 @main.command()
-@click.option("--model", type=click.Choice(["lenet5", "mlp", "cifar-cnn"]), default="lenet5",
+@click.option("--model", type=click.Choice(MODEL_NAMES), default="lenet5",
               show_default=True, help="Network to train.")
 @click.option("--data", type=click.Path(), default=None,
               help="Directory of IDX (MNIST-style) or CIFAR-10 binary files. Default: "
@@ -139,6 +147,8 @@ def devices(spec, as_json, bench):
               help="Save weights, optimizer state and progress here after each epoch (and on "
                    "Ctrl-C).")
 @click.option("--resume", is_flag=True, help="Continue the run saved in --checkpoint.")
+@click.option("--parallel", type=click.Choice(["data", "hybrid", "auto"]), default="data",
+              show_default=True, help=PARALLEL_HELP)
 def train(devices_spec, **options):
     """Train a model on the selected devices, splitting each mini-batch across them.
 
@@ -187,12 +197,15 @@ def evaluate(checkpoint, data, devices_spec):
 @main.command()
 @click.option("--devices", "devices_spec", default="all", show_default=True, help=DEVICES_HELP)
 @click.option("--model", "models", multiple=True,
-              type=click.Choice(["lenet5", "mlp", "cifar-cnn"]),
+              type=click.Choice(MODEL_NAMES),
               help="Model(s) to time (repeat the option); default lenet5 and mlp.")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--steps", type=int, default=20, show_default=True,
               help="Timed training steps (after a warm-up).")
-def bench(devices_spec, models, batch_size, steps):
+@click.option("--parallel", "modes", multiple=True, type=click.Choice(["data", "hybrid", "auto"]),
+              help="How the devices together split the work (repeat to compare; default data). "
+                   + PARALLEL_HELP)
+def bench(devices_spec, models, batch_size, steps, modes):
     """Training images/s of each selected device alone and, with several, of all together.
     (tools/bench_train.py adds PyTorch on the CPU as a baseline.)"""
     from .bench import train_throughput
@@ -200,6 +213,9 @@ def bench(devices_spec, models, batch_size, steps):
     chosen = select_devices(devices_spec)
     world = mpi.detect()
     if world:  # under mpirun: all ranks together, --batch-size images per rank
+        if set(modes) - {"data"}:
+            raise HetclError("--parallel hybrid/auto runs within one process; under MPI use "
+                             "--parallel data")
         _bench_ranks(world, world.pick(chosen, devices_spec), models, batch_size, steps)
         return
     share_contexts(chosen)  # as the runtime of all of them will (before "alone" makes contexts)
@@ -210,15 +226,18 @@ def bench(devices_spec, models, batch_size, steps):
             click.echo(f"\rtiming {name} on {dev.name} ...", err=True, nl=False)
             alone.append(train_throughput(name, [dev], batch_size, steps))
             rows.append([name, f"{dev.index}: {dev.name}", f"{alone[-1]:.0f}", ""])
-        if len(chosen) > 1:
-            click.echo(f"\rtiming {name} on all {len(chosen)} devices ...", err=True, nl=False)
-            together = train_throughput(name, chosen, batch_size, steps)
+        for mode in (modes or ("data",)) if len(chosen) > 1 else ():
+            click.echo(f"\rtiming {name} on all {len(chosen)} devices ({mode}) ...", err=True,
+                       nl=False)
+            together = train_throughput(name, chosen, batch_size, steps, parallel=mode)
             split = "/".join(str(s) for s in train_throughput.last_split)
-            rows.append([name, f"together (split {split})", f"{together:.0f}",
-                         f"{together / max(alone):.2f}x"])
+            rows.append([name, f"together, {mode} (split {split})", f"{together:.0f}",
+                         f"{together / max(alone):.2f}x",
+                         f"{train_throughput.bytes / 1e6:.1f}"])
             notes.extend(train_throughput.messages)
     click.echo("\r" + " " * 70 + "\r", err=True, nl=False)
-    click.echo(_table(rows, ["model", "device", "images/s", "vs best alone"]))
+    click.echo(_table([r + [""] * (5 - len(r)) for r in rows],
+                      ["model", "device", "images/s", "vs best alone", "MB moved/step"]))
     click.echo(f"batch {batch_size}, {steps} timed steps after a warm-up (3 steps; with several "
                f"devices until the scheduler's split has settled, at least 30); data resident "
                f"on the devices")
@@ -243,7 +262,7 @@ def _bench_ranks(world, devices, models, batch_size, steps):
 @main.command()
 @click.option("--devices", "devices_spec", default="all", show_default=True, help=DEVICES_HELP)
 @click.option("--model", "models", multiple=True,
-              type=click.Choice(["lenet5", "mlp", "cifar-cnn", "all"]),
+              type=click.Choice(MODEL_NAMES + ["all"]),
               help="Tune the kernels of these models' training steps (repeatable; default "
                    "lenet5).")
 @click.option("--batch-size", type=int, default=256, show_default=True)
@@ -257,7 +276,7 @@ def tune(devices_spec, models, batch_size, candidates):
     from .codegen import tunedb
     from .device import select_devices
     from .tune import tune as run_tune
-    names = ["lenet5", "mlp", "cifar-cnn"] if "all" in models else list(models or ["lenet5"])
+    names = MODEL_NAMES if "all" in models else list(models or ["lenet5"])
 
     def report(msg, end=False):
         click.echo(msg, err=True, nl=not end)

@@ -50,6 +50,7 @@ class GradientExchange:
         self._axpby = {}    # (device index, size) -> y = x + y kernel
         self.runs = []
         self.parity = 1
+        self.bytes = 0  # bytes read from and uploaded to the devices in this step
 
     def begin(self):
         """A new step. Host buffers alternate between even and odd steps, so that no one waits
@@ -59,6 +60,7 @@ class GradientExchange:
         uploads."""
         self.runs = []
         self.parity ^= 1
+        self.bytes = 0
 
     def reader(self, ex):
         """Callback for Executor.backward: read one node's parameter gradients back."""
@@ -76,6 +78,7 @@ class GradientExchange:
                     self._host[key] = pinned_empty(device, grad.shape)
                 event = grad.get_async(self._host[key], wait_for=[run.last_kernel],
                                        queue=device.copy_queue)
+                self.bytes += grad.nbytes
                 run.reads.append((name, event, self._host[key]))
             # The spec requires a flush of commands that another queue waits on: the kernels
             # the reads wait for, the reads the peers' uploads wait for.
@@ -107,6 +110,7 @@ class GradientExchange:
                                            queue=device.copy_queue,
                                            wait_for=[peer.reads[k][1]] if chained else None)
             run.uploads.append(event)
+            self.bytes += own.nbytes
             terms.append(self._staging[key])
         waits = run.uploads[-(len(terms) - 1):]
         if position <= 1:  # own + the other of the first two, then the rest in order
@@ -141,6 +145,7 @@ class GradientExchange:
                                                    queue=run.device.copy_queue)
             run.device.copy_queue.flush()  # (the main queue waits for it)
             run.uploads.append(event)
+            self.bytes += total.nbytes
             cl.enqueue_barrier(run.device.queue, wait_for=[event])
 
     def _progress(self, world, in_flight):
@@ -184,7 +189,8 @@ class GradientExchange:
         if not measure:
             return None
         for run in self.runs:  # (one wait list may only hold events of one context)
-            cl.wait_for_events([event for _, event, _ in run.reads])
+            if run.reads:
+                cl.wait_for_events([event for _, event, _ in run.reads])
         times = []
         for run in self.runs:
             times.append((self._busy(run), sum(event_seconds(e) for _, e, _ in run.reads) *

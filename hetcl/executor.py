@@ -17,9 +17,10 @@ _LOSS_OPS = {"softmax_ce": SoftmaxCE, "sigmoid_bce": SigmoidBCE}
 
 
 class Replica:
-    def __init__(self, model, device):
-        self.model, self.device = model, device
-        host = model.parameters()
+    def __init__(self, model, device, names=None):
+        """names: only these parameters (hybrid.py keeps the dense layers elsewhere)."""
+        self.model, self.device, self.names = model, device, names
+        host = self._host(model.parameters())
         self.params = {k: empty(device, v.shape) for k, v in host.items()}
         self.grads = {k: empty(device, v.shape) for k, v in host.items()}
         self.state = {}  # optimizer buffers, e.g. {"momentum": {name: DeviceArray}}
@@ -30,10 +31,13 @@ class Replica:
         """Upload the host parameters if they changed since this replica last saw them."""
         if self.version == self.model.version:
             return
-        host = host if host is not None else self.model.parameters()
+        host = self._host(host if host is not None else self.model.parameters())
         for k, v in host.items():
             self.params[k].set(v)
         self.version = self.model.version
+
+    def _host(self, params):
+        return params if self.names is None else {k: params[k] for k in self.names}
 
     def download(self):
         return {k: v.get() for k, v in self.params.items()}
@@ -51,10 +55,13 @@ class Resident:
 
 
 class Executor:
-    def __init__(self, replica, n):
+    def __init__(self, replica, n, upto=None):
+        """upto: run only the nodes before this index (hybrid.py: the part of the model before
+        its dense layers); its loss op still takes the model's output shape."""
         model, device = replica.model, replica.device
         self.replica, self.n, self.nodes = replica, n, model.nodes
-        nodes = model.nodes
+        nodes = model.nodes[:upto]
+        self.upto = len(nodes)
         out, grad = {0: empty(device, (n,) + nodes[0].shape)}, {}
         self.ops = {}
         for node in nodes[1:]:  # forward buffers; aliases share their producer's memory
@@ -79,7 +86,7 @@ class Executor:
             self.needs_grad[node.index] = bool(node.layer.param_shapes()) or any(
                 self.needs_grad[i] for i in node.inputs)
         self.scratch = {}  # extra dx buffers where a node feeds several consumers
-        self.loss_op = _LOSS_OPS[model.loss](device, n, nodes[model.output_node].shape[0])
+        self.loss_op = _LOSS_OPS[model.loss](device, n, model.nodes[model.output_node].shape[0])
         self.labels = empty(device, (n,), np.int32)
         self.row_loss = empty(device, (n,))
         self.row_correct = empty(device, (n,), np.int32)
@@ -140,12 +147,13 @@ class Executor:
         yield from self._backward_nodes(on_node)
         return done
 
-    def loss(self, global_n):
+    def loss(self, global_n, logits=None, dlogits=None):
         """Loss, gradient of the logits and per-row results for the labels on the device;
-        returns the event of the (non-blocking) read of the results."""
+        returns the event of the (non-blocking) read of the results. logits/dlogits: buffers
+        other than the model output's (hybrid.py)."""
         out = self.replica.model.output_node
-        self.loss_op(self.out[out], self.labels, self.grad[out], self.row_loss,
-                     self.row_correct, float(global_n))
+        self.loss_op(logits or self.out[out], self.labels, dlogits or self.grad[out],
+                     self.row_loss, self.row_correct, float(global_n))
         self.row_loss.get_async(self._host_loss)
         return self.row_correct.get_async(self._host_correct)
 
@@ -156,7 +164,7 @@ class Executor:
             pass
 
     def _backward_nodes(self, on_node):
-        for node in reversed(self.nodes[1:]):
+        for node in reversed(self.nodes[1:self.upto]):
             aliased = node.fused_into is not None or getattr(node.layer, "alias", False)
             dxs, adds = [], []
             for i in node.inputs:

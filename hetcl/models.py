@@ -37,9 +37,23 @@ def cifar_cnn(input_shape=(3, 32, 32), classes=10, seed=None):
                       seed=seed, input_shape=input_shape)
 
 
-MODELS = {"lenet5": lenet5, "mlp": mlp, "cifar-cnn": cifar_cnn}
+def cifar_cnn_wide(input_shape=(3, 32, 32), classes=10, seed=None):
+    """cifar-cnn with Krizhevsky-sized dense layers (4096, 4096, classes): 50M of its 50.3M
+    parameters are dense weights, the case hybrid parallelism is for (hybrid.py)."""
+    c, h, w = input_shape
+    return Sequential([Conv2D(c, 64, 3, padding=1), ReLU(), Conv2D(64, 64, 3, padding=1), ReLU(),
+                       MaxPool2D(2),
+                       Conv2D(64, 128, 3, padding=1), ReLU(), Conv2D(128, 128, 3, padding=1),
+                       ReLU(), MaxPool2D(2), Flatten(),
+                       Dense(128 * (h // 4) * (w // 4), 4096), ReLU(), Dense(4096, 4096), ReLU(),
+                       Dense(4096, classes)],
+                      seed=seed, input_shape=input_shape)
+
+
+MODELS = {"lenet5": lenet5, "mlp": mlp, "cifar-cnn": cifar_cnn, "cifar-cnn-wide": cifar_cnn_wide}
 # The input each model is built for by default (Fashion-MNIST, CIFAR-10): benchmarks and tuning.
-INPUT_SHAPES = {"lenet5": (1, 28, 28), "mlp": (1, 28, 28), "cifar-cnn": (3, 32, 32)}
+INPUT_SHAPES = {"lenet5": (1, 28, 28), "mlp": (1, 28, 28), "cifar-cnn": (3, 32, 32),
+                "cifar-cnn-wide": (3, 32, 32)}
 
 
 def build_model(name, input_shape, classes=10, seed=None):

@@ -23,7 +23,11 @@ from .comm import GradientExchange
 from .device import select_devices, share_contexts
 from .errors import DeviceFault, DeviceWarning, HetclError, ShapeError
 from .executor import Executor, Replica, Resident
+from .log import logger
+from .hybrid import MODES, Hybrid, estimate, measure_link
 from .scheduler import Scheduler
+
+
 
 # OpenCL status names of a device that cannot hold a step's buffers.
 _OUT_OF_MEMORY = ("MEM_OBJECT_ALLOCATION_FAILURE", "OUT_OF_RESOURCES", "OUT_OF_HOST_MEMORY",
@@ -31,12 +35,21 @@ _OUT_OF_MEMORY = ("MEM_OBJECT_ALLOCATION_FAILURE", "OUT_OF_RESOURCES", "OUT_OF_H
 
 
 class Runtime:
-    def __init__(self, devices="all", granule=16, adaptive=True, world=None):
+    def __init__(self, devices="all", granule=16, adaptive=True, world=None, parallel="data"):
         """adaptive=False: split in proportion to speed but never drop a device.
+        parallel: "data" (every layer data-parallel), "hybrid" (dense layers model-parallel:
+        hybrid.py) or "auto" (the one with the lower estimated transfer time, decided at a
+        model's first step on several devices and logged).
         world: an mpi.World (mpi.detect()) to train across processes: each rank takes its
         slice of every global batch and gradients are summed across ranks too. With
         devices "gpu" (or "dgpu") on a node with several GPUs, each rank then takes the one
         matching its rank on the node."""
+        if parallel not in MODES:
+            raise HetclError(f"unknown parallel mode {parallel!r}: use {', '.join(MODES)}")
+        if world is not None and parallel != "data":
+            raise HetclError(f"--parallel {parallel} runs within one process; under MPI use "
+                             f"--parallel data")
+        self.parallel, self._hybrid, self.messages = parallel, {}, []
         self.world = world
         self.devices = select_devices(devices)
         if world is not None:
@@ -160,6 +173,13 @@ class Runtime:
             device.profiling = measure
         if measure and self._step_started is not None:
             self._step_started = (self._step_started[0], True)
+        # A model runs hybrid from its first step on several devices on (then even when the
+        # scheduler leaves one device: its dense slices live there).
+        if id(model) not in self._hybrid and len(plan) > 1:
+            self._mode(model, plan)
+        if self._hybrid.get(id(model)):
+            return self._hybrid_step(model, n, feed, plan, exchange, measure, split)
+        self.last_bytes = exchange.bytes if exchange else 0
         runs, current = [], None
         try:
             for i, a, b in plan:
@@ -186,6 +206,7 @@ class Runtime:
                 loss, correct = loss + l, correct + c
             current = None
             times = exchange.reduce(self.world, measure) if exchange else None
+            self.last_bytes = exchange.bytes if exchange else 0
         except (cl.Error, DeviceFault) as e:
             if self.world and current is None:  # other ranks are inside this step's sums
                 self.world.abort(f"OpenCL error while exchanging gradients: {e}")
@@ -196,6 +217,44 @@ class Runtime:
         if times is not None and split is None:
             self.scheduler.record(self.last_split, *self._per_device(plan, runs, times))
         return loss, correct, [ex.replica for _, ex, _ in runs]
+
+    def _mode(self, model, plan):
+        """Decide data or hybrid for this model (auto: by the estimate)."""
+        mode = self._choose(model, plan) if self.parallel == "auto" else self.parallel
+        self._hybrid[id(model)] = Hybrid(self, model) if mode == "hybrid" else None
+
+    def _choose(self, model, plan):
+        shards = [b - a for _, a, b in plan]
+        per_byte, per_sync = measure_link(self.devices[plan[0][0]])
+        est = estimate(model, shards, per_byte, per_sync)
+        if not any(node.layer.kind == "dense" for node in model.nodes[1:]) or \
+                not Hybrid.supports(model):
+            mode = "data"
+        else:
+            mode = min(est, key=lambda m: est[m][1])
+        msg = (f"parallel auto: {mode} (estimated transfers per step: " + ", ".join(
+            f"{m} {b / 1e6:.1f} MB, {t * 1e3:.2f} ms" for m, (b, t) in est.items()) +
+            f"; host link {1 / per_byte / 1e9:.1f} GB/s, round trip {per_sync * 1e6:.0f} us)")
+        self.messages.append(msg)
+        logger.warning(msg)
+        return mode
+
+    def _hybrid_step(self, model, n, feed, plan, exchange, measure, split):
+        try:
+            for i, _, _ in plan:
+                self._maybe_fault(self.devices[i])
+            loss, correct, updates, times = self._hybrid[id(model)].step(
+                plan, n, feed, exchange, measure)
+        except (cl.Error, DeviceFault) as e:
+            self._profiling_back_on()
+            raise HetclError(f"a device failed during a hybrid step ({e}); its slice of the "
+                             f"dense layers is lost with it: resume from the last checkpoint "
+                             f"with --parallel data to train on without it") from e
+        self.last_bytes = self._hybrid[id(model)].bytes
+        if times is not None and split is None:
+            runs = [(i, self._hybrid[id(model)].executor(i, b - a), None) for i, a, b in plan]
+            self.scheduler.record(self.last_split, *self._per_device(plan, runs, times))
+        return loss, correct, updates
 
     def _per_device(self, plan, runs, times):
         """The scheduler's inputs. An executor's first step is not measured: the kernels it
@@ -235,6 +294,8 @@ class Runtime:
         split: optional shard size per device (default: the scheduler's)."""
         loss, _, replicas = self._numpy_step(model, x, y, split)
         self._profiling_back_on()
+        if self._hybrid.get(id(model)):
+            return loss, self._hybrid[id(model)].gradients()
         return loss, {k: v.get() for k, v in replicas[0].grads.items()}
 
     def _profiling_back_on(self):
@@ -279,12 +340,20 @@ class Runtime:
 
     def optimizer_state(self, model):
         """Optimizer buffers of the model (identical on every replica): {name: array}."""
+        if self._hybrid.get(id(model)) and self._hybrid[id(model)].version is not None:
+            return self._hybrid[id(model)].optimizer_state()
+        return self.data_optimizer_state(model)
+
+    def data_optimizer_state(self, model):
+        """The optimizer state held by the data-parallel replicas (hybrid.py starts from it)."""
         for (mid, _), rep in self._replicas.items():
             if mid == id(model):
                 return {k: v.get() for k, v in rep.state.get("momentum", {}).items()}
         return {}
 
     def load_optimizer_state(self, model, state):
+        if self._hybrid.get(id(model)) and self._hybrid[id(model)].version is not None:
+            self._hybrid[id(model)].load_optimizer_state(state)
         for device in self.devices:
             rep = self.replica(model, device)
             rep.state["momentum"] = {k: to_device(device, np.asarray(v, np.float32))
@@ -298,6 +367,9 @@ class Runtime:
         model.version += 1
         for rep in replicas:
             rep.version = model.version
-        model._pull = replicas[0].download
+        hybrid = self._hybrid.get(id(model))
+        model._pull = hybrid.download if hybrid else replicas[0].download
+        if hybrid:
+            hybrid.version = model.version
         self._profiling_back_on()
         return (loss, correct) if return_correct else loss

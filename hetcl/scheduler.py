@@ -172,6 +172,7 @@ class Scheduler:
             return
         act = [i for i, a in enumerate(self.active) if a]
         if not self.adaptive or len(act) < 2 or self.steps < self.next_trial or \
+                any(self.speed[i] is None for i in act) or \
                 len(self.timing.get(key, [])) < self.trial_steps:
             return
         # Slowest first, and only devices the throughput model does not already call vital

@@ -38,6 +38,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     seed: int = 0
     devices: str = "all"
+    parallel: str = "data"  # or "hybrid", "auto" (runtime.Runtime)
     log: str = None
     log_every: str = "epoch"  # or "step"
     plot: str = None
@@ -59,7 +60,7 @@ class Trainer:
         self.world = runtime.world if runtime else mpi.detect()
         self.lead = self.world is None or self.world.rank == 0
         # (a device typo fails before data loads)
-        self.rt = runtime or Runtime(cfg.devices, world=self.world)
+        self.rt = runtime or Runtime(cfg.devices, world=self.world, parallel=cfg.parallel)
         self.data = dataset or load_dataset(cfg.data)
         self.model = build_model(cfg.model, self.data.sample_shape, self.data.classes, cfg.seed)
         check_input_shape(self.data, self.model.input_shape)

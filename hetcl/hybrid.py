@@ -1,0 +1,401 @@
+"""Hybrid parallelism (Krizhevsky's "one weird trick", 2014; Lee et al., HiPC 2017, Algorithm 1):
+the layers before the model's dense tail run data-parallel, the dense tail model-parallel.
+
+Convolutions have much compute and few weights; dense layers the reverse. So each device runs
+the convolutional head on its shard of the batch (gradients all-reduced per layer, comm.py),
+while each dense layer's output neurons are split across the devices in the same proportions
+as the batch: device d holds rows off_d .. off_d + o_d of every dense weight (its slice) and
+computes them for the *whole* batch. Per step, through the host (B = global batch, F_l = input
+width and O_l = output width of dense layer l, L dense layers, N devices):
+
+  forward   X_0 [B, F_0]: each device's head output rows, gathered and uploaded to all
+            Y_l [B, O_l]: each device's column slice, gathered; uploaded to all as X_{l+1}
+            logits rows a_d..b_d go back to device d, whose loss kernel turns them into dZ
+  backward  dZ rows gathered; device d gets its columns of dY_l, computes its slice's weight
+            gradient over the whole batch (never exchanged) and a partial input gradient
+            dX_l [B, F_l]; the host sums the partials in device order (fixed: replicas stay
+            bitwise identical) and hands on the columns (l > 0) or device d's rows (l = 0)
+
+transfer_bytes() gives the bytes this moves (reads plus uploads), and that of data parallelism
+(comm.py); `auto` compares their estimated times (bytes over the measured host bandwidth plus
+one host round trip per synchronisation) and says which it chose and why.
+"""
+import time
+
+import numpy as np
+
+from .buffers import empty, pinned_empty, to_device
+from .device import event_seconds
+from .errors import HetclError
+from .executor import Executor, Replica
+from .log import logger
+from .ops import DenseOp
+
+
+MODES = ("data", "hybrid", "auto")
+
+
+def dense_tail(model):
+    """[(node, act)] of the model's trailing dense layers, or [] if it cannot run hybrid (it
+    must end in Dense layers, with at least one layer before them, e.g. Flatten)."""
+    tail = []
+    for node in reversed(model.nodes[1:]):
+        if node.fused_into is not None:  # an activation fused into the dense layer before it
+            continue
+        if node.layer.kind != "dense" or len(node.inputs) != 1:
+            break
+        tail.insert(0, node)
+    if not tail or tail[0].inputs[0] == 0:
+        return []
+    return tail
+
+
+def columns(width, shards):
+    """Split `width` output neurons in proportion to the batch shards (largest remainders;
+    a device without samples gets none)."""
+    total = sum(shards)
+    exact = [width * s / total for s in shards]
+    cols = [int(e) for e in exact]
+    for i in sorted(range(len(shards)), key=lambda i: exact[i] - cols[i], reverse=True):
+        if sum(cols) == width:
+            break
+        if shards[i]:
+            cols[i] += 1
+    return cols
+
+
+def transfer_bytes(model, mode, shards):
+    """Bytes read from and uploaded to the devices in one step (the docs' formula), for the
+    devices' batch shards (zeros: devices that sit out)."""
+    shards = [s for s in shards if s]
+    n, b = len(shards), sum(shards)
+    params = {k: v.size for k, v in model.parameters().items()}
+    if mode == "data" or n == 1:  # each reads its gradients and receives the n - 1 others
+        return 4 * sum(params.values()) * n * n if n > 1 else 0
+    tail = dense_tail(model)
+    tail_names = {f"{node.layer.name}.{k}" for node in tail for k in ("weight", "bias")}
+    head = sum(v for k, v in params.items() if k not in tail_names)
+    floats = head * n * n
+    widths = [node.layer.in_features for node in tail] + [tail[-1].layer.out_features]
+    floats += b * widths[0] * (1 + n)            # X_0: rows read, whole matrix to each device
+    for out in widths[1:-1]:
+        floats += b * out * (1 + n)              # Y_l: columns read, whole matrix to each
+    floats += 4 * b * widths[-1]                 # logits read, rows back; dZ read, columns out
+    for width in widths[1:-1]:
+        floats += b * width * (n + 1)            # partial dX read from each, columns out
+    if _head_needs_grad(model, tail):
+        floats += b * widths[0] * (n + 1)        # partial dX_0 from each, rows back
+    return 4 * floats
+
+
+def _head_needs_grad(model, tail):
+    return any(node.layer.param_shapes() for node in model.nodes[1:tail[0].index])
+
+
+class _Slice:
+    """One device's rows of every dense layer's parameters, with gradients and optimizer
+    state: what SGD.apply needs of a replica."""
+
+    def __init__(self, device, host):
+        self.device, self.version = device, None
+        self.params = {k: to_device(device, v) for k, v in host.items()}
+        self.grads = {k: empty(device, v.shape) for k, v in host.items()}
+        self.state = {}
+
+
+class Hybrid:
+    """The hybrid step of one model on a runtime's devices (see the module docstring)."""
+
+    @staticmethod
+    def supports(model):
+        return bool(dense_tail(model))
+
+    def __init__(self, runtime, model):
+        self.rt, self.model = runtime, model
+        self.tail = dense_tail(model)
+        if not self.tail:
+            raise HetclError("--parallel hybrid needs a model that ends in dense layers with a "
+                             "layer before them (e.g. Flatten); use --parallel data")
+        self.upto = self.tail[0].index
+        self.tail_names = [f"{node.layer.name}.{k}" for node in self.tail
+                           for k in ("weight", "bias")]
+        self.head_names = [k for k in model.parameters() if k not in self.tail_names]
+        self.widths = [node.layer.in_features for node in self.tail] + \
+            [self.tail[-1].layer.out_features]
+        self.heads, self.slices, self.executors, self.ops = {}, {}, {}, {}
+        self.cols, self.version = None, None
+        self._host = {}       # name -> host staging array
+        self._buf = {}        # (device position, name, shape) -> DeviceArray
+        self.bytes = 0        # bytes moved in the last step
+        self.last_positions = []  # devices that took part in it
+
+    # --- parameters ----------------------------------------------------------------------------
+    def _offsets(self, layer):
+        cols = self.cols[layer]
+        return [sum(cols[:d]) for d in range(len(cols))]
+
+    def _distribute(self, host, momentum=None):
+        """(Re)build every device's head replica and dense slices from full host arrays."""
+        self.slices = {}
+        for pos, device in enumerate(self.rt.devices):
+            if pos not in self.heads:
+                self.heads[pos] = Replica(self.model, device, self.head_names)
+            self.heads[pos].sync(host)
+            if momentum is not None:
+                self.heads[pos].state["momentum"] = {
+                    k: to_device(device, momentum[k]) for k in self.head_names if k in momentum}
+            part, mom = {}, {}
+            for layer, node in enumerate(self.tail):
+                start, count = self._offsets(layer)[pos], self.cols[layer][pos]
+                for k in ("weight", "bias"):
+                    name = f"{node.layer.name}.{k}"
+                    part[name] = host[name][start:start + count]
+                    if momentum is not None and name in momentum:
+                        mom[name] = momentum[name][start:start + count]
+            self.slices[pos] = _Slice(device, part)
+            if mom:
+                self.slices[pos].state["momentum"] = {k: to_device(device, v)
+                                                      for k, v in mom.items()}
+            self.heads[pos].version = self.slices[pos].version = self.model.version
+        self.version = self.model.version
+
+    def download(self):
+        """The model's parameters assembled from the devices (head from the first one)."""
+        first = self._fresh_head()
+        out = first.download()
+        out.update(self._gather_tail(lambda s: s.params))
+        return out
+
+    def _fresh_head(self):
+        """A head replica that took part in the last step (a device the scheduler left out
+        has an old one)."""
+        return self.heads[self.last_positions[0] if self.last_positions else min(self.heads)]
+
+    def gradients(self):
+        """The last step's gradients, assembled like download()."""
+        out = {k: v.get() for k, v in self._fresh_head().grads.items()}
+        out.update(self._gather_tail(lambda s: s.grads))
+        return out
+
+    def _gather_tail(self, table):
+        out = {}
+        for name in self.tail_names:
+            parts = [table(self.slices[p])[name] for p in sorted(self.slices)
+                     if name in table(self.slices[p])]
+            out[name] = np.concatenate([p.get() for p in parts])
+        return out
+
+    def optimizer_state(self):
+        first = self._fresh_head()
+        state = {k: v.get() for k, v in first.state.get("momentum", {}).items()}
+        if all("momentum" in s.state for s in self.slices.values()):
+            state.update(self._gather_tail(lambda s: s.state["momentum"]))
+        return state
+
+    def load_optimizer_state(self, state):
+        self._distribute(self.model.parameters(), state)
+
+    def _prepare(self, plan):
+        """Column split from this step's batch split; re-slice (through the host, momentum
+        included) when it or the host parameters changed."""
+        shards = [0] * len(self.rt.devices)
+        for i, a, b in plan:
+            shards[i] = b - a
+        cols = [columns(width, shards) for width in self.widths[1:]]
+        if cols == self.cols and self.version == self.model.version:
+            return
+        if self.cols is not None and self.version == self.model.version:
+            host, momentum = self.download(), self.optimizer_state()
+        else:  # first step, or new host parameters (a checkpoint): momentum as it was
+            host = self.model.parameters()
+            momentum = self.optimizer_state() if self.cols is not None else \
+                self.rt.data_optimizer_state(self.model)
+        self.cols = cols
+        self._distribute(host, momentum or None)
+        logger.info("hybrid: dense outputs split %s", cols)
+
+    # --- the step ------------------------------------------------------------------------------
+    def _array(self, pos, name, shape):
+        key = (pos, name, tuple(shape))
+        if key not in self._buf:
+            self._buf[key] = empty(self.rt.devices[pos], shape)
+        return self._buf[key]
+
+    def _staging(self, name, shape):
+        if name not in self._host or self._host[name].shape != tuple(shape):
+            self._host[name] = pinned_empty(self.rt.devices[0], shape)
+        return self._host[name]
+
+    def _op(self, pos, layer, n):
+        node, out = self.tail[layer], self.cols[layer][pos]
+        key = (pos, layer, n, out)
+        if key not in self.ops:
+            self.ops[key] = DenseOp(self.rt.devices[pos], n, node.layer.in_features, out,
+                                    node.act)
+        return self.ops[key]
+
+    def _read(self, array, out):
+        self.bytes += array.nbytes
+        return array.get_async(out)
+
+    def _upload(self, array, host):
+        self.bytes += array.nbytes
+        array.set(host, wait=False)
+
+    def executor(self, pos, n):
+        key = (pos, n)
+        if key not in self.executors:
+            self.executors[key] = Executor(self.heads[pos], n, upto=self.upto)
+        return self.executors[key]
+
+    def step(self, plan, n, feed, exchange, measure):
+        """One forward/loss/backward of n samples split as `plan` [(device position, a, b)].
+        -> loss, correct count, the replicas and slices to update, per-device busy seconds
+        (with `measure`, else None)."""
+        self._prepare(plan)
+        self.bytes, self.last_positions = 0, [pos for pos, _, _ in plan]
+        devices = self.rt.devices
+        runs = [(pos, a, b, self.executor(pos, b - a)) for pos, a, b in plan]
+        for pos, a, b, ex in runs:
+            ex.steps += 1
+            if measure:
+                devices[pos].kernel_events = []
+            feed(ex, a, b)
+        _interleave([ex._forward_nodes() for *_, ex in runs])
+        x = self._staging("x0", (n, self.widths[0]))
+        self._wait([self._read(ex.out[self.upto - 1], x[a:b]) for _, a, b, ex in runs])
+        inputs = []  # per layer: per run, the device's copy of the layer's input [n, F_l]
+        for layer in range(len(self.tail)):
+            ins = [self._array(pos, f"in{layer}", (n, self.widths[layer])) for pos, *_ in runs]
+            for arr in ins:
+                self._upload(arr, x)
+            inputs.append(ins)
+            width = self.widths[layer + 1]
+            y = self._staging(f"y{layer}", (n, width))
+            parts, events = [], []
+            for (pos, *_), arr in zip(runs, ins):
+                cols = self.cols[layer][pos]
+                if not cols:
+                    continue
+                out = self._array(pos, f"out{layer}", (n, cols))
+                self._op(pos, layer, n).forward([arr], out, self._params(pos, layer, "params"))
+                part = self._staging(f"y{layer}.{pos}", (n, cols))
+                events.append(self._read(out, part))
+                parts.append((self._offsets(layer)[pos], part))
+            self._wait(events)
+            for start, part in parts:
+                y[:, start:start + part.shape[1]] = part
+            x = y
+        # the loss of each device's rows, on the device (its labels are there)
+        classes = self.widths[-1]
+        dz, done, events = self._staging("dz", (n, classes)), [], []
+        for pos, a, b, ex in runs:
+            logits = self._array(pos, "logits", (b - a, classes))
+            dlogits = self._array(pos, "dlogits", (b - a, classes))
+            self._upload(logits, np.ascontiguousarray(x[a:b]))
+            done.append(ex.loss(n, logits, dlogits))
+            events.append(self._read(dlogits, dz[a:b]))
+        self._wait(events)
+        dy = dz
+        for layer in reversed(range(len(self.tail))):
+            first = layer == 0
+            wants_dx = not first or _head_needs_grad(self.model, self.tail)
+            width = self.widths[layer]
+            partials, events = [], []
+            for k, (pos, *_) in enumerate(runs):
+                cols = self.cols[layer][pos]
+                if not cols:
+                    continue
+                start = self._offsets(layer)[pos]
+                grad_out = self._array(pos, f"dy{layer}", (n, cols))
+                self._upload(grad_out, np.ascontiguousarray(dy[:, start:start + cols]))
+                dx = self._array(pos, f"dx{layer}", (n, width)) if wants_dx else None
+                self._op(pos, layer, n).backward(
+                    [inputs[layer][k]], self._array(pos, f"out{layer}", (n, cols)), grad_out,
+                    [dx], self._params(pos, layer, "params"), self._params(pos, layer, "grads"))
+                if dx is not None:
+                    part = self._staging(f"dx{layer}.{pos}", (n, width))
+                    events.append(self._read(dx, part))
+                    partials.append(part)
+            if not wants_dx:
+                break
+            self._wait(events)
+            dy = self._staging(f"sum{layer}", (n, width))
+            np.copyto(dy, partials[0])
+            for part in partials[1:]:  # in device order, the same sum on every replica
+                np.add(dy, part, out=dy)
+        if wants_dx:  # each device's rows of the head's output gradient, then its backward
+            for pos, a, b, ex in runs:
+                self._upload(ex.grad[self.upto - 1], dy[a:b])
+        if exchange:
+            exchange.begin()
+        _interleave([ex._backward_nodes(exchange.reader(ex) if exchange else None)
+                     for *_, ex in runs])
+        loss = correct = 0
+        for (*_, ex), event in zip(runs, done):
+            l, c = ex.results(event)
+            loss, correct = loss + l, correct + c
+        if exchange:
+            exchange.reduce(None, measure=False)
+            self.bytes += exchange.bytes
+        times = None
+        if measure:  # each device's busy time over the whole step (head and dense slice)
+            times = []
+            for pos, *_ in runs:
+                devices[pos].queue.finish()
+                times.append((sum(map(event_seconds, devices[pos].kernel_events)), 0.0))
+                devices[pos].kernel_events = None
+        updates = [ex.replica for *_, ex in runs] + [self.slices[pos] for pos, *_ in runs]
+        return loss, correct, updates, times
+
+    def _params(self, pos, layer, kind):
+        name = self.tail[layer].layer.name
+        table = getattr(self.slices[pos], kind)
+        return {k: table[f"{name}.{k}"] for k in ("weight", "bias")}
+
+    @staticmethod
+    def _wait(events):
+        for event in events:
+            event.wait()
+
+
+def _interleave(generators):
+    """Advance the generators one item each in turn (each device gets work from the start)."""
+    pending = list(generators)
+    while pending:
+        for gen in list(pending):
+            try:
+                next(gen)
+            except StopIteration:
+                pending.remove(gen)
+
+
+def estimate(model, shards, seconds_per_byte, seconds_per_sync):
+    """{mode: (bytes, estimated seconds of transfers)} for `auto`: hybrid synchronises the
+    host with the devices once per dense layer and direction, plus the loss; data not at all
+    (its transfers overlap the backward pass, but they still take the host link's time)."""
+    out = {}
+    for mode in ("data", "hybrid"):
+        nbytes = transfer_bytes(model, mode, shards)
+        syncs = 0 if mode == "data" else 2 * len(dense_tail(model)) + 2
+        out[mode] = (nbytes, nbytes * seconds_per_byte + syncs * seconds_per_sync)
+    return out
+
+
+def measure_link(device, nbytes=8 << 20):
+    """(seconds per byte of a host round trip, seconds of a small synchronised round trip)."""
+    host = np.ones(nbytes // 4, np.float32)
+    arr = to_device(device, host)
+    small = to_device(device, host[:16])
+    arr.get(host)
+    start = time.perf_counter()
+    arr.set(host)
+    arr.get(host)
+    per_byte = (time.perf_counter() - start) / (2 * nbytes)
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        small.set(host[:16])
+        small.get(host[:16])
+        times.append(time.perf_counter() - start)
+    return per_byte, sorted(times)[2]

@@ -1,0 +1,117 @@
+"""Hybrid parallelism (hetcl/hybrid.py) on two devices (POCL_DEVICES="pthread basic"): the same
+training as data parallelism, the bytes of the documented formula, re-slicing, auto's choice."""
+import numpy as np
+import pytest
+
+import hetcl
+from hetcl.errors import HetclError
+from hetcl.hybrid import columns, dense_tail, transfer_bytes
+from hetcl.layers import Conv2D, Flatten, ReLU
+from hetcl.graph import Sequential
+from hetcl.models import cifar_cnn_wide, lenet5, mlp
+from hetcl.optim import SGD
+from test_multidevice import DEVICES, batch, rel
+
+pytestmark = pytest.mark.skipif(len(DEVICES) < 2, reason="needs two OpenCL devices "
+                                "(POCL_DEVICES='pthread basic')")
+
+
+def train(make, mode, x, y, splits, steps, lr=0.05):
+    """(model, runtime) after `steps` SGD steps with each split of `splits` in turn."""
+    model = make(seed=1).build()
+    rt = hetcl.Runtime(DEVICES[:2], parallel=mode)
+    opt = SGD(lr, 0.9, weight_decay=1e-3)
+    for step in range(steps):
+        rt.train_step(model, opt, x, y, split=splits[step * len(splits) // steps])
+    return model, rt
+
+
+def test_columns_follow_the_batch_split():
+    assert columns(10, [200, 56]) == [8, 2]
+    assert columns(4096, [11, 5]) == [2816, 1280]
+    assert columns(10, [255, 1]) == [10, 0]
+    assert columns(7, [0, 3, 3]) == [0, 4, 3] and sum(columns(84, [5, 7, 11])) == 84
+
+
+def test_dense_tail_is_the_trailing_dense_layers():
+    tail = dense_tail(cifar_cnn_wide().build())
+    assert [node.layer.out_features for node in tail] == [4096, 4096, 10]
+    assert [node.act for node in tail] == ["relu", "relu", "none"]
+    convs_only = Sequential([Conv2D(1, 4, 3), ReLU(), Flatten()], input_shape=(1, 8, 8))
+    assert dense_tail(convs_only.build()) == []
+    x = np.zeros((8, 1, 8, 8), np.float32)
+    with pytest.raises(HetclError, match="ends in dense layers"):
+        hetcl.Runtime(DEVICES[:2], parallel="hybrid").train_step(
+            convs_only, SGD(0.1), x, np.zeros(8, np.int32), split=[4, 4])
+
+
+@pytest.mark.parametrize("make,n,split,lr", [(lenet5, 64, [40, 24], 0.05),
+                                             (cifar_cnn_wide, 8, [5, 3], 0.0005)])
+def test_hybrid_trains_like_data_parallelism(make, n, split, lr):
+    shape = make().build().nodes[0].shape
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((n,) + shape).astype(np.float32)
+    y = rng.integers(0, 10, n).astype(np.int32)
+    data, _ = train(make, "data", x, y, [split], 20, lr)
+    hybrid, rt = train(make, "hybrid", x, y, [split], 20, lr)
+    a, b = data.parameters(), hybrid.parameters()
+    for k in a:
+        assert np.isfinite(a[k]).all() and rel(b[k], a[k]) < 1e-5, k
+    heads = [rt._hybrid[id(hybrid)].heads[p].download() for p in (0, 1)]
+    for k in heads[0]:  # the data-parallel part stays bitwise identical on both devices
+        assert np.array_equal(heads[0][k], heads[1][k]), k
+
+
+@pytest.mark.parametrize("make", [lenet5, mlp])
+@pytest.mark.parametrize("mode", ["data", "hybrid"])
+def test_bytes_between_devices_follow_the_formula(make, mode):
+    x, y = batch(64, seed=4)
+    model, rt = train(make, mode, x, y, [[40, 24]], 2)
+    assert rt.last_bytes == transfer_bytes(model, mode, [40, 24]) > 0
+    if make is mlp:  # 784-256-128-10: 235k parameters, 64 x (784 + 256 + 128 + 10) activations
+        assert transfer_bytes(model, "data", [40, 24]) == 4 * 235146 * 4
+
+
+def test_a_new_split_reslices_weights_and_momentum():
+    x, y = batch(64, seed=5)
+    splits = [[40, 24], [16, 48], [64, 0], [32, 32]]
+    data, rt_data = train(lenet5, "data", x, y, splits, 16)
+    hybrid, rt = train(lenet5, "hybrid", x, y, splits, 16)
+    a, b = data.parameters(), hybrid.parameters()
+    ma, mb = rt_data.optimizer_state(data), rt.optimizer_state(hybrid)
+    for k in a:
+        assert rel(b[k], a[k]) < 1e-5 and rel(mb[k], ma[k]) < 1e-5, k
+    assert rt._hybrid[id(hybrid)].cols[0] == [60, 60]
+
+
+def test_gradients_are_assembled_from_the_slices():
+    x, y = batch(64, seed=6)
+    model = lenet5(seed=2).build()
+    _, ref = hetcl.Runtime(DEVICES[:1]).gradients(model, x, y)
+    _, got = hetcl.Runtime(DEVICES[:2], parallel="hybrid").gradients(model, x, y, split=[20, 44])
+    assert set(got) == set(ref)
+    for k in ref:
+        assert rel(got[k], ref[k]) < 1e-5, k
+
+
+def test_auto_picks_by_the_estimate_and_says_why():
+    x, y = batch(64, seed=8)
+    _, rt = train(lenet5, "auto", x, y, [[40, 24]], 1)
+    assert not rt._hybrid[next(iter(rt._hybrid))]  # similar bytes, no extra round trips: data
+    assert rt.messages[0].startswith("parallel auto: data (estimated transfers per step: data")
+    wide = cifar_cnn_wide(seed=0).build()
+    rng = np.random.default_rng(0)
+    rt = hetcl.Runtime(DEVICES[:2], parallel="auto")
+    rt.train_step(wide, SGD(0.01), rng.standard_normal((16, 3, 32, 32)).astype(np.float32),
+                  rng.integers(0, 10, 16), split=[8, 8])
+    assert rt._hybrid[id(wide)] and rt.messages[0].startswith("parallel auto: hybrid")
+    # 4 bytes x 50.64M parameters x 2^2 devices (each reads its gradients, gets the other's)
+    assert transfer_bytes(wide, "data", [8, 8]) == 4 * 50640970 * 4
+    assert "data 810.3 MB" in rt.messages[0]
+
+
+def test_hybrid_refuses_mpi_and_unknown_modes():
+    with pytest.raises(HetclError, match="within one process"):
+        hetcl.Runtime(DEVICES[:1], world=object(), parallel="hybrid")
+    with pytest.raises(HetclError, match="unknown parallel mode"):
+        hetcl.Runtime(DEVICES[:1], parallel="model")
