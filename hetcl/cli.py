@@ -17,8 +17,8 @@ MODEL_NAMES = list(MODELS)
 PARALLEL_HELP = ("data: every layer data-parallel (gradients all-reduced); hybrid: the dense "
                  "layers model-parallel, each device holding a slice of their neurons "
                  "(activations gathered instead of dense gradients reduced: less traffic for "
-                 "wide dense layers); auto: the one with the lower estimated transfer time, "
-                 "logged with the estimate.")
+                 "wide dense layers); auto: both timed over the first steps, the faster kept "
+                 "(logged with both step times and bytes).")
 
 DEVICES_HELP = ("Which OpenCL devices: all, cpu, gpu, igpu, dgpu, indices as listed by "
                 "`hetcl devices` (e.g. 0,2), or P:D (platform:device).")

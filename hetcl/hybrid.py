@@ -17,11 +17,9 @@ width and O_l = output width of dense layer l, L dense layers, N devices):
             bitwise identical) and hands on the columns (l > 0) or device d's rows (l = 0)
 
 transfer_bytes() gives the bytes this moves (reads plus uploads), and that of data parallelism
-(comm.py); `auto` compares their estimated times (bytes over the measured host bandwidth plus
-one host round trip per synchronisation) and says which it chose and why.
+(comm.py). Fewer bytes is not always faster: data parallelism's transfers overlap the backward
+pass, hybrid's host round trips do not; so `auto` (runtime.py) times both.
 """
-import time
-
 import numpy as np
 
 from .buffers import empty, pinned_empty, to_device
@@ -368,34 +366,3 @@ def _interleave(generators):
                 next(gen)
             except StopIteration:
                 pending.remove(gen)
-
-
-def estimate(model, shards, seconds_per_byte, seconds_per_sync):
-    """{mode: (bytes, estimated seconds of transfers)} for `auto`: hybrid synchronises the
-    host with the devices once per dense layer and direction, plus the loss; data not at all
-    (its transfers overlap the backward pass, but they still take the host link's time)."""
-    out = {}
-    for mode in ("data", "hybrid"):
-        nbytes = transfer_bytes(model, mode, shards)
-        syncs = 0 if mode == "data" else 2 * len(dense_tail(model)) + 2
-        out[mode] = (nbytes, nbytes * seconds_per_byte + syncs * seconds_per_sync)
-    return out
-
-
-def measure_link(device, nbytes=8 << 20):
-    """(seconds per byte of a host round trip, seconds of a small synchronised round trip)."""
-    host = np.ones(nbytes // 4, np.float32)
-    arr = to_device(device, host)
-    small = to_device(device, host[:16])
-    arr.get(host)
-    start = time.perf_counter()
-    arr.set(host)
-    arr.get(host)
-    per_byte = (time.perf_counter() - start) / (2 * nbytes)
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        small.set(host[:16])
-        small.get(host[:16])
-        times.append(time.perf_counter() - start)
-    return per_byte, sorted(times)[2]

@@ -24,10 +24,12 @@ from .device import select_devices, share_contexts
 from .errors import DeviceFault, DeviceWarning, HetclError, ShapeError
 from .executor import Executor, Replica, Resident
 from .log import logger
-from .hybrid import MODES, Hybrid, estimate, measure_link
+from .hybrid import MODES, Hybrid
 from .scheduler import Scheduler
 
 
+
+AUTO_STEPS, AUTO_WARMUP = 8, 3  # parallel="auto": steps per mode, of which not timed
 
 # OpenCL status names of a device that cannot hold a step's buffers.
 _OUT_OF_MEMORY = ("MEM_OBJECT_ALLOCATION_FAILURE", "OUT_OF_RESOURCES", "OUT_OF_HOST_MEMORY",
@@ -38,8 +40,8 @@ class Runtime:
     def __init__(self, devices="all", granule=16, adaptive=True, world=None, parallel="data"):
         """adaptive=False: split in proportion to speed but never drop a device.
         parallel: "data" (every layer data-parallel), "hybrid" (dense layers model-parallel:
-        hybrid.py) or "auto" (the one with the lower estimated transfer time, decided at a
-        model's first step on several devices and logged).
+        hybrid.py) or "auto" (both timed over a model's first steps on several devices, then
+        the faster kept and logged: _auto).
         world: an mpi.World (mpi.detect()) to train across processes: each rank takes its
         slice of every global batch and gradients are summed across ranks too. With
         devices "gpu" (or "dgpu") on a node with several GPUs, each rank then takes the one
@@ -49,7 +51,7 @@ class Runtime:
         if world is not None and parallel != "data":
             raise HetclError(f"--parallel {parallel} runs within one process; under MPI use "
                              f"--parallel data")
-        self.parallel, self._hybrid, self.messages = parallel, {}, []
+        self.parallel, self._hybrid, self._trial, self.messages = parallel, {}, {}, []
         self.world = world
         self.devices = select_devices(devices)
         if world is not None:
@@ -176,7 +178,12 @@ class Runtime:
         # A model runs hybrid from its first step on several devices on (then even when the
         # scheduler leaves one device: its dense slices live there).
         if id(model) not in self._hybrid and len(plan) > 1:
-            self._mode(model, plan)
+            if self.parallel == "auto" and Hybrid.supports(model):
+                self._trial[id(model)] = {"mode": "data", "last": None, "bytes": {},
+                                          "times": {"data": [], "hybrid": []}}
+            self._hybrid[id(model)] = Hybrid(self, model) if self.parallel == "hybrid" else None
+        if id(model) in self._trial:
+            self._auto(model)
         if self._hybrid.get(id(model)):
             return self._hybrid_step(model, n, feed, plan, exchange, measure, split)
         self.last_bytes = exchange.bytes if exchange else 0
@@ -218,26 +225,44 @@ class Runtime:
             self.scheduler.record(self.last_split, *self._per_device(plan, runs, times))
         return loss, correct, [ex.replica for _, ex, _ in runs]
 
-    def _mode(self, model, plan):
-        """Decide data or hybrid for this model (auto: by the estimate)."""
-        mode = self._choose(model, plan) if self.parallel == "auto" else self.parallel
-        self._hybrid[id(model)] = Hybrid(self, model) if mode == "hybrid" else None
-
-    def _choose(self, model, plan):
-        shards = [b - a for _, a, b in plan]
-        per_byte, per_sync = measure_link(self.devices[plan[0][0]])
-        est = estimate(model, shards, per_byte, per_sync)
-        if not any(node.layer.kind == "dense" for node in model.nodes[1:]) or \
-                not Hybrid.supports(model):
-            mode = "data"
-        else:
-            mode = min(est, key=lambda m: est[m][1])
-        msg = (f"parallel auto: {mode} (estimated transfers per step: " + ", ".join(
-            f"{m} {b / 1e6:.1f} MB, {t * 1e3:.2f} ms" for m, (b, t) in est.items()) +
-            f"; host link {1 / per_byte / 1e9:.1f} GB/s, round trip {per_sync * 1e6:.0f} us)")
+    def _auto(self, model):
+        """parallel="auto": a model's first AUTO_STEPS steps on several devices run data-
+        parallel, the next AUTO_STEPS hybrid (the same training either way: only the speed
+        differs), then the faster by median step time is kept and the choice is logged with
+        both measurements and the bytes each moves. Measured rather than modelled: how much
+        of data parallelism's transfers hide behind the backward pass, and what hybrid's host
+        round trips cost, depend on the devices and the model."""
+        trial = self._trial[id(model)]
+        now = time.perf_counter()
+        if trial["last"] is not None:
+            trial["times"][trial["mode"]].append(now - trial["last"])
+        trial["last"] = now
+        if len(trial["times"][trial["mode"]]) < AUTO_STEPS:
+            return
+        trial["bytes"][trial["mode"]] = self.last_bytes
+        if trial["mode"] == "data":
+            trial["mode"] = "hybrid"
+            self._hybrid[id(model)] = Hybrid(self, model)
+            return
+        ms = {m: 1e3 * float(np.median(t[AUTO_WARMUP:])) for m, t in trial["times"].items()}
+        best = min(ms, key=ms.get)
+        msg = (f"parallel auto: {best} (median step over {AUTO_STEPS - AUTO_WARMUP} steps "
+               f"each: " + ", ".join(f"{m} {ms[m]:.2f} ms moving {trial['bytes'][m] / 1e6:.1f} "
+                                     f"MB" for m in ms) + ")")
         self.messages.append(msg)
         logger.warning(msg)
-        return mode
+        del self._trial[id(model)]
+        if best == "data":
+            self._to_data(model)
+
+    def _to_data(self, model):
+        """Hand a model trained hybrid back to data-parallel replicas (parameters and
+        momentum from the slices)."""
+        state = self._hybrid[id(model)].optimizer_state()
+        self._hybrid[id(model)] = None
+        for device in self.devices:
+            rep = self.replica(model, device)  # uploads the parameters assembled from the slices
+            rep.state["momentum"] = {k: to_device(device, v) for k, v in state.items()}
 
     def _hybrid_step(self, model, n, feed, plan, exchange, measure, split):
         try:

@@ -29,15 +29,15 @@ def batch(n, seed=0):
 
 
 def pair(context):
-    """Two devices for a multi-device runtime. "own": the session's Device objects, each of
-    which already has its own context (the exchange waits on the host); "shared": fresh Device
-    objects in one context, as the runtime gives GPUs of one platform (uploads wait on the
-    peers' read events and the host waits for nothing; for CPUs see the subprocess test)."""
-    if context == "own":
-        for d in DEVICES[:2]:
-            d.context  # noqa: B018  (created now, if no earlier test did)
-        return DEVICES[:2]
+    """Two fresh Device objects for a multi-device runtime. "own": each with its own context
+    (the exchange waits on the host); "shared": in one context, as the runtime gives GPUs of
+    one platform (uploads wait on the peers' read events and the host waits for nothing; for
+    CPUs see the subprocess test)."""
     fresh = [Device(d.cl_device, dict(d.profile)) for d in DEVICES[:2]]
+    if context == "own":
+        for d in fresh:
+            d.context  # noqa: B018  (its own, created before any runtime could share one)
+        return fresh
     share_contexts(fresh)
     if fresh[0]._context is None or fresh[0].context is not fresh[1].context:
         pytest.skip("these devices do not share a context (platforms or device.features)")

@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hetcl.bench import INPUT_SHAPES, cpu_model, train_throughput  # noqa: E402
 from hetcl.device import select_devices  # noqa: E402
+from hetcl.runtime import AUTO_STEPS  # noqa: E402
 
 
 def main():
@@ -30,9 +31,11 @@ def main():
     ap.add_argument("--fixed", action="store_true", help="never drop a device")
     args = ap.parse_args()
     devices = select_devices(args.devices)
-    run = lambda mode: train_throughput(  # noqa: E731
-        args.model, devices, args.batch_size, args.steps, parallel=mode,
-        adaptive=not args.fixed, warmup=3 if args.fixed else None)
+    def run(mode):  # auto: warm up past its trial (2 x AUTO_STEPS steps)
+        warmup = (2 * AUTO_STEPS + 1 if mode == "auto" else 3) if args.fixed else None
+        return train_throughput(args.model, devices, args.batch_size, args.steps,
+                                parallel=mode, adaptive=not args.fixed, warmup=warmup)
+
     rates, moved, splits = {"data": [], "hybrid": []}, {}, {}
     for _ in range(args.rounds):
         for mode in rates:
