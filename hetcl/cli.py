@@ -160,6 +160,8 @@ def train(devices_spec, **options):
     names = ", ".join(f"{d.index}:{d.name}" for d in trainer.rt.devices)
     start = f" from epoch {trainer.epoch + 1} step {trainer.step_in_epoch}" if cfg.resume else ""
     ranks = f" as rank 0 of {trainer.world.size} MPI ranks" if trainer.world else ""
+    if len(trainer.rt.devices) > 1:
+        ranks += f" ({cfg.parallel} parallel)"
     if trainer.lead:
         click.echo(f"training {cfg.model} on {trainer.data.name} ({len(trainer.data.train_x)} "
                    f"images) with {names}{ranks}{start}", err=True)

@@ -11,6 +11,7 @@ from hetcl.graph import Sequential
 from hetcl.models import cifar_cnn_wide, lenet5, mlp
 from hetcl.optim import SGD
 from test_multidevice import DEVICES, batch, rel
+from test_train import cfg, run, small_data  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.skipif(len(DEVICES) < 2, reason="needs two OpenCL devices "
                                 "(POCL_DEVICES='pthread basic')")
@@ -116,3 +117,27 @@ def test_hybrid_refuses_mpi_and_unknown_modes():
         hetcl.Runtime(DEVICES[:1], world=object(), parallel="hybrid")
     with pytest.raises(HetclError, match="unknown parallel mode"):
         hetcl.Runtime(DEVICES[:1], parallel="model")
+
+
+def test_hybrid_training_resumes_to_the_same_parameters(small_data, tmp_path):  # noqa: F811
+    """2 epochs == 1 epoch, checkpoint, resume for 1 more: the dense slices' weights and
+    momentum go through the checkpoint and come back sliced. The splits follow measured speeds
+    (not bitwise repeatable), hence a tolerance rather than equality."""
+    const = dict(lr_schedule="constant", warmup_epochs=0.0, devices="0,1", parallel="hybrid")
+    full, _ = run(cfg(small_data, epochs=2, **const))
+    run(cfg(small_data, tmp_path, epochs=1, **const))
+    resumed, history = run(cfg(small_data, tmp_path, epochs=2, resume=True, **const))
+    assert [h["epoch"] for h in history] == [1, 2]
+    a, b = full.model.parameters(), resumed.model.parameters()
+    for k in a:
+        assert rel(b[k], a[k]) < 1e-4, k
+    assert full.rt._hybrid[id(full.model)] is not None
+
+
+def test_a_device_failing_in_a_hybrid_step_stops_with_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HETCL_FAULT", f"{DEVICES[1].index}:2")
+    x, y = batch(64, seed=9)
+    rt, model, opt = hetcl.Runtime(DEVICES[:2], parallel="hybrid"), lenet5().build(), SGD(0.01)
+    rt.train_step(model, opt, x, y, split=[32, 32])
+    with pytest.raises(HetclError, match="resume from the last checkpoint with --parallel data"):
+        rt.train_step(model, opt, x, y, split=[32, 32])
