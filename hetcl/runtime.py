@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 import pyopencl as cl
 
+from .auto import AutoTrial
 from .buffers import to_device
 from .comm import GradientExchange
 from .device import select_devices, share_contexts
@@ -29,8 +30,6 @@ from .scheduler import Scheduler
 
 
 
-AUTO_STEPS, AUTO_WARMUP = 8, 3  # parallel="auto": steps per mode, of which not timed
-
 # OpenCL status names of a device that cannot hold a step's buffers.
 _OUT_OF_MEMORY = ("MEM_OBJECT_ALLOCATION_FAILURE", "OUT_OF_RESOURCES", "OUT_OF_HOST_MEMORY",
                   "INVALID_BUFFER_SIZE")
@@ -41,7 +40,7 @@ class Runtime:
         """adaptive=False: split in proportion to speed but never drop a device.
         parallel: "data" (every layer data-parallel), "hybrid" (dense layers model-parallel:
         hybrid.py) or "auto" (both timed over a model's first steps on several devices, then
-        the faster kept and logged: _auto).
+        the faster kept and logged: auto.py).
         world: an mpi.World (mpi.detect()) to train across processes: each rank takes its
         slice of every global batch and gradients are summed across ranks too. With
         devices "gpu" (or "dgpu") on a node with several GPUs, each rank then takes the one
@@ -64,6 +63,7 @@ class Runtime:
         self.failed = set()  # positions in self.devices of devices that failed
         self.steps = 0       # training steps taken
         self.last_split = None
+        self.last_bytes = 0  # bytes moved between the devices and the host in the last step
         self._step_started = None
 
     def replica(self, model, device):
@@ -179,8 +179,7 @@ class Runtime:
         # scheduler leaves one device: its dense slices live there).
         if id(model) not in self._hybrid and len(plan) > 1:
             if self.parallel == "auto" and Hybrid.supports(model):
-                self._trial[id(model)] = {"mode": "data", "last": None, "bytes": {},
-                                          "times": {"data": [], "hybrid": []}}
+                self._trial[id(model)] = AutoTrial()
             self._hybrid[id(model)] = Hybrid(self, model) if self.parallel == "hybrid" else None
         if id(model) in self._trial:
             self._auto(model)
@@ -226,34 +225,17 @@ class Runtime:
         return loss, correct, [ex.replica for _, ex, _ in runs]
 
     def _auto(self, model):
-        """parallel="auto": a model's first AUTO_STEPS steps on several devices run data-
-        parallel, the next AUTO_STEPS hybrid (the same training either way: only the speed
-        differs), then the faster by median step time is kept and the choice is logged with
-        both measurements and the bytes each moves. Measured rather than modelled: how much
-        of data parallelism's transfers hide behind the backward pass, and what hybrid's host
-        round trips cost, depend on the devices and the model."""
-        trial = self._trial[id(model)]
-        now = time.perf_counter()
-        if trial["last"] is not None:
-            trial["times"][trial["mode"]].append(now - trial["last"])
-        trial["last"] = now
-        if len(trial["times"][trial["mode"]]) < AUTO_STEPS:
-            return
-        trial["bytes"][trial["mode"]] = self.last_bytes
-        if trial["mode"] == "data":
-            trial["mode"] = "hybrid"
+        """parallel="auto" (auto.py): switch to hybrid for its turn, then keep the faster."""
+        outcome = self._trial[id(model)].step(self.last_bytes)
+        if outcome == "hybrid":
             self._hybrid[id(model)] = Hybrid(self, model)
-            return
-        ms = {m: 1e3 * float(np.median(t[AUTO_WARMUP:])) for m, t in trial["times"].items()}
-        best = min(ms, key=ms.get)
-        msg = (f"parallel auto: {best} (median step over {AUTO_STEPS - AUTO_WARMUP} steps "
-               f"each: " + ", ".join(f"{m} {ms[m]:.2f} ms moving {trial['bytes'][m] / 1e6:.1f} "
-                                     f"MB" for m in ms) + ")")
-        self.messages.append(msg)
-        logger.warning(msg)
-        del self._trial[id(model)]
-        if best == "data":
-            self._to_data(model)
+        elif outcome is not None:
+            best, msg = outcome
+            self.messages.append(msg)
+            logger.warning(msg)
+            del self._trial[id(model)]
+            if best == "data":
+                self._to_data(model)
 
     def _to_data(self, model):
         """Hand a model trained hybrid back to data-parallel replicas (parameters and
@@ -370,11 +352,14 @@ class Runtime:
         return self.data_optimizer_state(model)
 
     def data_optimizer_state(self, model):
-        """The optimizer state held by the data-parallel replicas (hybrid.py starts from it)."""
-        for (mid, _), rep in self._replicas.items():
-            if mid == id(model):
-                return {k: v.get() for k, v in rep.state.get("momentum", {}).items()}
-        return {}
+        """The optimizer state held by the data-parallel replicas (hybrid.py starts from it):
+        one that took part in the last step (a device the scheduler left out has an old one)."""
+        reps = sorted((r.version != model.version, i) for i, ((mid, _), r)
+                      in enumerate(self._replicas.items()) if mid == id(model))
+        if not reps:
+            return {}
+        rep = list(self._replicas.values())[reps[0][1]]
+        return {k: v.get() for k, v in rep.state.get("momentum", {}).items()}
 
     def load_optimizer_state(self, model, state):
         if self._hybrid.get(id(model)) and self._hybrid[id(model)].version is not None:

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hetcl.bench import INPUT_SHAPES, cpu_model, train_throughput  # noqa: E402
 from hetcl.device import select_devices  # noqa: E402
-from hetcl.runtime import AUTO_STEPS  # noqa: E402
+from hetcl.auto import AUTO_STEPS  # noqa: E402
 
 
 def main():
