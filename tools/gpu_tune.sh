@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
-# On the GPU machine: tune the GEMMs of every model on the NVIDIA GPU (and the PoCL CPU beside
-# it), copy the tuning DB out (to ship in hetcl/codegen/tuned.json), then run the cuDNN harness
-# with the tuned kernels. Usage: source .whl/gpu-env.sh && bash tools/gpu_tune.sh
+# On the GPU machine: tune every kernel of one model's training step on the first NVIDIA GPU,
+# copy the tuning DB out (to merge into hetcl/codegen/tuned.json), then run the cuDNN harness
+# with the tuned kernels. An in-step tune of cifar-cnn takes longer than one 10-minute call:
+# the tune is cut at SECONDS (it keeps what it found: split-K entries first, then GEMMs, then
+# the other kernels). A later call may start a fresh machine, so give each call one model and
+# merge the DBs it brings back (tuning-MODEL.json) into hetcl/codegen/tuned.json here.
+# Usage: source .whl/gpu-env.sh && bash tools/gpu_tune.sh [model] [seconds] [compare]
 set -uo pipefail
 out=${OUT:-out}; mkdir -p "$out"
+model=${1:-lenet5}; seconds=${2:-300}
 export HETCL_CACHE_DIR=${HETCL_CACHE_DIR:-/tmp/hetcl-cache}
-timeout 240 python3 -m hetcl tune --devices gpu --model all --candidates 16 2>/dev/null | tee "$out/tune_gpu.txt"
-cp "$HETCL_CACHE_DIR/tuning.json" "$out/tuning.json"
-timeout 240 python3 tools/cudnn_compare.py --out "$out/cmp.md" --png "$out/cmp.png" 2>/dev/null | tail -60
-cp "$HETCL_CACHE_DIR/tuning.json" "$out/tuning.json"
+timeout "$seconds" python3 -m hetcl tune --devices 0 --model "$model" --candidates 8 \
+    > "$out/tune-$model.txt" 2>&1
+tr '\r' '\n' < "$out/tune-$model.txt" | grep -v candidate | tail -40
+cp "$HETCL_CACHE_DIR/tuning.json" "$out/tuning-$model.json"
+if [ "${3:-}" = compare ]; then
+    timeout 240 python3 tools/cudnn_compare.py --out "$out/cmp.md" --png "$out/cmp.png" \
+        > "$out/cmp.txt" 2>&1
+    grep -E "Geometric|^\| (lenet5|cifar-cnn) \| [0-9]" "$out/cmp.md"
+fi
