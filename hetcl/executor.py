@@ -198,3 +198,21 @@ class Executor:
     def results(self, event):
         event.wait()
         return float(self._host_loss.astype(np.float64).sum()), int(self._host_correct.sum())
+
+
+def interleave(steps, on_turn=None):
+    """Advance the generators (Executor.enqueue_step and its parts) one item each in turn until
+    all are done, so that every device gets work from the start instead of waiting for the
+    host to enqueue the others' whole step. -> their return values, in order. on_turn(i) is
+    called before generator i advances (the runtime notes whose device an error came from)."""
+    results, pending = [None] * len(steps), list(range(len(steps)))
+    while pending:
+        for i in list(pending):
+            if on_turn is not None:
+                on_turn(i)
+            try:
+                next(steps[i])
+            except StopIteration as finished:
+                results[i] = finished.value
+                pending.remove(i)
+    return results

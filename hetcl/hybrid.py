@@ -25,7 +25,7 @@ import numpy as np
 from .buffers import empty, pinned_empty, to_device
 from .device import event_seconds
 from .errors import HetclError
-from .executor import Executor, Replica
+from .executor import Executor, Replica, interleave
 from .log import logger
 from .ops import DenseOp
 
@@ -259,7 +259,7 @@ class Hybrid:
             if measure:
                 devices[pos].kernel_events = []
             feed(ex, a, b)
-        _interleave([ex._forward_nodes() for *_, ex in runs])
+        interleave([ex._forward_nodes() for *_, ex in runs])
         x = self._staging("x0", (n, self.widths[0]))
         self._wait([self._read(ex.out[self.upto - 1], x[a:b]) for _, a, b, ex in runs])
         inputs = []  # per layer: per run, the device's copy of the layer's input [n, F_l]
@@ -295,9 +295,9 @@ class Hybrid:
             events.append(self._read(dlogits, dz[a:b]))
         self._wait(events)
         dy = dz
+        head_needs_grad = runs[0][3].needs_grad[self.upto - 1]  # (trainable layers before)
         for layer in reversed(range(len(self.tail))):
-            first = layer == 0
-            wants_dx = not first or _head_needs_grad(self.model, self.tail)
+            wants_dx = layer > 0 or head_needs_grad
             width = self.widths[layer]
             partials, events = [], []
             for k, (pos, *_) in enumerate(runs):
@@ -327,7 +327,7 @@ class Hybrid:
                 self._upload(ex.grad[self.upto - 1], dy[a:b])
         if exchange:
             exchange.begin()
-        _interleave([ex._backward_nodes(exchange.reader(ex) if exchange else None)
+        interleave([ex._backward_nodes(exchange.reader(ex) if exchange else None)
                      for *_, ex in runs])
         loss = correct = 0
         for (*_, ex), event in zip(runs, done):
@@ -355,14 +355,3 @@ class Hybrid:
     def _wait(events):
         for event in events:
             event.wait()
-
-
-def _interleave(generators):
-    """Advance the generators one item each in turn (each device gets work from the start)."""
-    pending = list(generators)
-    while pending:
-        for gen in list(pending):
-            try:
-                next(gen)
-            except StopIteration:
-                pending.remove(gen)

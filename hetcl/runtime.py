@@ -23,7 +23,7 @@ from .buffers import to_device
 from .comm import GradientExchange
 from .device import select_devices, share_contexts
 from .errors import DeviceFault, DeviceWarning, HetclError, ShapeError
-from .executor import Executor, Replica, Resident
+from .executor import Executor, Replica, Resident, interleave
 from .log import logger
 from .hybrid import MODES, Hybrid
 from .scheduler import Scheduler
@@ -185,8 +185,11 @@ class Runtime:
             self._auto(model)
         if self._hybrid.get(id(model)):
             return self._hybrid_step(model, n, feed, plan, exchange, measure, split)
-        self.last_bytes = exchange.bytes if exchange else 0
         runs, current = [], None
+
+        def turn(k):  # which device an OpenCL error would come from
+            nonlocal current
+            current = runs[k][0]
         try:
             for i, a, b in plan:
                 current = i
@@ -195,18 +198,10 @@ class Runtime:
                 if measure:  # the scheduler's measure of the device: its kernels' busy time
                     self.devices[i].kernel_events = []
                 feed(ex, offset + a, offset + b)
-                runs.append([i, ex, ex.enqueue_step(n, exchange.reader(ex) if exchange else None)])
-            pending = list(runs)
-            while pending:  # one node per device in turn (see Executor.enqueue_step)
-                for run in list(pending):
-                    current = run[0]
-                    try:
-                        next(run[2])
-                    except StopIteration as finished:
-                        run[2] = finished.value  # the event of the loss results
-                        pending.remove(run)
+                runs.append((i, ex, ex.enqueue_step(n, exchange.reader(ex) if exchange else None)))
+            dones = interleave([step for _, _, step in runs], turn)  # the loss results' events
             loss = correct = 0
-            for i, ex, done in runs:
+            for (i, ex, _), done in zip(runs, dones):
                 current = i
                 l, c = ex.results(done)
                 loss, correct = loss + l, correct + c
