@@ -11,6 +11,7 @@ Runtime  - forward / gradients / train_step over the selected devices. With seve
            counted twice. With an mpi.World, each process (rank) takes its slice of every
            global batch first, and the sums span the ranks too (mpi.py, comm.py).
 """
+import contextlib
 import os
 import time
 import warnings
@@ -169,9 +170,8 @@ class Runtime:
             (self.steps < 20 or self.steps % 8 == 0)
         for device in self.devices:
             device.kernel_events = None  # (left on by a step that failed)
-            # Profiling costs host time per command (device.py); only measured steps need it.
-            # It is back on after the step for anyone else (a lazy switch: free if nobody
-            # enqueues in between).
+            # Profiling costs host time per command (device.py); only measured steps need it
+            # (back on after the step: _profiling_restored).
             device.profiling = measure
         if measure and self._step_started is not None:
             self._step_started = (self._step_started[0], True)
@@ -248,7 +248,6 @@ class Runtime:
             loss, correct, updates, times = self._hybrid[id(model)].step(
                 plan, n, feed, exchange, measure)
         except (cl.Error, DeviceFault) as e:
-            self._profiling_back_on()
             raise HetclError(f"a device failed during a hybrid step ({e}); its slice of the "
                              f"dense layers is lost with it: resume from the last checkpoint "
                              f"with --parallel data to train on without it") from e
@@ -268,7 +267,6 @@ class Runtime:
         return compute, exchange
 
     def _recover(self, model, n, feed, failed, error):
-        self._profiling_back_on()
         if failed is None or len(self.devices) - len(self.failed) <= 1:
             if any(code in str(error) for code in _OUT_OF_MEMORY):
                 where = f"{self.devices[failed]}" if failed is not None else "a device"
@@ -294,19 +292,29 @@ class Runtime:
     def gradients(self, model, x, y, split=None):
         """(loss, {name: gradient}) of the batch, without changing the parameters.
         split: optional shard size per device (default: the scheduler's)."""
-        loss, _, replicas = self._numpy_step(model, x, y, split)
-        self._profiling_back_on()
+        with self._profiling_restored():
+            loss, _, replicas = self._numpy_step(model, x, y, split)
         if self._hybrid.get(id(model)):
             return loss, self._hybrid[id(model)].gradients()
         return loss, {k: v.get() for k, v in replicas[0].grads.items()}
 
-    def _profiling_back_on(self):
-        for device in self.devices:
-            device.profiling = True
+    @contextlib.contextmanager
+    def _profiling_restored(self):
+        """Around the public step methods: a step turns profiling off unless the scheduler
+        measures it (device.py: it costs host time per command); whatever happens inside,
+        it is back on for the caller - the tuner and benchmarks read profiling events - and
+        the switch is lazy, so it costs nothing until someone else enqueues."""
+        try:
+            yield
+        finally:
+            for device in self.devices:
+                device.profiling = True
 
     def train_step(self, model, opt, x, y, return_correct=False, split=None):
         """One SGD step on a numpy batch (x already normalised). -> loss [, correct count]"""
-        return self._update(model, opt, *self._numpy_step(model, x, y, split), return_correct)
+        with self._profiling_restored():
+            return self._update(model, opt, *self._numpy_step(model, x, y, split),
+                                return_correct)
 
     def resident(self, device, images, labels, mean=0.0, std=1.0):
         """uint8 images [N, ...] and labels [N] uploaded once to the device (cached)."""
@@ -323,7 +331,9 @@ class Runtime:
         indices = np.asarray(indices, np.int32)
         feed = lambda ex, a, b: ex.gather(
             self.resident(ex.replica.device, images, labels, mean, std), indices[a:b])
-        return self._update(model, opt, *self._step(model, len(indices), feed), return_correct)
+        with self._profiling_restored():
+            return self._update(model, opt, *self._step(model, len(indices), feed),
+                                return_correct)
 
     def evaluate_indices(self, model, images, labels, mean=0.0, std=1.0, batch_size=256):
         """-> predicted class per sample of a resident uint8 set (on the first device)."""
@@ -376,5 +386,4 @@ class Runtime:
         model._pull = hybrid.download if hybrid else replicas[0].download
         if hybrid:
             hybrid.version = model.version
-        self._profiling_back_on()
         return (loss, correct) if return_correct else loss

@@ -60,7 +60,6 @@ def step_executor(model_name, device, batch, key=None, params=None):
 
 
 def _step_launches(ex, batch):
-    ex.replica.device.profiling = True  # (a runtime may have left it off: device.py)
     with record_launches() as launches:
         for _ in ex.enqueue_step(batch):
             pass

@@ -28,7 +28,6 @@ def _launcher(device, problem, params, buffers):
     m, n, k, ta, tb, batch = problem
     if not params.valid(device.features):
         return None
-    device.profiling = True  # timed by profiling events (a runtime may have left it off)
     try:
         op = Gemm(device, m, n, k, ta, tb, batch=batch, params=params)
     except (BuildError, ValueError):
