@@ -352,9 +352,13 @@ class Runtime:
 
     def optimizer_state(self, model):
         """Optimizer buffers of the model (identical on every replica): {name: array}."""
-        if self._hybrid.get(id(model)) and self._hybrid[id(model)].version is not None:
-            return self._hybrid[id(model)].optimizer_state()
-        return self.data_optimizer_state(model)
+        hybrid = self._trained_hybrid(model)
+        return hybrid.optimizer_state() if hybrid else self.data_optimizer_state(model)
+
+    def _trained_hybrid(self, model):
+        """The model's hybrid state once it holds parameters (it ran a step), else None."""
+        hybrid = self._hybrid.get(id(model))
+        return hybrid if hybrid is not None and hybrid.version is not None else None
 
     def data_optimizer_state(self, model):
         """The optimizer state held by the data-parallel replicas (hybrid.py starts from it):
@@ -367,8 +371,9 @@ class Runtime:
         return {k: v.get() for k, v in rep.state.get("momentum", {}).items()}
 
     def load_optimizer_state(self, model, state):
-        if self._hybrid.get(id(model)) and self._hybrid[id(model)].version is not None:
-            self._hybrid[id(model)].load_optimizer_state(state)
+        hybrid = self._trained_hybrid(model)
+        if hybrid:
+            hybrid.load_optimizer_state(state)
         for device in self.devices:
             rep = self.replica(model, device)
             rep.state["momentum"] = {k: to_device(device, np.asarray(v, np.float32))
