@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Profile (not a test): where one device's training step goes, kernel by kernel.
+
+Trains a model on one device for some warm-up steps, then enqueues one more step node by node
+with every launch recorded (OpenCL profiling events) and prints, per node and phase (forward,
+loss, backward, update), the kernels' device time, their count, and the totals. It also times
+unprofiled steps (wall clock, host included), so "wall - kernels" is what the device spent
+waiting for the host or between kernels.
+
+    python tools/profile_kernels.py --devices 0 --model cifar-cnn --batch-size 256
+"""
+import argparse
+import collections
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from hetcl import ops  # noqa: E402
+from hetcl.bench import INPUT_SHAPES, cpu_model, random_data  # noqa: E402
+from hetcl.codegen.launch import record_launches  # noqa: E402
+from hetcl.device import event_seconds  # noqa: E402
+from hetcl.models import build_model  # noqa: E402
+from hetcl.optim import SGD  # noqa: E402
+from hetcl.runtime import Runtime  # noqa: E402
+
+
+def owner_name(owner):
+    """A short label for a launch's owner: its kernel's function name (GEMMs with their shape)."""
+    if hasattr(owner, "problem"):  # Gemm: (m, n, k, trans_a, trans_b, batch)
+        m, n, k, ta, tb, b = owner.problem
+        return f"gemm{'T' if ta else 'N'}{'T' if tb else 'N'} {m}x{n}x{k}" + (f"x{b}" if b > 1 else "")
+    kernel = getattr(owner, "kernel", None)
+    return getattr(kernel, "function_name", None) or type(owner).__name__
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--devices", default="0", help="one device (hetcl devices lists them)")
+    ap.add_argument("--model", default="cifar-cnn", choices=sorted(INPUT_SHAPES))
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=20, help="timed unprofiled steps")
+    ap.add_argument("--conv", choices=("auto", "implicit", "explicit"), default="auto",
+                    help="im2col inside the conv GEMMs or written out (hetcl/ops.py)")
+    args = ap.parse_args()
+    ops.IMPLICIT_IM2COL = {"auto": None, "implicit": True, "explicit": False}[args.conv]
+
+    rt = Runtime(args.devices)
+    if len(rt.devices) != 1:
+        sys.exit(f"profile_kernels takes one device, got {len(rt.devices)}")
+    device = rt.devices[0]
+    images, labels, batches = random_data(args.model, args.batch_size, 4)
+    model = build_model(args.model, INPUT_SHAPES[args.model], 10, 0)
+    opt = SGD(0.01, 0.9)
+
+    def step(i):
+        rt.train_step_indices(model, opt, images, labels, batches[i % 4], 0.3, 0.3)
+
+    for i in range(5):
+        step(i)
+    device.queue.finish()
+    t0 = time.perf_counter()
+    for i in range(args.steps):
+        step(i)
+    device.queue.finish()
+    wall = (time.perf_counter() - t0) / args.steps
+
+    # One step, node by node, every launch recorded (composite ops such as the split-K GEMM
+    # appear under their own kernels and under the composite: only leaf owners are summed).
+    ex = rt.executor(model, device, args.batch_size)
+    data = rt.resident(device, images, labels, 0.3, 0.3)
+    device.profiling = True
+    rows = []  # (phase, node label, [(owner, event)])
+    with record_launches() as launches:
+        ex.gather(data, batches[0])
+    rows.append(("input", "gather", list(launches)))
+    forward = [i for i in ex.ops]
+    gen = ex.enqueue_step(args.batch_size)
+    labels_seq = ([("forward", model.nodes[i]) for i in forward] + [("loss", None)] +
+                  [("backward", n) for n in reversed(model.nodes[1:ex.upto])])
+    for phase, node in labels_seq:
+        with record_launches() as launches:
+            try:
+                next(gen)
+            except StopIteration:
+                pass
+        label = "loss" if node is None else f"{node.index}:{type(node.layer).__name__}"
+        rows.append((phase, label, list(launches)))
+    with record_launches() as launches:
+        opt.apply(ex.replica)
+    rows.append(("update", "all parameters", list(launches)))
+    device.queue.finish()
+
+    composite = {"SplitKGemm"}
+    print(f"{args.model}, batch {args.batch_size} on {device} ({device.name}); host "
+          f"{cpu_model()}")
+    print(f"| phase | node | kernels | device µs | by kernel (µs) |\n|---|---|---:|---:|---|")
+    total, count, by_kind = 0.0, 0, collections.Counter()
+    for phase, label, recs in rows:
+        leaf = [(o, e) for o, e in recs if owner_name(o) not in composite]
+        if not leaf:
+            continue
+        parts = collections.Counter()
+        for owner, event in leaf:
+            us = event_seconds(event) * 1e6
+            parts[owner_name(owner)] += us
+            by_kind[owner_name(owner)] += us
+        us = sum(parts.values())
+        total += us
+        count += len(leaf)
+        detail = ", ".join(f"{k} {v:.0f}" for k, v in parts.most_common())
+        print(f"| {phase} | {label} | {len(leaf)} | {us:.0f} | {detail} |")
+    print(f"\nkernels per step: {count}; their device time {total / 1e3:.3f} ms; wall per "
+          f"unprofiled step {wall * 1e3:.3f} ms ({args.batch_size / wall:.0f} images/s); "
+          f"wall - kernels = {(wall * 1e6 - total) / 1e3:.3f} ms")
+    print("by kernel: " + ", ".join(f"{k} {v / 1e3:.3f} ms" for k, v in by_kind.most_common()))
+
+
+if __name__ == "__main__":
+    main()
