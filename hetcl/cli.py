@@ -270,7 +270,11 @@ def _bench_ranks(world, devices, models, batch_size, steps):
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--candidates", type=int, default=12, show_default=True,
               help="Parameter sets tried per kernel and shape besides the current choice.")
-def tune(devices_spec, models, batch_size, candidates):
+@click.option("--kernels", "kinds", multiple=True, type=click.Choice(["splitk", "gemm", "other"]),
+              help="Tune only these (repeatable; default all, in this order): split-K slice "
+                   "counts, GEMMs, the other kernels (im2col/col2im, bias+activation, gradients, "
+                   "pooling).")
+def tune(devices_spec, models, batch_size, candidates, kinds):
     """Auto-tune kernel parameters per device and save them in the tuning DB (user cache dir;
     training uses it automatically): every GEMM, im2col/col2im, bias+activation, gradient and
     pooling kernel of the models' training steps, each winner checked inside a training step.
@@ -284,7 +288,8 @@ def tune(devices_spec, models, batch_size, candidates):
 
     def report(msg, end=False):
         click.echo(msg, err=True, nl=not end)
-    rows = run_tune(select_devices(devices_spec), names, batch_size, candidates, report)
+    rows = run_tune(select_devices(devices_spec), names, batch_size, candidates, report,
+                    kinds=tuple(kinds) or ("splitk", "gemm", "other"))
     click.echo(_table([[f"{d.index}: {d.name}", label, f"{before:.3f}", f"{ms:.3f}",
                         f"{before / ms:.2f}x", str(best)]
                        for d, _, label, best, ms, before in rows],

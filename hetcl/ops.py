@@ -1,16 +1,13 @@
 """Bound layers: the kernels of one layer on one device for one batch size (see layers.py for
 the forward/backward contract). Built once; forward and backward only enqueue.
 
-Conv2D is im2col + the tuned GEMM. Forward and backward work in the [F, N*OH*OW] layout ("fns")
-that a GEMM with the weights produces: the forward is a GEMM plus one fused
-bias+activation+transpose to NCHW; the backward turns dy into dz in "fns" (activation derivative
-fused), dW is a split-K GEMM, and dx = col2im(W^T @ dz).
-On devices with local memory (GPUs) the forward and dW GEMMs read the column matrix straight
-from the images (implicit im2col, gemm.cl.mako's b_view): no column buffer is written or read
-for them, and they run over the whole batch at once. Elsewhere (CPUs, where the GEMM streams
-contiguous rows) im2col writes the columns out. The column buffer [C*KH*KW, chunk*OH*OW] (all
-of it on CPUs, dx's W^T @ dz on GPUs) is processed in chunks of images that keep it within a
-memory budget.
+Conv2D is im2col + the tuned GEMM. The batch is processed in chunks of images so that the column
+buffer [C*KH*KW, chunk*OH*OW] stays within a memory budget. Forward and backward work in the
+[F, N*OH*OW] layout ("fns") that a GEMM with the weights produces: the forward is one GEMM per
+chunk plus one fused bias+activation+transpose to NCHW; the backward turns dy into dz in "fns"
+(activation derivative fused), and dW is a split-K GEMM per chunk, accumulated over chunks.
+(Reading the columns inside the GEMMs instead - implicit im2col - was measured slower on an
+H200: docs/benchmarks.md, "Session 4".)
 """
 import numpy as np
 
@@ -23,13 +20,10 @@ from .codegen.splitk import SplitKGemm
 from .codegen.update import Axpby
 
 COL_BUDGET_BYTES = {"cpu": 64 << 20, "gpu": 512 << 20}
-# GPUs: at least COL_BUDGET_BYTES["gpu"], or this fraction of the device's memory (a 141 GB H200
-# keeps cifar-cnn's 1.2 GB conv1 columns at batch 512 in one chunk: chunks cost a short tail GEMM)
+# GPUs: at least COL_BUDGET_BYTES["gpu"], or this fraction of the device's memory: a 141 GB H200
+# keeps cifar-cnn's 1.2 GB conv1 columns at batch 512 in one chunk (each extra chunk redoes
+# im2col in the backward pass and adds a short, inefficient tail GEMM)
 COL_BUDGET_SHARE = 1 / 32
-# Implicit im2col for the forward and dW GEMMs: None = on devices with local memory; True /
-# False force it (benchmarks). Tests: GEMM parameters that force it (USE_LOCAL=1) on any device.
-IMPLICIT_IM2COL = None
-IMPLICIT_GEMM_PARAMS = None
 
 
 class Lazy:
@@ -79,10 +73,8 @@ class ConvOp:
         c, h, w = in_chw
         oh = (h + 2 * pad[0] - kernel[0]) // stride[0] + 1
         ow = (w + 2 * pad[1] - kernel[1]) // stride[1] + 1
-        self.device = device
         self.n, self.chw, self.f, self.s = n, c * h * w, f, oh * ow
-        self.ckk = ckk = c * kernel[0] * kernel[1]
-        ns = n * self.s
+        ckk = c * kernel[0] * kernel[1]
         if device.features["simt"]:
             budget = max(COL_BUDGET_BYTES["gpu"],
                          int(device.profile["global_mem_bytes"] * COL_BUDGET_SHARE))
@@ -93,62 +85,39 @@ class ConvOp:
         self.chunks = [(n0, min(chunk, n - n0)) for n0 in range(0, n, chunk)]
         sizes = sorted({nc for _, nc in self.chunks})
         geo = (in_chw, kernel, stride, pad)
-        gp = IMPLICIT_GEMM_PARAMS
-        self.implicit = gp is not None or (device.features["local_memory"]
-                                            if IMPLICIT_IM2COL is None else IMPLICIT_IM2COL)
-        self._col, self.col_cols = None, chunk * self.s  # allocated on first use
+        self.im2col = {nc: Im2Col(device, *geo, nc) for nc in sizes}
+        self.col2im = {nc: Lazy(lambda nc=nc: Col2Im(device, *geo, nc)) for nc in sizes}
+        self.col = empty(device, (ckk, chunk * self.s))
         self.col_holds_x = False  # one chunk: the forward's columns serve the backward too
         # z [F, n*S] ("fns"): the forward's pre-activation, then the backward's dz.
-        self.z = empty(device, (f, ns))
-        if self.implicit:
-            view = (c, h, w) + tuple(kernel) + tuple(stride) + tuple(pad)
-            # z (F x n*S) = W (F x CKK) @ col(x);  dW (F x CKK) = dz (F x n*S) @ col(x)^T
-            self.fwd_all = Gemm(device, f, ns, ckk, params=gp, b_view=view)
-            self.dw_all = SplitKGemm(device, f, ckk, ns, True, ns, ns, gemm_params=gp,
-                                     b_view=view)
-        else:
-            self.im2col = {nc: Im2Col(device, *geo, nc) for nc in sizes}
-            # Forward, per chunk: z[:, chunk] (F x nc*S) = W (F x CKK) @ col (CKK x nc*S)
-            self.fwd = {nc: Gemm(device, f, nc * self.s, ckk, ldc=ns) for nc in sizes}
-            # dW (F x CKK) [+]= dz[:, chunk] (F x nc*S) @ col^T
-            self.dw = {nc: SplitKGemm(device, f, ckk, nc * self.s, True, ns, nc * self.s)
-                       for nc in sizes}
+        self.z = empty(device, (f, n * self.s))
+        ns = n * self.s
+        # Forward, per chunk: z[:, chunk] (F x nc*S) = W (F x CKK) @ col (CKK x nc*S)
+        self.fwd = {nc: Gemm(device, f, nc * self.s, ckk, ldc=ns) for nc in sizes}
         self.bias_act = BiasAct(device, n, f, self.s, act, "fns", bias=True)
         self.act_bwd = ActBwd(device, n, f, self.s, act, "fns")
         self.bias_grad = BiasGrad(device, n, f, self.s, "fns")
-        # dcol = W^T @ dz[:, chunk], then col2im into dx: built on first use (the first layer
-        # never needs dx)
-        self.col2im = {nc: Lazy(lambda nc=nc: Col2Im(device, *geo, nc)) for nc in sizes}
+        # dW (F x CKK) [+]= dz[:, chunk] (F x nc*S) @ col^T;  dcol = W^T @ dz[:, chunk]
+        self.dw = {nc: SplitKGemm(device, f, ckk, nc * self.s, True, ns, nc * self.s)
+                   for nc in sizes}
         self.dcol = {nc: Lazy(lambda nc=nc: Gemm(device, ckk, nc * self.s, f, trans_a=True,
-                                                 ldb=ns, params=gp)) for nc in sizes}
-
-    @property
-    def col(self):
-        if self._col is None:
-            self._col = empty(self.device, (self.ckk, self.col_cols))
-        return self._col
+                                                 ldb=ns)) for nc in sizes}
 
     def forward(self, xs, y, p):
-        if self.implicit:
-            self.fwd_all(p["weight"], xs[0], self.z)
-        else:
-            for n0, nc in self.chunks:
-                self.im2col[nc](xs[0], self.col, x_off=n0 * self.chw)
-                self.fwd[nc](p["weight"], self.col, self.z, c_off=n0 * self.s)
-            self.col_holds_x = len(self.chunks) == 1
+        for n0, nc in self.chunks:
+            self.im2col[nc](xs[0], self.col, x_off=n0 * self.chw)
+            self.fwd[nc](p["weight"], self.col, self.z, c_off=n0 * self.s)
+        self.col_holds_x = len(self.chunks) == 1
         self.bias_act(self.z, p["bias"], y)
 
     def backward(self, xs, y, dy, dxs, p, g):
         dz = self.z
         self.act_bwd(y, dy, dz)
         self.bias_grad(dz, g["bias"])
-        if self.implicit:
-            self.dw_all(dz, xs[0], g["weight"])
         for i, (n0, nc) in enumerate(self.chunks):
-            if not self.implicit:
-                if not self.col_holds_x:
-                    self.im2col[nc](xs[0], self.col, x_off=n0 * self.chw)
-                self.dw[nc](dz, self.col, g["weight"], a_off=n0 * self.s, accumulate=i > 0)
+            if not self.col_holds_x:
+                self.im2col[nc](xs[0], self.col, x_off=n0 * self.chw)
+            self.dw[nc](dz, self.col, g["weight"], a_off=n0 * self.s, accumulate=i > 0)
             if dxs[0] is not None:  # the column buffer is free again: reuse it for dcol
                 self.dcol[nc](p["weight"], dz, self.col, b_off=n0 * self.s)
                 self.col2im[nc](self.col, dxs[0], dx_off=n0 * self.chw)

@@ -118,9 +118,14 @@ def _best(current, results):
     return current, float("nan"), float("nan")
 
 
-def tune(devices, model_names, batch=256, count=12, report=print, db_path=None, rounds=12):
+KINDS = ("splitk", "gemm", "other")  # what a tune can be limited to, in the order it runs
+
+
+def tune(devices, model_names, batch=256, count=12, report=print, db_path=None, rounds=12,
+         kinds=KINDS):
     """-> list of (device, (kernel, bucket), label, best params, ms, ms before) rows.
-    rounds: alternations per comparison inside the training step."""
+    rounds: alternations per comparison inside the training step. kinds: a subset of KINDS
+    (e.g. only "other" to re-tune the non-GEMM kernels after a change to them)."""
     rows = []
     for device in devices:
         def save(key, label, best, ms, before):
@@ -128,10 +133,10 @@ def tune(devices, model_names, batch=256, count=12, report=print, db_path=None, 
             rows.append((device, key, label, best, ms, before))
 
         done = set()
-        for name in model_names:
+        for name in model_names if "splitk" in kinds else ():
             _tune_in_step(name, device, batch, count, rounds, report, save, done, splits=True)
         problems, owner = [], {}
-        for name in model_names:
+        for name in model_names if "gemm" in kinds else ():
             for p in model_gemm_problems(name, device, batch):
                 if p not in problems:
                     problems.append(p)
@@ -150,7 +155,7 @@ def tune(devices, model_names, batch=256, count=12, report=print, db_path=None, 
                 best, ms, before = _best(current, compare_in_step(
                     owner[problem], device, batch, key, current, [best], rounds))
             save(key, label, best, ms, before)
-        for name in model_names:
+        for name in model_names if "other" in kinds else ():
             _tune_in_step(name, device, batch, count, rounds, report, save, done, splits=False)
         report("")
     return rows

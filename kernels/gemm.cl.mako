@@ -11,17 +11,6 @@
 ##   with the operands swapped (hetcl/codegen/gemm.py does so for trans_a and trans_b together
 ##   without local memory: that turns the case into the fast trans_a = trans_b = False one).
 ##   b = get_group_id(2) is the batch index (batched GEMM: one launch for every image of a conv).
-##
-## Implicit im2col (context b_view = (C, H, W, KH, KW, SH, SW, PH, PW); local-memory path only):
-##   B is then an image batch X [images, C, H, W] (NCHW, packed) and the matrix the GEMM reads
-##   is its column matrix col [C*KH*KW, images*OH*OW] (hetcl/codegen/conv.py), computed while
-##   the tiles are staged instead of being written out by an im2col kernel:
-##     col[r][c] = X[img][ci][oh*SH - PH + kh][ow*SW - PW + kw]   (0 where that is padding)
-##     with r = (ci*KH + kh)*KW + kw, c = (img*OH + oh)*OW + ow.
-##   trans_b = False: op(B)[k, n] = col[k][n] (a conv's forward, W @ col);
-##   trans_b = True:  op(B)[k, n] = col[n][k] (its weight gradient, dz @ col^T).
-##   b_off and b_bstride then count along K (a split-K slice's first k), not memory; ldb is
-##   unused. Neighbouring work-items stage neighbouring c (pixels): coalesced reads of X.
 ##   beta == 0 never reads C, so C may hold garbage (NaN) on entry.
 ##
 ## NDRange: global = (ceil(N/NWG)*NDIMC, ceil(M/MWG)*MDIMC, batch), local = (NDIMC, MDIMC, 1).
@@ -78,9 +67,6 @@
 ## the loop that only edge work-groups take (no local), never by padding the operands.
 <%
 trans_c = context.get("trans_c", False)
-b_view = context.get("b_view", None)
-if b_view is not None and not USE_LOCAL:
-    raise ValueError("b_view (implicit im2col) needs the local-memory path (USE_LOCAL=1)")
 MWI = MWG // MDIMC
 NWI = NWG // NDIMC
 NV = NWI // VWN
@@ -132,9 +118,6 @@ def A_at(m, k):
     return ("A[(%s)*lda + (%s)]" % (k, m)) if trans_a else ("A[(%s)*lda + (%s)]" % (m, k))
 
 def B_at(k, n):
-    if b_view is not None:
-        return ("col_at(B, %s, (%s) + kofs)" % (n, k)) if trans_b else \
-            ("col_at(B, (%s) + kofs, %s)" % (k, n))
     return ("B[(%s)*ldb + (%s)]" % (n, k)) if trans_b else ("B[(%s)*ldb + (%s)]" % (k, n))
 
 def vec(items):
@@ -155,24 +138,6 @@ def C_ptr(r, c):
 #define LOADV(p) ((p)[0])
 % endif
 
-% if b_view is not None:
-<%
-VC, VH, VW_, VKH, VKW, VSH, VSW, VPH, VPW = b_view
-VOH = (VH + 2 * VPH - VKH) // VSH + 1
-VOW = (VW_ + 2 * VPW - VKW) // VSW + 1
-%>\
-// Element [r][c] of X's column matrix (see the header): compile-time geometry, so the
-// divisions are multiplications and shifts.
-inline float col_at(__global const float* restrict X, const int r, const int c) {
-    const int ci = r / ${VKH * VKW}, rk = r % ${VKH * VKW};
-    const int img = c / ${VOH * VOW}, p = c % ${VOH * VOW};
-    const int ih = (p / ${VOW}) * ${VSH} - ${VPH} + rk / ${VKW};
-    const int iw = (p % ${VOW}) * ${VSW} - ${VPW} + rk % ${VKW};
-    return (ih >= 0 && ih < ${VH} && iw >= 0 && iw < ${VW_})
-        ? X[(size_t)img * ${VC * VH * VW_} + ci * ${VH * VW_} + ih * ${VW_} + iw] : 0.0f;
-}
-
-% endif
 % if not features.get("simt", True) and V >= 8:
 // CPU: LLVM may prefer 256-bit registers on AVX-512 machines and split every float16 in two;
 // asking for the full width keeps one register per vector.
@@ -189,11 +154,7 @@ void gemm(const int M, const int N, const int K, const float alpha, const float 
     const int row0 = get_group_id(1) * MWG, col0 = get_group_id(0) * NWG;
     const size_t batch = get_group_id(2);
     A += a_off + batch * a_bstride;
-% if b_view is not None:
-    const int kofs = b_off + (int)batch * b_bstride;  // implicit im2col: offsets along K
-% else:
     B += b_off + batch * b_bstride;
-% endif
     C += c_off + batch * c_bstride;
 
 % for i in range(MWI):

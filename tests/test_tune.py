@@ -83,6 +83,19 @@ def test_hetcl_tune_writes_the_db_for_every_gemm_of_the_model(fresh_db):
     assert "saved to" in result.output
 
 
+def test_hetcl_tune_kernels_limits_what_is_tuned(fresh_db):
+    """--kernels other: the non-GEMM kernels of the step get entries, no GEMM or split does."""
+    from hetcl.device import list_devices
+    dev = list_devices()[-1]
+    result = CliRunner().invoke(main, ["tune", "--devices", str(dev.index), "--model", "mlp",
+                                       "--candidates", "1", "--batch-size", "32",
+                                       "--kernels", "other"])
+    assert result.exit_code == 0, result.output
+    kinds = set(json.loads((fresh_db / "tuning.json").read_text())["devices"][dev.fingerprint]
+                ["kernels"])
+    assert "bias_act" in kinds and not kinds & {"gemm", "splitk"}
+
+
 def test_a_winner_that_loses_inside_the_training_step_is_not_taken(device, fresh_db,
                                                                    monkeypatch):
     """The isolated search is told to crown a one-element-per-work-item kernel; checked in a

@@ -19,7 +19,6 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from hetcl import ops  # noqa: E402
 from hetcl.bench import INPUT_SHAPES, cpu_model, random_data  # noqa: E402
 from hetcl.codegen.launch import record_launches  # noqa: E402
 from hetcl.device import event_seconds  # noqa: E402
@@ -43,10 +42,7 @@ def main():
     ap.add_argument("--model", default="cifar-cnn", choices=sorted(INPUT_SHAPES))
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--steps", type=int, default=20, help="timed unprofiled steps")
-    ap.add_argument("--conv", choices=("auto", "implicit", "explicit"), default="auto",
-                    help="im2col inside the conv GEMMs or written out (hetcl/ops.py)")
     args = ap.parse_args()
-    ops.IMPLICIT_IM2COL = {"auto": None, "implicit": True, "explicit": False}[args.conv]
 
     rt = Runtime(args.devices)
     if len(rt.devices) != 1:

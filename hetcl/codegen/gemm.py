@@ -37,14 +37,10 @@ class Gemm:
 
     Row-major operands; leading dimensions default to the packed ones. See the template header
     for the exact layout. Build happens here, once; ``__call__`` only enqueues.
-
-    b_view = (C, H, W, KH, KW, SH, SW, PH, PW): B is an NCHW image batch and the GEMM reads its
-    im2col column matrix without it being written out (implicit im2col; b_off and b_stride
-    then count along K). Needs parameters with USE_LOCAL (``implicit_ok``).
     """
 
     def __init__(self, device, m, n, k, trans_a=False, trans_b=False, batch=1, params=None,
-                 lda=None, ldb=None, ldc=None, b_view=None):
+                 lda=None, ldb=None, ldc=None):
         self.device = device
         self.m, self.n, self.k, self.batch = int(m), int(n), int(k), int(batch)
         self.trans_a, self.trans_b = bool(trans_a), bool(trans_b)
@@ -56,21 +52,14 @@ class Gemm:
             _recorder.append(self.problem)
         self.params = params or tuned_params(device, self.m, self.n, self.k, self.trans_a,
                                              self.trans_b, self.batch)
-        if b_view is not None and not self.params.USE_LOCAL and not params:
-            self.params = GemmParams.defaults(device.features)  # (a CPU-style DB entry)
         reason = self.params.invalid_reason(device.features)
         if reason:
             raise ValueError(f"GEMM parameters {self.params} invalid on {device}: {reason}")
         # op(A)^T op(B)^T without local memory: compute C^T = B A instead (both operands then
         # untransposed, the fastest inner loop there) and let the kernel store C transposed.
         self.swap = self.trans_a and self.trans_b and not self.params.USE_LOCAL
-        if b_view is not None and not self.params.USE_LOCAL:
-            raise ValueError(f"implicit im2col (b_view) needs USE_LOCAL=1, not {self.params}")
         if self.swap:
             program = build(device, self.params, trans_a=False, trans_b=False, trans_c=True)
-        elif b_view is not None:
-            program = build(device, self.params, trans_a=self.trans_a, trans_b=self.trans_b,
-                            b_view=tuple(int(v) for v in b_view))
         else:
             program = build(device, self.params, trans_a=self.trans_a, trans_b=self.trans_b)
         self.kernel = cl.Kernel(program, "gemm")  # its own: arguments are per instance

@@ -60,9 +60,7 @@ class SplitKGemm:
     object (launch.attribute), so the in-step tuner times the whole split - GEMMs and
     reduction - as the "splitk" entry."""
 
-    def __init__(self, device, m, n, k, trans_b, lda, ldb, params=None, gemm_params=None,
-                 b_view=None):
-        """gemm_params / b_view: passed to the GEMMs inside (an implicit-im2col B: gemm.py)."""
+    def __init__(self, device, m, n, k, trans_b, lda, ldb, params=None):
         key = bucket(m, n, k, trans_b)
         default = SplitKParams.for_shape(device, m, n, k, trans_b)
         chosen = params or choose(device, SplitKParams, "splitk", key, default)
@@ -75,19 +73,16 @@ class SplitKGemm:
         self.p = p = chosen.P
         self.kc, self.rest, self.mn = k // p, k % p, m * n
         if p == 1:  # one plain GEMM, no partial sums
-            self.direct = Gemm(device, m, n, k, trans_b=trans_b, lda=lda, ldb=ldb,
-                               params=gemm_params, b_view=b_view)
+            self.direct = Gemm(device, m, n, k, trans_b=trans_b, lda=lda, ldb=ldb)
             return
         self.direct = None
-        self.main = Gemm(device, m, n, self.kc, trans_b=trans_b, batch=p, lda=lda, ldb=ldb,
-                         params=gemm_params, b_view=b_view)
-        self.tail = Gemm(device, m, n, self.rest, trans_b=trans_b, lda=lda, ldb=ldb,
-                         params=gemm_params, b_view=b_view) if self.rest else None
+        self.main = Gemm(device, m, n, self.kc, trans_b=trans_b, batch=p, lda=lda, ldb=ldb)
+        self.tail = Gemm(device, m, n, self.rest, trans_b=trans_b, lda=lda, ldb=ldb) \
+            if self.rest else None
         self.parts = empty(device, (p, m * n))
         self.sum = {acc: BiasGrad(device, p, m * n, 1, "nfs", accumulate=acc)
                     for acc in (False, True)}
-        # B elements per K slice (an implicit-im2col B counts along K: kc)
-        self.b_step = self.kc if trans_b or b_view is not None else self.kc * ldb
+        self.b_step = self.kc if trans_b else self.kc * ldb  # B elements per K slice
 
     def __call__(self, a, b, c, a_off=0, b_off=0, accumulate=False):
         if self.direct is not None:
