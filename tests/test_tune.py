@@ -134,3 +134,20 @@ def test_the_other_kernels_are_tuned_in_the_step_and_used_afterwards(device, fre
     conv0 = {key: best for _, key, _, best, _, _ in rows}[("im2col",
                                                           "1x28x28 k5x5 s1x1 p2x2 n16")]
     assert Im2Col(device, (1, 28, 28), (5, 5), (1, 1), (2, 2), 16).params == conv0
+
+
+def test_gemm_neighbours_are_valid_one_step_moves():
+    """The GPU GEMM search's local moves: valid points that differ from the start along one
+    axis or one pair of axes, by one step of that axis."""
+    feat = dict(local_memory=True, simt=True, max_work_group_size=1024, local_mem_bytes=49152)
+    start = GemmParams.for_shape(feat, 64, 262144, 576)
+    near = start.neighbours(feat)
+    assert len(near) >= 8 and start not in near and len(set(near)) == len(near)
+    for p in near:
+        assert p.valid(feat) and p.USE_LOCAL
+        changed = [k for k in GemmParams.AXES if getattr(p, k) != getattr(start, k)]
+        assert 1 <= len(changed) <= 2
+        for k in changed:
+            axis = GemmParams.AXES[k]
+            assert abs(axis.index(getattr(p, k)) - axis.index(getattr(start, k))) == 1
+    assert GemmParams.defaults(dict(feat, local_memory=False)).neighbours(feat) == []

@@ -45,7 +45,8 @@ def main():
     model = build_model(args.model, INPUT_SHAPES[args.model], 10, 0)
     opt = SGD(0.01, 0.9)
 
-    host = {"enqueue+loss": [], "exchange": [], "update": []}
+    # (measured steps - every 8th and the first 20 - wait for every read: timed apart)
+    host = {"enqueue+loss": [], "exchange": [], "exchange, measured steps": [], "update": []}
     dev = [{"compute": [], "busy": [], "last read": [], "last upload": [], "period": []}
            for _ in range(k)]
     last_start = [None] * k
@@ -56,7 +57,8 @@ def main():
         firsts = [(run.device.kernel_events or [None])[0] for run in self.runs]
         t0 = time.perf_counter()
         out = reduce_orig(self, world, measure)
-        host["exchange"].append(time.perf_counter() - t0)
+        host["exchange" if out is None else "exchange, measured steps"].append(
+            time.perf_counter() - t0)
         if out is None:  # the runtime measures every 8th step only
             return out
         for d, (run, first) in enumerate(zip(self.runs, firsts)):
@@ -72,13 +74,21 @@ def main():
             last_start[d] = (start, rt.steps)
         return out
     comm.GradientExchange.reduce = reduce_timed
+    sum_on_orig = comm.GradientExchange._sum_on
+    host["one layer's sum enqueued on one device"] = []
+
+    def sum_on_timed(self, *a, **kw):  # (an enqueue that blocks on a peer's event shows here)
+        t0 = time.perf_counter()
+        sum_on_orig(self, *a, **kw)
+        host["one layer's sum enqueued on one device"].append(time.perf_counter() - t0)
+    comm.GradientExchange._sum_on = sum_on_timed
     step_orig = runtime.Runtime._step
 
     def step_timed(self, *a, **kw):
         t0 = time.perf_counter()
         n_before = len(host["exchange"])
         out = step_orig(self, *a, **kw)
-        if len(host["exchange"]) > n_before:
+        if len(host["exchange"]) > n_before:  # (unmeasured steps only)
             host["enqueue+loss"].append(time.perf_counter() - t0 - host["exchange"][-1])
         return out
     runtime.Runtime._step = step_timed

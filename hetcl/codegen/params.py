@@ -124,6 +124,38 @@ class GemmParams(KernelParams):
         # -50% at 2048^3. (The old 16x128 float16 default: -45% even with the same template.)
         return cls(MWG=128, NWG=32, KWG=128, MDIMC=16, NDIMC=1, VWN=16, USE_LOCAL=0)
 
+    # Values each tunable takes in the local-memory space (space() below); neighbours() moves
+    # along them.
+    AXES = {"MWG": (16, 32, 64, 128), "NWG": (16, 32, 64, 128), "KWG": (4, 8, 16, 32),
+            "MDIMC": (4, 8, 16, 32), "NDIMC": (4, 8, 16, 32), "VWN": (1, 2, 4, 8),
+            "VWM": (1, 2, 4, 8), "DBUF": (0, 1)}
+    # Moves of two tunables together that keep a work-item's block (MWI x NWI) the same size
+    # while the tile grows or shrinks (single moves of these mostly break divisibility).
+    PAIRS = (("MWG", "MDIMC"), ("NWG", "NDIMC"), ("MWG", "NWG"), ("MDIMC", "NDIMC"))
+
+    def neighbours(self, features):
+        """Valid local-memory points one step away along one axis or one pair of axes (both up
+        or both down): a local search from a good point finds more in a few dozen candidates
+        than random samples of a space of thousands."""
+        if not self.USE_LOCAL:
+            return []
+        out = []
+
+        def step(name, d):
+            axis = self.AXES[name]
+            i = axis.index(getattr(self, name)) + d if getattr(self, name) in axis else -1
+            return axis[i] if 0 <= i < len(axis) else None
+        moves = [{name: step(name, d)} for name in self.AXES for d in (-1, 1)]
+        moves += [{a: step(a, d), b: step(b, d)} for a, b in self.PAIRS for d in (-1, 1)]
+        for move in moves:
+            if None in move.values():
+                continue
+            p = self.replace(**move)
+            if p != self and p not in out and p.valid(features) and \
+                    (p.MWG // p.MDIMC) * (p.NWG // p.NDIMC) <= 256:
+                out.append(p)
+        return out
+
     @classmethod
     def for_shape(cls, features, m, n, k):
         """The default for one problem shape (the tuning DB overrides it). On CPUs the 128-row

@@ -58,6 +58,9 @@ def confirm(device, problem, current, challenger, buffers, rounds=15):
 
 
 def gemm_candidates(device, problem, count, seed=0):
+    """-> (current choice, first round of candidates): the current choice, the shape's and the
+    device's defaults, the current choice's neighbours (GemmParams.neighbours), then a seeded
+    sample of the valid space; `count` besides the current choice in all."""
     m, n, k, ta, tb, batch = problem
     current = tuned_params(device, m, n, k, ta, tb, batch)
     first = [current, GemmParams.for_shape(device.features, m, n, k),
@@ -66,8 +69,8 @@ def gemm_candidates(device, problem, count, seed=0):
     rng = random.Random(f"{seed}-{problem}")
     sample = rng.sample(space, min(count, len(space)))
     out = []
-    for p in first + sample:
-        if p not in out:
+    for p in first + current.neighbours(device.features) + sample:
+        if p not in out and len(out) < count + 1:
             out.append(p)
     return current, out
 
@@ -81,12 +84,18 @@ def tune_gemm(device, problem, count=12, reps=5, progress=None):
                empty(device, (batch * m * n,)))
     current, candidates = gemm_candidates(device, problem, count)
     results = {}
-    for i, params in enumerate(candidates):
-        if progress:
-            progress(i, len(candidates))
-        ms = time_gemm(device, problem, params, buffers, reps)
-        if ms is not None:
-            results[params] = ms
+    # Then one more round from the first round's winner: its neighbours not yet timed (a second
+    # step of the local search; up to `count` candidates more).
+    for round_ in range(2):
+        for i, params in enumerate(candidates):
+            if progress:
+                progress(i + round_ * (count + 1), 2 * (count + 1))
+            ms = time_gemm(device, problem, params, buffers, reps)
+            if ms is not None:
+                results[params] = ms
+        best = min(results, key=results.get)
+        candidates = [p for p in best.neighbours(device.features)
+                      if p not in results][:count]
     before = results[current]
     best = min(results, key=results.get)
     if best != current and results[best] <= before * 0.97:
