@@ -93,8 +93,6 @@ class Executor:
         self.indices = empty(device, (n,), np.int32)
         self.steps = 0  # enqueue_step calls: the first one includes building the kernels
         self._gathers = {}  # per resident data set: its normalisation is baked into the kernel
-        self._host_loss = np.empty(n, np.float32)
-        self._host_correct = np.empty(n, np.int32)
         self._axpby = {}
         self._axpby_for = lambda size: self._axpby.setdefault(size, Axpby(device, size))
 
@@ -139,7 +137,7 @@ class Executor:
         """Forward, loss and backward as a generator that enqueues one node per next() call:
         a runtime driving several devices takes turns between them, so that every device gets
         work from the start instead of waiting for the host to enqueue the others' whole step.
-        Its return value (StopIteration.value) is the loss() event."""
+        Its return value (StopIteration.value) is what loss() returned."""
         self.steps += 1
         yield from self._forward_nodes()
         done = self.loss(global_n)
@@ -148,14 +146,17 @@ class Executor:
         return done
 
     def loss(self, global_n, logits=None, dlogits=None):
-        """Loss, gradient of the logits and per-row results for the labels on the device;
-        returns the event of the (non-blocking) read of the results. logits/dlogits: buffers
-        other than the model output's (hybrid.py)."""
+        """Loss, gradient of the logits and per-row results for the labels on the device, read
+        back without waiting. logits/dlogits: buffers other than the model output's
+        (hybrid.py). -> what results() takes (the read's event and where it lands)."""
         out = self.replica.model.output_node
         self.loss_op(logits or self.out[out], self.labels, dlogits or self.grad[out],
                      self.row_loss, self.row_correct, float(global_n))
-        self.row_loss.get_async(self._host_loss)
-        return self.row_correct.get_async(self._host_correct)
+        # fresh host arrays each step (n numbers): a step's results stay intact however late
+        # they are read (Runtime, defer=True)
+        host_loss, host_correct = np.empty(self.n, np.float32), np.empty(self.n, np.int32)
+        self.row_loss.get_async(host_loss)  # (in order: done when the second read is)
+        return self.row_correct.get_async(host_correct), host_loss, host_correct
 
     def backward(self, on_node=None):
         """Enqueue the backward pass, last node first. on_node(parameter names) is called as
@@ -195,9 +196,12 @@ class Executor:
                 on_node([f"{node.layer.name}.{k}" for k in node.layer.param_shapes()])
             yield
 
-    def results(self, event):
+    @staticmethod
+    def results(done):
+        """(loss, correct count) of a step, from what loss() returned: waits for the read."""
+        event, host_loss, host_correct = done
         event.wait()
-        return float(self._host_loss.astype(np.float64).sum()), int(self._host_correct.sum())
+        return float(host_loss.astype(np.float64).sum()), int(host_correct.sum())
 
 
 def interleave(steps, on_turn=None):

@@ -36,6 +36,29 @@ _OUT_OF_MEMORY = ("MEM_OBJECT_ALLOCATION_FAILURE", "OUT_OF_RESOURCES", "OUT_OF_H
                   "INVALID_BUFFER_SIZE")
 
 
+class StepResult:
+    """A training step's (loss, correct count). get() waits for the devices' reads of their
+    per-row results, once; a step enqueued with defer=True returns this before they are done.
+    An OpenCL error that only shows then (the step's update is already enqueued) cannot be
+    redone on the other devices: it stops training with a one-line error instead."""
+
+    def __init__(self, pending=(), value=None):
+        self._pending, self._value = list(pending), value  # [(device, loss() result)]
+
+    def get(self):
+        if self._value is None:
+            loss = correct = 0
+            for device, done in self._pending:
+                try:
+                    l, c = Executor.results(done)
+                except cl.Error as e:
+                    raise HetclError(f"{device} failed after its step was enqueued ({e}); "
+                                     f"resume from the last checkpoint") from e
+                loss, correct = loss + l, correct + c
+            self._value, self._pending = (loss, correct), []
+        return self._value
+
+
 class Runtime:
     def __init__(self, devices="all", granule=16, adaptive=True, world=None, parallel="data"):
         """adaptive=False: split in proportion to speed but never drop a device.
@@ -146,10 +169,11 @@ class Runtime:
             if dev.strip() == str(device.index) and step.strip() == str(self.steps + 1):
                 raise DeviceFault(f"injected fault (HETCL_FAULT={spec})")
 
-    def _step(self, model, n, feed, split=None):
+    def _step(self, model, n, feed, split=None, defer=False):
         """One forward/loss/backward of n samples over the devices; feed(executor, a, b) puts
         samples a..b on the executor's device. A device that fails is removed and the step is
-        redone on the others. -> loss, correct count, replicas that took part"""
+        redone on the others. defer: do not wait for the loss (StepResult reads it later).
+        -> StepResult, replicas that took part"""
         if split is None and len(self.devices) - len(self.failed) > 1:
             # The scheduler times whole steps, start to start, but not measured ones: they
             # wait for every kernel's times and would make the configuration that had them
@@ -199,12 +223,13 @@ class Runtime:
                     self.devices[i].kernel_events = []
                 feed(ex, offset + a, offset + b)
                 runs.append((i, ex, ex.enqueue_step(n, exchange.reader(ex) if exchange else None)))
-            dones = interleave([step for _, _, step in runs], turn)  # the loss results' events
-            loss = correct = 0
-            for (i, ex, _), done in zip(runs, dones):
-                current = i
-                l, c = ex.results(done)
-                loss, correct = loss + l, correct + c
+            dones = interleave([step for _, _, step in runs], turn)  # the loss results' reads
+            result = StepResult([(self.devices[i], done) for (i, _, _), done in zip(runs, dones)])
+            if not defer or self.world:
+                for (i, _, _), done in zip(runs, dones):
+                    current = i
+                    done[0].wait()
+                result.get()
             current = None
             times = exchange.reduce(self.world, measure) if exchange else None
             self.last_bytes = exchange.bytes if exchange else 0
@@ -213,11 +238,11 @@ class Runtime:
                 self.world.abort(f"OpenCL error while exchanging gradients: {e}")
             return self._recover(model, n, feed, current, e)
         if self.world:
-            loss, correct = self.world.sum([loss, correct])
-            correct = int(round(correct))
+            loss, correct = self.world.sum(list(result.get()))
+            result = StepResult(value=(loss, int(round(correct))))
         if times is not None and split is None:
             self.scheduler.record(self.last_split, *self._per_device(plan, runs, times))
-        return loss, correct, [ex.replica for _, ex, _ in runs]
+        return result, [ex.replica for _, ex, _ in runs]
 
     def _auto(self, model):
         """parallel="auto" (auto.py): switch to hybrid for its turn, then keep the faster."""
@@ -247,6 +272,7 @@ class Runtime:
                 self._maybe_fault(self.devices[i])
             loss, correct, updates, times = self._hybrid[id(model)].step(
                 plan, n, feed, exchange, measure)
+            result = StepResult(value=(loss, correct))
         except (cl.Error, DeviceFault) as e:
             raise HetclError(f"a device failed during a hybrid step ({e}); its slice of the "
                              f"dense layers is lost with it: resume from the last checkpoint "
@@ -255,7 +281,7 @@ class Runtime:
         if times is not None and split is None:
             runs = [(i, self._hybrid[id(model)].executor(i, b - a), None) for i, a, b in plan]
             self.scheduler.record(self.last_split, *self._per_device(plan, runs, times))
-        return loss, correct, updates
+        return result, updates
 
     def _per_device(self, plan, runs, times):
         """The scheduler's inputs. An executor's first step is not measured: the kernels it
@@ -287,13 +313,16 @@ class Runtime:
     def _numpy_step(self, model, x, y, split):
         x = self._prepare(model, x, y)
         y = np.asarray(y)
-        return self._step(model, len(x), lambda ex, a, b: ex.set_input(x[a:b], y[a:b]), split)
+        result, replicas = self._step(model, len(x),
+                                      lambda ex, a, b: ex.set_input(x[a:b], y[a:b]), split)
+        return result, replicas
 
     def gradients(self, model, x, y, split=None):
         """(loss, {name: gradient}) of the batch, without changing the parameters.
         split: optional shard size per device (default: the scheduler's)."""
         with self._profiling_restored():
-            loss, _, replicas = self._numpy_step(model, x, y, split)
+            result, replicas = self._numpy_step(model, x, y, split)
+            loss = result.get()[0]
         if self._hybrid.get(id(model)):
             return loss, self._hybrid[id(model)].gradients()
         return loss, {k: v.get() for k, v in replicas[0].grads.items()}
@@ -313,8 +342,10 @@ class Runtime:
     def train_step(self, model, opt, x, y, return_correct=False, split=None):
         """One SGD step on a numpy batch (x already normalised). -> loss [, correct count]"""
         with self._profiling_restored():
-            return self._update(model, opt, *self._numpy_step(model, x, y, split),
-                                return_correct)
+            result, replicas = self._numpy_step(model, x, y, split)
+            self._update(model, opt, replicas)
+        loss, correct = result.get()
+        return (loss, correct) if return_correct else loss
 
     def resident(self, device, images, labels, mean=0.0, std=1.0):
         """uint8 images [N, ...] and labels [N] uploaded once to the device (cached)."""
@@ -324,16 +355,23 @@ class Runtime:
         return self._resident[key]
 
     def train_step_indices(self, model, opt, images, labels, indices, mean=0.0, std=1.0,
-                           return_correct=False):
+                           return_correct=False, defer=False):
         """One SGD step on samples `indices` of a uint8 data set kept on every device; the
-        kernels normalise (x/255 - mean)/std while gathering."""
+        kernels normalise (x/255 - mean)/std while gathering. defer=True returns a StepResult
+        at once, without waiting for the step's loss: read it (get()) after enqueueing the next
+        step, and the host prepares that step while the devices still compute this one - with
+        several GPUs the host's enqueueing is the limit otherwise (docs/benchmarks.md)."""
         model.build(images.shape[1:])
         indices = np.asarray(indices, np.int32)
         feed = lambda ex, a, b: ex.gather(
             self.resident(ex.replica.device, images, labels, mean, std), indices[a:b])
         with self._profiling_restored():
-            return self._update(model, opt, *self._step(model, len(indices), feed),
-                                return_correct)
+            result, replicas = self._step(model, len(indices), feed, defer=defer)
+            self._update(model, opt, replicas)
+        if defer:
+            return result
+        loss, correct = result.get()
+        return (loss, correct) if return_correct else loss
 
     def evaluate_indices(self, model, images, labels, mean=0.0, std=1.0, batch_size=256):
         """-> predicted class per sample of a resident uint8 set (on the first device)."""
@@ -379,7 +417,7 @@ class Runtime:
             rep.state["momentum"] = {k: to_device(device, np.asarray(v, np.float32))
                                      for k, v in state.items()}
 
-    def _update(self, model, opt, loss, correct, replicas, return_correct):
+    def _update(self, model, opt, replicas):
         for rep in replicas:
             opt.apply(rep)
         opt.steps += 1
@@ -391,4 +429,3 @@ class Runtime:
         model._pull = hybrid.download if hybrid else replicas[0].download
         if hybrid:
             hybrid.version = model.version
-        return (loss, correct) if return_correct else loss

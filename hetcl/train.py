@@ -151,30 +151,26 @@ class Trainer:
         batches = shuffled_batches(len(d.train_x), cfg.batch_size, cfg.seed, self.epoch)
         bar = Progress(len(batches), f"epoch {self.epoch + 1}/{cfg.epochs}") \
             if cfg.progress and self.lead else None
-        loss_sum = correct = seen = 0
+        totals = {"loss": 0.0, "correct": 0, "seen": 0}
         start = time.perf_counter()
+        # Each step's loss is read only after the next step is enqueued (defer=True), so the
+        # host prepares a step while the devices compute the one before.
+        pending = None
         for i in range(self.step_in_epoch, len(batches)):
             idx = batches[i]
             self.opt.lr = scheduled_lr(cfg.lr_schedule, cfg.lr, self.epoch, i, len(batches),
                                        cfg.epochs, cfg.warmup_epochs)
-            loss, ok = self.rt.train_step_indices(self.model, self.opt, d.train_x, d.train_y,
-                                                  idx, d.mean, d.std, return_correct=True)
-            if not math.isfinite(loss):
-                raise HetclError(f"the loss became {loss} at epoch {self.epoch + 1} step {i + 1}"
-                                 f"; lower --lr (now {cfg.lr})")
+            result = self.rt.train_step_indices(self.model, self.opt, d.train_x, d.train_y,
+                                                idx, d.mean, d.std, defer=True)
             self.step_in_epoch = i + 1
-            loss_sum, correct, seen = loss_sum + loss * len(idx), correct + ok, seen + len(idx)
-            if bar:
-                extra = {}
-                if len(self.rt.devices) > 1:  # the scheduler's split, device by device
-                    extra["split"] = "/".join(str(s) for s in self.rt.last_split)
-                bar.update(i + 1, seen, loss=f"{loss_sum / seen:.4f}",
-                           acc=f"{100 * correct / seen:.1f}%", **extra)
-            if cfg.log_every == "step":
-                log.write(kind="step", epoch=self.epoch + 1, step=i + 1, loss=loss,
-                          acc=ok / len(idx), lr=self.opt.lr)
+            if pending:
+                self._account(*pending, totals, bar, log)
+            pending = (i, len(idx), result, self.opt.lr)
             if self._stop:  # Ctrl-C: between steps, so the saved state is consistent
                 raise KeyboardInterrupt
+        if pending:
+            self._account(*pending, totals, bar, log)
+        loss_sum, correct, seen = totals["loss"], totals["correct"], totals["seen"]
         elapsed = time.perf_counter() - start
         test_acc = self.test_accuracy()
         record = {"kind": "epoch", "epoch": self.epoch + 1,
@@ -187,6 +183,25 @@ class Trainer:
             bar.close(f"  test acc {100 * test_acc:.2f}%")
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
         self.save()
+
+    def _account(self, i, size, result, lr, totals, bar, log):
+        """Step i's loss and accuracy into the epoch's totals, the progress bar and the log."""
+        loss, ok = result.get()
+        if not math.isfinite(loss):
+            raise HetclError(f"the loss became {loss} at epoch {self.epoch + 1} step {i + 1}"
+                             f"; lower --lr (now {self.cfg.lr})")
+        totals["loss"] += loss * size
+        totals["correct"] += ok
+        totals["seen"] += size
+        if bar:
+            extra = {}
+            if len(self.rt.devices) > 1:  # the scheduler's split, device by device
+                extra["split"] = "/".join(str(s) for s in self.rt.last_split)
+            bar.update(i + 1, totals["seen"], loss=f"{totals['loss'] / totals['seen']:.4f}",
+                       acc=f"{100 * totals['correct'] / totals['seen']:.1f}%", **extra)
+        if self.cfg.log_every == "step":
+            log.write(kind="step", epoch=self.epoch + 1, step=i + 1, loss=loss,
+                      acc=ok / size, lr=lr)
 
     def predictions(self):
         d = self.data

@@ -112,7 +112,7 @@ def main():
         idx = batches[i % 4]
         feed = lambda ex, a, b: ex.gather(
             rt.resident(ex.replica.device, images, labels, 0.3, 0.3), idx[a:b])
-        rt._update(model, opt, *rt._step(model, args.batch_size, feed, split=split), False)
+        rt._update(model, opt, rt._step(model, args.batch_size, feed, split=split)[1])
     for d in rt.devices:
         d.queue.finish()
     wall = (time.perf_counter() - t0) / args.steps * 1e3
