@@ -82,13 +82,13 @@ def train_throughput(model_name, devices, batch_size=256, steps=20, warmup=None,
     rt = Runtime(devices, world=world, parallel=parallel, adaptive=adaptive)
     opt = SGD(0.01, 0.9)
 
-    last = []  # as in `hetcl train`: a step's loss is read after the next one is enqueued
+    in_flight = []  # as in `hetcl train`: a step's loss is read after the next one is enqueued
 
     def step(i):
-        last.append(rt.train_step_indices(model, opt, images, labels, batches[i % 8], 0.3, 0.3,
-                                          defer=True))
-        if len(last) > 1:
-            last.pop(0).get()
+        in_flight.append(rt.train_step_indices(model, opt, images, labels, batches[i % 8], 0.3,
+                                               0.3, defer=True))
+        if len(in_flight) > 1:
+            in_flight.pop(0).get()
 
     if warmup is None and len(rt.devices) > 1:
         # Until the scheduler has settled: no trial running and the same split for 10 steps.

@@ -132,6 +132,10 @@ class Device:
 
     def _role_queue(self, role):
         want = self.profiling
+        if self._active[role] == want:  # the common case, once per command: no switch
+            queue = self._queues.get((role, want))
+            if queue is not None:
+                return queue
         key = (role, want)
         if key not in self._queues:
             props = cl.command_queue_properties.PROFILING_ENABLE if want else 0

@@ -1,7 +1,7 @@
 """Optimizers. The update runs on each device replica (kernels/update.cl.mako); the host only
 holds the hyper-parameters and the step count."""
 from .buffers import empty
-from .codegen.update import SGD as SGDKernel
+from .codegen.update import SGDMulti
 from .errors import HetclError
 
 
@@ -19,20 +19,27 @@ class SGD:
         self.steps = 0  # counted by Runtime.train_step, once per step over all replicas
         self._kernels = {}
 
-    def _kernel(self, device, size):
-        key = (device, size)  # kernels belong to the device's context
+    def _kernel(self, device, sizes):
+        key = (device, sizes)  # kernels belong to the device's context
         if key not in self._kernels:
-            self._kernels[key] = SGDKernel(device, size, nesterov=self.nesterov)
+            self._kernels[key] = SGDMulti(device, sizes, nesterov=self.nesterov)
         return self._kernels[key]
 
     def apply(self, replica):
-        """Update one replica's parameters from its gradients (enqueued, not waited for)."""
+        """Update one replica's parameters from its gradients (enqueued, not waited for): one
+        launch for up to SGDMulti.MAX_TENSORS parameters (a launch costs the host 10-20 us on
+        a GPU, where a multi-GPU step is host-bound)."""
         momentum = replica.state.setdefault("momentum", {})
+        tensors = []
         for name, p in replica.params.items():
             if name not in momentum:
                 momentum[name] = empty(replica.device, p.shape).fill(0.0)
-            self._kernel(replica.device, p.size)(p, replica.grads[name], momentum[name],
-                                                 self.lr, self.momentum, self.weight_decay)
+            tensors.append((p, replica.grads[name], momentum[name]))
+        for i in range(0, len(tensors), SGDMulti.MAX_TENSORS):
+            part = tensors[i:i + SGDMulti.MAX_TENSORS]
+            self._kernel(replica.device, tuple(p.size for p, _, _ in part))(
+                [tuple(t.buffer for t in triple) for triple in part], self.lr, self.momentum,
+                self.weight_decay)
 
 
 SCHEDULES = ("constant", "step", "cosine")

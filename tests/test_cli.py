@@ -71,3 +71,19 @@ def test_help_explains_selection():
     result = invoke("devices", "--help")
     assert result.exit_code == 0
     assert "P:D" in result.output and "igpu" in result.output
+
+
+def test_bench_times_each_device_and_all_together():
+    """`hetcl bench --devices all` over two devices: a row per device and one together, each
+    with a measured images/s (the multi-device warm-up runs until the split has settled)."""
+    import pytest
+    if len(list_devices()) < 2:
+        pytest.skip("needs two OpenCL devices (POCL_DEVICES='pthread basic')")
+    result = invoke("bench", "--devices", "all", "--model", "mlp", "--batch-size", "32",
+                    "--steps", "3")
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines() if line.startswith("mlp ")]
+    assert len(rows) == len(list_devices()) + 1 and "together," in rows[-1]
+    rates = [float(next(w for w in row if w.replace(".", "").isdigit() and "/" not in w
+                        and not w.endswith(":"))) for row in rows]
+    assert all(rate > 0 for rate in rates), result.output

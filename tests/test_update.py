@@ -6,7 +6,7 @@ import pytest
 
 import reference as R
 from hetcl.buffers import empty, to_device
-from hetcl.codegen.update import SGD, Axpby, UpdateParams
+from hetcl.codegen.update import SGD, Axpby, SGDMulti, UpdateParams
 
 TOL = 1e-4
 PICKS = [UpdateParams(16, 1, 1), UpdateParams(32, 2, 4), UpdateParams(64, 4, 16)]
@@ -50,6 +50,31 @@ def test_sgd_steps(device, config):
                                       nesterov)
             assert rel_err(p_d.get(), p_ref) < TOL, (step, size)
             assert rel_err(v_d.get(), v_ref) < TOL, (step, size)
+
+
+@pytest.mark.parametrize("config", ["momentum", "all"])
+def test_sgd_multi_equals_one_sgd_per_tensor(device, config):
+    """One launch over tensors of several sizes (1, tails, several groups) gives bit for bit
+    what one SGD launch per tensor gives, over steps, with each parameter set."""
+    lr, momentum, wd, nesterov = CONFIGS[config]
+    rng = np.random.default_rng(1)
+    sizes = (1003, 1, 4096 + 37, 64)
+    for params in param_sets(device):
+        multi = SGDMulti(device, sizes, nesterov=nesterov, params=params)
+        singles = [SGD(device, n, nesterov=nesterov, params=params) for n in sizes]
+        start = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+        a = [(to_device(device, p), empty(device, (n,)).fill(0.0)) for p, n in zip(start, sizes)]
+        b = [(to_device(device, p), empty(device, (n,)).fill(0.0)) for p, n in zip(start, sizes)]
+        for step in range(3):
+            grads = [to_device(device, rng.standard_normal(n).astype(np.float32)) for n in sizes]
+            multi([(p, g, v) for (p, v), g in zip(a, grads)], lr, momentum, wd).wait()
+            for op, (p, v), g in zip(singles, b, grads):
+                op(p, g, v, lr, momentum, wd).wait()
+        for (pa, va), (pb, vb), p0 in zip(a, b, start):
+            assert np.array_equal(pa.get(), pb.get()) and np.array_equal(va.get(), vb.get())
+            assert not np.array_equal(pa.get(), p0)
+    with pytest.raises(ValueError, match="tensors"):
+        SGDMulti(device, (4,) * (SGDMulti.MAX_TENSORS + 1))
 
 
 def test_axpby(device):

@@ -37,9 +37,15 @@ def main():
     model = build_model(args.model, INPUT_SHAPES[args.model], 10, 0)
     rt, opt = Runtime(args.devices), SGD(0.01, 0.9)
 
-    def run(steps):
+    def run(steps):  # as `hetcl train` does: each step's loss read after the next is enqueued
+        last = None
         for i in range(steps):
-            rt.train_step_indices(model, opt, images, labels, batches[i % 8], 0.3, 0.3)
+            step = rt.train_step_indices(model, opt, images, labels, batches[i % 8], 0.3, 0.3,
+                                         defer=True)
+            if last is not None:
+                last.get()
+            last = step
+        last.get()
         for d in rt.devices:
             d.queue.finish()
 

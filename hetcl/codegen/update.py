@@ -47,6 +47,30 @@ class SGD:
                            wait_for=wait_for)
 
 
+class SGDMulti:
+    """SGD over several tensors in one launch (sizes: their element counts; at most MAX_TENSORS,
+    as OpenCL guarantees kernels only 1 KB of arguments): the same results as one SGD per
+    tensor. Called with [(p, g, v), ...] in the order of sizes."""
+    MAX_TENSORS = 32
+
+    def __init__(self, device, sizes, nesterov=False, params=None):
+        self.sizes = tuple(_size(n) for n in sizes)
+        if not 1 <= len(self.sizes) <= self.MAX_TENSORS:
+            raise ValueError(f"{len(self.sizes)} tensors: 1 to {self.MAX_TENSORS} per launch")
+        self.params = params or UpdateParams.defaults(device.features)
+        per_group = self.params.WGS * self.params.WPT * self.params.VW
+        groups = sum(-(-n // per_group) for n in self.sizes)
+        self.launch = Launch(device, self.params, "sgd_multi",
+                             [None] * (3 * len(self.sizes)) + [np.float32] * 3,
+                             (groups * self.params.WGS,), self.params.local_size(),
+                             kernel="sgd_multi", sizes=self.sizes, nesterov=int(nesterov))
+
+    def __call__(self, tensors, lr, momentum, weight_decay, wait_for=None):
+        buffers = [b for triple in tensors for b in triple]
+        return self.launch(*buffers, float(lr), float(momentum), float(weight_decay),
+                           wait_for=wait_for)
+
+
 class Axpby:
     """y = a*x + b*y over float32 [size]. b == 0 does not read y (it may hold NaN); x may be y."""
 
