@@ -30,6 +30,20 @@ class DeviceArray:
             raise ValueError(f"cannot view {self.shape} as {out.shape}")
         return out
 
+    def sub(self, offset, shape):
+        """Elements [offset, offset + prod(shape)) as an array of its own (an OpenCL sub-buffer:
+        the same memory). offset * itemsize must be a multiple of the device's base-address
+        alignment (base_align_elements)."""
+        out = DeviceArray.__new__(DeviceArray)
+        out.device, out.dtype = self.device, self.dtype
+        out.shape = tuple(int(s) for s in shape)
+        out.nbytes = int(np.prod(out.shape, dtype=np.int64)) * self.dtype.itemsize
+        start = int(offset) * self.dtype.itemsize
+        if start + out.nbytes > self.nbytes:
+            raise ValueError(f"{out.shape} at element {offset} runs past {self.shape}")
+        out.buffer = self.buffer.get_sub_region(start, max(out.nbytes, self.dtype.itemsize))
+        return out
+
     @property
     def size(self):
         return self.nbytes // self.dtype.itemsize
@@ -61,6 +75,12 @@ class DeviceArray:
         if self.nbytes:
             self.set(np.full(self.shape, value, self.dtype))
         return self
+
+def base_align_elements(device, dtype=np.float32):
+    """Where a sub-buffer may start: the device's CL_DEVICE_MEM_BASE_ADDR_ALIGN (in bits), in
+    elements of dtype (e.g. 128 floats on NVIDIA's driver)."""
+    return max(1, device.cl_device.mem_base_addr_align // 8 // np.dtype(dtype).itemsize)
+
 
 def to_device(device, array, dtype=None):
     array = np.ascontiguousarray(array, dtype=dtype or np.asarray(array).dtype)

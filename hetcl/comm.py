@@ -37,7 +37,7 @@ class _Run:
 
     def __init__(self, ex):
         self.ex, self.device = ex, ex.replica.device
-        self.reads = []          # (name, read event, pinned host copy)
+        self.reads = []          # (key, read event, pinned host copy, device array, bytes)
         self.last_kernel = None  # the device's last backward kernel with parameter gradients
         self.kernels = 0         # how many of device.kernel_events belong to the step
         self.uploads = []        # upload events of this step
@@ -71,15 +71,18 @@ class GradientExchange:
         def on_node(names):
             run.last_kernel = device.last_kernel
             run.kernels = len(device.kernel_events or ())
-            for name in names:
-                grad = ex.replica.grads[name]
+            # a whole layer's gradients lie in one region (Replica): one read, upload and add
+            span = ex.replica.grad_span(names)
+            items = [(",".join(names), *span)] if span else \
+                [(name, ex.replica.grads[name], ex.replica.grads[name].nbytes) for name in names]
+            for name, grad, nbytes in items:
                 key = (self.parity, device.index, name)
                 if key not in self._host:
                     self._host[key] = pinned_empty(device, grad.shape)
                 event = grad.get_async(self._host[key], wait_for=[run.last_kernel],
                                        queue=device.copy_queue)
-                self.bytes += grad.nbytes
-                run.reads.append((name, event, self._host[key]))
+                self.bytes += nbytes  # (a layer's alignment gaps, < 512 B, travel uncounted)
+                run.reads.append((name, event, self._host[key], grad, nbytes))
             # The spec requires a flush of commands that another queue waits on: the kernels
             # the reads wait for, the reads the peers' uploads wait for.
             device.queue.flush()
@@ -97,7 +100,7 @@ class GradientExchange:
         chained: the devices share a context, so each upload waits on its peer's read event
         (else the host has waited for the reads)."""
         run = self.runs[position]
-        device, own = run.device, run.ex.replica.grads[name]
+        device, own, nbytes = run.device, run.reads[k][3], run.reads[k][4]
         terms = []
         for p, peer in enumerate(self.runs):
             if p == position:
@@ -110,7 +113,7 @@ class GradientExchange:
                                            queue=device.copy_queue,
                                            wait_for=[peer.reads[k][1]] if chained else None)
             run.uploads.append(event)
-            self.bytes += own.nbytes
+            self.bytes += nbytes
             terms.append(self._staging[key])
         waits = run.uploads[-(len(terms) - 1):]
         if position <= 1:  # own + the other of the first two, then the rest in order
@@ -137,23 +140,22 @@ class GradientExchange:
             np.add(total, run.reads[k][2], out=total)
         return total
 
-    def _put_back(self, name, total):
-        """Upload a finished sum over every local replica's gradient (on the copy queue); the
-        main queue waits for it before the optimizer."""
+    def _put_back(self, k, total):
+        """Upload a finished sum over every local replica's gradient (layer k of the reads, on
+        the copy queue); the main queue waits for it before the optimizer."""
         for run in self.runs:
-            event = run.ex.replica.grads[name].set(total, wait=False,
-                                                   queue=run.device.copy_queue)
+            event = run.reads[k][3].set(total, wait=False, queue=run.device.copy_queue)
             run.device.copy_queue.flush()  # (the main queue waits for it)
             run.uploads.append(event)
-            self.bytes += total.nbytes
+            self.bytes += run.reads[k][4]
             cl.enqueue_barrier(run.device.queue, wait_for=[event])
 
     def _progress(self, world, in_flight):
         """Test the oldest rank sum (MPI progresses inside such calls); put it back if done,
         else yield the CPU briefly (CPU devices compute on the same cores)."""
         if world.done(in_flight[0][1]):
-            name, _, total = in_flight.pop(0)
-            self._put_back(name, total)
+            k, _, total = in_flight.pop(0)
+            self._put_back(k, total)
         else:
             time.sleep(5e-5)
 
@@ -163,8 +165,8 @@ class GradientExchange:
         -> per device: (seconds its kernels ran up to its last backward kernel, seconds of
                         gradient transfers), or None without `measure`; uploads and sums are
                         left in flight."""
-        names = [name for name, _, _ in self.runs[0].reads]
-        in_flight = []  # MPI: (name, request, host array) in layer order
+        names = [read[0] for read in self.runs[0].reads]
+        in_flight = []  # MPI: (k, request, host array) in layer order
         chained = world is None and all(run.device.context is self.runs[0].device.context
                                         for run in self.runs)
         for k, name in enumerate(names):
@@ -179,21 +181,21 @@ class GradientExchange:
                     self._sum_on(position, name, k, chained)
                 continue
             total = self._local_total(name, k)
-            in_flight.append((name, world.start_sum(total), total))
+            in_flight.append((k, world.start_sum(total), total))
             self._progress(world, in_flight)
-        for name, request, total in in_flight:
-            world.wait(request, f"the gradients of {name}")
-            self._put_back(name, total)
+        for k, request, total in in_flight:
+            world.wait(request, f"the gradients of {names[k]}")
+            self._put_back(k, total)
         for run in self.runs:  # the uploads that the adds on the main queues wait for
             run.device.copy_queue.flush()
         if not measure:
             return None
         for run in self.runs:  # (one wait list may only hold events of one context)
             if run.reads:
-                cl.wait_for_events([event for _, event, _ in run.reads])
+                cl.wait_for_events([read[1] for read in run.reads])
         times = []
         for run in self.runs:
-            times.append((self._busy(run), sum(event_seconds(e) for _, e, _ in run.reads) *
+            times.append((self._busy(run), sum(event_seconds(read[1]) for read in run.reads) *
                           len(self.runs)))  # it also receives each peer's copy, as long
         return times
 

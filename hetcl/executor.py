@@ -8,7 +8,7 @@ Executor - the bound ops and activation/gradient buffers for one batch size on o
 """
 import numpy as np
 
-from .buffers import empty, to_device
+from .buffers import base_align_elements, empty, to_device
 from .codegen.gather import Gather
 from .codegen.loss import SigmoidBCE, SoftmaxCE
 from .codegen.update import Axpby
@@ -22,10 +22,39 @@ class Replica:
         self.model, self.device, self.names = model, device, names
         host = self._host(model.parameters())
         self.params = {k: empty(device, v.shape) for k, v in host.items()}
-        self.grads = {k: empty(device, v.shape) for k, v in host.items()}
+        self.grads, self._spans = self._grouped(device, host)
         self.state = {}  # optimizer buffers, e.g. {"momentum": {name: DeviceArray}}
         self.version = None
         self.sync(host)
+
+    @staticmethod
+    def _grouped(device, host):
+        """Gradient buffers, one allocation per layer: its tensors (weight, bias) lie one after
+        the other (each start aligned for a sub-buffer, the gaps zero), so the all-reduce moves
+        and adds a layer in one command each instead of one per tensor (comm.py: on GPUs the
+        host's commands limit a multi-GPU step). -> {name: array}, {names of a layer: (whole
+        region, bytes of its tensors)}"""
+        align = base_align_elements(device)
+        layers = {}
+        for k in host:
+            layers.setdefault(k.rsplit(".", 1)[0], []).append(k)
+        grads, spans = {}, {}
+        for names in layers.values():
+            offsets, end = [], 0
+            for k in names:
+                start = -(-end // align) * align
+                offsets.append(start)
+                end = start + host[k].size
+            region = empty(device, (end,)).fill(0.0)
+            for k, start in zip(names, offsets):
+                grads[k] = region.sub(start, host[k].shape)
+            spans[tuple(names)] = (region, sum(host[k].nbytes for k in names))
+        return grads, spans
+
+    def grad_span(self, names):
+        """(the gradients of these parameter names as one array, their own bytes) when they are
+        one whole layer, else None."""
+        return self._spans.get(tuple(names))
 
     def sync(self, host=None):
         """Upload the host parameters if they changed since this replica last saw them."""
