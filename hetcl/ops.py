@@ -4,7 +4,8 @@ the forward/backward contract). Built once; forward and backward only enqueue.
 Conv2D is im2col + the tuned GEMM. The batch is processed in chunks of images so that the column
 buffer [C*KH*KW, chunk*OH*OW] stays within a memory budget. Forward and backward work in the
 [F, N*OH*OW] layout ("fns") that a GEMM with the weights produces: the forward is one GEMM per
-chunk plus one fused bias+activation+transpose to NCHW; the backward turns dy into dz in "fns"
+chunk whose epilogue adds the bias, applies the activation and stores NCHW (no [F, N*OH*OW]
+round trip); the backward turns dy into dz in "fns"
 (activation derivative fused), and dW is a split-K GEMM per chunk, accumulated over chunks.
 (Reading the columns inside the GEMMs instead - implicit im2col - was measured slower on an
 H200: docs/benchmarks.md, "Session 4".)
@@ -89,12 +90,12 @@ class ConvOp:
         self.col2im = {nc: Lazy(lambda nc=nc: Col2Im(device, *geo, nc)) for nc in sizes}
         self.col = empty(device, (ckk, chunk * self.s))
         self.col_holds_x = False  # one chunk: the forward's columns serve the backward too
-        # z [F, n*S] ("fns"): the forward's pre-activation, then the backward's dz.
+        # z [F, n*S] ("fns"): the backward's dz.
         self.z = empty(device, (f, n * self.s))
         ns = n * self.s
-        # Forward, per chunk: z[:, chunk] (F x nc*S) = W (F x CKK) @ col (CKK x nc*S)
-        self.fwd = {nc: Gemm(device, f, nc * self.s, ckk, ldc=ns) for nc in sizes}
-        self.bias_act = BiasAct(device, n, f, self.s, act, "fns", bias=True)
+        # Forward, per chunk: y[chunk] = act(W (F x CKK) @ col (CKK x nc*S) + b), NCHW
+        self.fwd = {nc: Gemm(device, f, nc * self.s, ckk, epilogue=(act, self.s))
+                    for nc in sizes}
         self.act_bwd = ActBwd(device, n, f, self.s, act, "fns")
         self.bias_grad = BiasGrad(device, n, f, self.s, "fns")
         # dW (F x CKK) [+]= dz[:, chunk] (F x nc*S) @ col^T;  dcol = W^T @ dz[:, chunk]
@@ -106,9 +107,8 @@ class ConvOp:
     def forward(self, xs, y, p):
         for n0, nc in self.chunks:
             self.im2col[nc](xs[0], self.col, x_off=n0 * self.chw)
-            self.fwd[nc](p["weight"], self.col, self.z, c_off=n0 * self.s)
+            self.fwd[nc](p["weight"], self.col, y, c_off=n0 * self.f * self.s, bias=p["bias"])
         self.col_holds_x = len(self.chunks) == 1
-        self.bias_act(self.z, p["bias"], y)
 
     def backward(self, xs, y, dy, dxs, p, g):
         dz = self.z

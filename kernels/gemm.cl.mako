@@ -11,6 +11,13 @@
 ##   with the operands swapped (hetcl/codegen/gemm.py does so for trans_a and trans_b together
 ##   without local memory: that turns the case into the fast trans_a = trans_b = False one).
 ##   b = get_group_id(2) is the batch index (batched GEMM: one launch for every image of a conv).
+##
+## Epilogue (context epilogue = (act, S); a conv layer's forward, hetcl/ops.py): the kernel takes
+## one more argument, bias[M], and stores Y = act(alpha * op(A) op(B) + bias[m]) straight into
+## an NCHW batch instead of C: column n = img*S + p (image, pixel) of row m (filter) goes to
+##   C[c_off + img*M*S + m*S + p]
+## (ldc, c_bstride and beta unused; batch 1). act: none | relu | sigmoid, as eltwise's bias_act
+## computes them, so the outputs are those of GEMM + bias_act, without the [M, N] round trip.
 ##   beta == 0 never reads C, so C may hold garbage (NaN) on entry.
 ##
 ## NDRange: global = (ceil(N/NWG)*NDIMC, ceil(M/MWG)*MDIMC, batch), local = (NDIMC, MDIMC, 1).
@@ -67,6 +74,9 @@
 ## the loop that only edge work-groups take (no local), never by padding the operands.
 <%
 trans_c = context.get("trans_c", False)
+epilogue = context.get("epilogue", None)
+if epilogue is not None and trans_c:
+    raise ValueError("the epilogue stores NCHW rows itself: not with trans_c")
 MWI = MWG // MDIMC
 NWI = NWG // NDIMC
 NV = NWI // VWN
@@ -124,6 +134,9 @@ def vec(items):
     return items[0] if V == 1 else "(%s)(%s)" % (vt, ", ".join(items))
 
 def C_ptr(r, c):
+    if epilogue is not None:  # NCHW: image (c)/S, filter r, pixel (c)%S
+        S = epilogue[1]
+        return "C + (size_t)((%s) / %d) * (M * %d) + (%s) * %d + (%s) %% %d" % (c, S, S, r, S, c, S)
     return ("C + (size_t)(%s) * ldc + (%s)" % (c, r)) if trans_c else ("C + (size_t)(%s) * ldc + (%s)" % (r, c))
 %>
 #define MWG ${MWG}
@@ -138,6 +151,22 @@ def C_ptr(r, c):
 #define LOADV(p) ((p)[0])
 % endif
 
+% if epilogue is not None:
+// The epilogue's activation, as eltwise's bias_act: relu keeps NaN (x < 0 is false for it);
+// sigmoid in the stable form (exp only of -|x|).
+inline float act_fn(const float x) {
+%  if epilogue[0] == "relu":
+    return x < 0.0f ? 0.0f : x;
+%  elif epilogue[0] == "sigmoid":
+    const float e = exp(-fabs(x));
+    const float r = 1.0f / (1.0f + e);
+    return x >= 0.0f ? r : e * r;
+%  else:
+    return x;
+%  endif
+}
+
+% endif
 % if not features.get("simt", True) and V >= 8:
 // CPU: LLVM may prefer 256-bit registers on AVX-512 machines and split every float16 in two;
 // asking for the full width keeps one register per vector.
@@ -148,7 +177,7 @@ __kernel __attribute__((reqd_work_group_size(NDIMC, MDIMC, 1)))
 void gemm(const int M, const int N, const int K, const float alpha, const float beta,
           __global const float* restrict A, const int a_off, const int lda, const int a_bstride,
           __global const float* restrict B, const int b_off, const int ldb, const int b_bstride,
-          __global float* restrict C, const int c_off, const int ldc, const int c_bstride)
+          __global float* restrict C, const int c_off, const int ldc, const int c_bstride${", __global const float* restrict bias" if epilogue is not None else ""})
 {
     const int tx = get_local_id(0), ty = get_local_id(1);
     const int row0 = get_group_id(1) * MWG, col0 = get_group_id(0) * NWG;
@@ -227,6 +256,9 @@ ${axpy_body(True)}
     }
 % endif
 
+% if epilogue is not None:
+${epilogue_store()}
+% else:
     // Store: C = alpha*acc + beta*C, only inside the matrix; a whole vector at once where it fits.
 % for i in range(MWI):
     {
@@ -261,7 +293,42 @@ ${axpy_body(True)}
         }
     }
 % endfor
+% endif
 }
+<%def name="epilogue_store()">
+<%
+act, S = epilogue
+# V consecutive columns start at a multiple of V: with S % V == 0 they lie in one image's row
+VEC = V > 1 and S % V == 0
+%>
+    // Epilogue store: act(alpha*acc + bias[r]) into the NCHW output (see the header).
+% for i in range(MWI):
+    {
+        const int r = row0 + ${row(i)};
+        if (r < M) {
+            const float b = bias[r];
+%  for j in range(NV):
+            {
+                const int c = col0 + (tx + ${j * NDIMC}) * ${V};
+%   if VEC:
+                if (c + ${V} <= N) {
+                    __global float* dst = ${C_ptr("r", "c")};
+%    for v in range(V):
+                    dst[${v}] = act_fn(alpha * ${lane("acc%d_%d" % (i, j), v)} + b);
+%    endfor
+                } else
+%   endif
+                {
+%   for v in range(V):
+                    if (c + ${v} < N) *(${C_ptr("r", "c + %d" % v)}) = act_fn(alpha * ${lane("acc%d_%d" % (i, j), v)} + b);
+%   endfor
+                }
+            }
+%  endfor
+        }
+    }
+% endfor
+</%def>
 <%def name="tile_load(k0)">
         // Tiles wholly inside the matrices (the uniform, common case) load without checks.
         {

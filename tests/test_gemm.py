@@ -155,3 +155,37 @@ def test_gemm_forms_and_local_path_everywhere(device, p):
             out = run(device, a, b, m, n, k, ta, tb, params=p, alpha=0.5, beta=-2.0, c0=c0)
             ref = reference(a, b, ta, tb, 0.5, -2.0, c0)
             assert rel_err(out, ref) < TOL, (str(p), ta, tb, m, n, k)
+
+
+# Local-memory parameter sets (the GPU path) forced on every device, vector widths 4 and 8.
+LOCAL = [GemmParams(MWG=32, NWG=32, KWG=8, MDIMC=8, NDIMC=8, VWN=4, USE_LOCAL=1, VWM=4, DBUF=1),
+         GemmParams(MWG=16, NWG=64, KWG=8, MDIMC=4, NDIMC=8, VWN=8, USE_LOCAL=1, VWM=1, DBUF=0)]
+
+
+@pytest.mark.parametrize("act", ["none", "relu", "sigmoid"])
+def test_epilogue_stores_bias_and_activation_in_nchw(device, act):
+    """Y[img, m, p] = act(alpha * (A @ B)[m, img*S + p] + bias[m]) from element c_off of an NCHW
+    batch, as a conv layer's forward uses it: S a multiple of the vector width and not (12 with
+    VWN=8: lane by lane), edge tiles, the device's parameters (and, with relu, two local-memory
+    sets: the GPU path)."""
+    rng = np.random.default_rng(11)
+    sets = [None] + ([p for p in LOCAL if p.valid(device.features)] if act == "relu" else [])
+    for m, images, s, k in [(5, 3, 12, 7), (64, 2, 16, 27), (3, 1, 1, 4)]:
+        n = images * s
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal((k, n)).astype(np.float32)
+        bias = rng.standard_normal(m).astype(np.float32)
+        z = 0.5 * (a.astype(np.float64) @ b) + bias[:, None]
+        ref = {"none": z, "relu": np.maximum(z, 0), "sigmoid": 1 / (1 + np.exp(-z))}[act]
+        ref = ref.reshape(m, images, s).transpose(1, 0, 2)
+        for params in sets:
+            op = Gemm(device, m, n, k, params=params, epilogue=(act, s))
+            y = empty(device, (images + 1, m, s)).fill(np.nan)  # image 0 stays untouched
+            op(to_device(device, a), to_device(device, b), y, alpha=0.5, c_off=m * s,
+               bias=to_device(device, bias)).wait()
+            out = y.get()
+            assert np.isnan(out[0]).all(), (m, s, params)
+            assert rel_err(out[1:], ref) < TOL, (m, s, params)
+    with pytest.raises(ValueError, match="bias="):
+        Gemm(device, 2, 4, 3, epilogue=("relu", 4))(empty(device, (6,)), empty(device, (12,)),
+                                                     empty(device, (8,)))

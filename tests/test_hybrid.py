@@ -56,8 +56,12 @@ def test_hybrid_trains_like_data_parallelism(make, n, split, lr):
     data, _ = train(make, "data", x, y, [split], 20, lr)
     hybrid, rt = train(make, "hybrid", x, y, [split], 20, lr)
     a, b = data.parameters(), hybrid.parameters()
+    # 1e-5 on CPUs. GPUs add and round the dense layers' sums in other orders for a slice than
+    # for the whole layer (tiles, split-K): on two H200s cifar-cnn-wide's conv0.bias, ~1e-3 in
+    # size and a sum of cancelling terms, drifted 2.7e-5 apart in 20 steps.
+    tol = 1e-5 if all(not d.features["simt"] for d in DEVICES[:2]) else 1e-4
     for k in a:
-        assert np.isfinite(a[k]).all() and rel(b[k], a[k]) < 1e-5, k
+        assert np.isfinite(a[k]).all() and rel(b[k], a[k]) < tol, k
     heads = [rt._hybrid[id(hybrid)].heads[p].download() for p in (0, 1)]
     for k in heads[0]:  # the data-parallel part stays bitwise identical on both devices
         assert np.array_equal(heads[0][k], heads[1][k]), k

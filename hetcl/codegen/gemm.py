@@ -40,7 +40,10 @@ class Gemm:
     """
 
     def __init__(self, device, m, n, k, trans_a=False, trans_b=False, batch=1, params=None,
-                 lda=None, ldb=None, ldc=None):
+                 lda=None, ldb=None, ldc=None, epilogue=None):
+        """epilogue = (act, S): store act(alpha * op(A) op(B) + bias[m]) into an NCHW batch
+        (a conv's forward: column n is pixel n % S of image n // S; see the template);
+        __call__ then takes bias=."""
         self.device = device
         self.m, self.n, self.k, self.batch = int(m), int(n), int(k), int(batch)
         self.trans_a, self.trans_b = bool(trans_a), bool(trans_b)
@@ -58,12 +61,18 @@ class Gemm:
         # op(A)^T op(B)^T without local memory: compute C^T = B A instead (both operands then
         # untransposed, the fastest inner loop there) and let the kernel store C transposed.
         self.swap = self.trans_a and self.trans_b and not self.params.USE_LOCAL
-        if self.swap:
+        self.epilogue = None if epilogue is None else (str(epilogue[0]), int(epilogue[1]))
+        if self.epilogue and (self.swap or self.batch != 1):
+            raise ValueError("a GEMM with an epilogue takes one batch and not both transposes")
+        if self.epilogue:
+            program = build(device, self.params, trans_a=self.trans_a, trans_b=self.trans_b,
+                            epilogue=self.epilogue)
+        elif self.swap:
             program = build(device, self.params, trans_a=False, trans_b=False, trans_c=True)
         else:
             program = build(device, self.params, trans_a=self.trans_a, trans_b=self.trans_b)
         self.kernel = cl.Kernel(program, "gemm")  # its own: arguments are per instance
-        self.kernel.set_scalar_arg_dtypes(_ARG_TYPES)
+        self.kernel.set_scalar_arg_dtypes(_ARG_TYPES + ([None] if self.epilogue else []))
         rows, cols = (self.n, self.m) if self.swap else (self.m, self.n)
         self.global_size = self.params.global_size(rows, cols, self.batch)
         self.local_size = self.params.local_size()
@@ -74,9 +83,9 @@ class Gemm:
         return 2.0 * self.m * self.n * self.k * self.batch
 
     def __call__(self, a, b, c, alpha=1.0, beta=0.0, a_off=0, b_off=0, c_off=0,
-                 a_stride=0, b_stride=0, c_stride=0, wait_for=None, queue=None):
+                 a_stride=0, b_stride=0, c_stride=0, wait_for=None, queue=None, bias=None):
         """Enqueue on the device's queue; a, b, c are cl.Buffers or DeviceArrays. Returns the
-        event. Offsets and batch strides are in elements."""
+        event. Offsets and batch strides are in elements. bias: the epilogue's (see __init__)."""
         buf = lambda x: getattr(x, "buffer", x)
         a_args = (buf(a), a_off, self.lda, a_stride)
         b_args = (buf(b), b_off, self.ldb, b_stride)
@@ -84,8 +93,12 @@ class Gemm:
             mnk, ops = (self.n, self.m, self.k), b_args + a_args
         else:
             mnk, ops = (self.m, self.n, self.k), a_args + b_args
-        return enqueue(self, queue, mnk + (alpha, beta) + ops + (buf(c), c_off, self.ldc,
-                                                                  c_stride), wait_for)
+        args = mnk + (alpha, beta) + ops + (buf(c), c_off, self.ldc, c_stride)
+        if self.epilogue:
+            if bias is None:
+                raise ValueError("this GEMM's epilogue needs bias=")
+            args += (buf(bias),)
+        return enqueue(self, queue, args, wait_for)
 
 
 def gemm(device, a, b, trans_a=False, trans_b=False, params=None):
