@@ -122,12 +122,19 @@ class Executor:
         self.indices = empty(device, (n,), np.int32)
         self.steps = 0  # enqueue_step calls: the first one includes building the kernels
         self._gathers = {}  # per resident data set: its normalisation is baked into the kernel
+        self._param_views = {}  # (node index, id of params/grads dict) -> (views, dict)
         self._axpby = {}
         self._axpby_for = lambda size: self._axpby.setdefault(size, Axpby(device, size))
 
     def _node_params(self, node, table):
-        layer = node.layer
-        return {k: table[f"{layer.name}.{k}"] for k in layer.param_shapes()}
+        """{short name: array} of a node's entries in a replica's params or grads; built once
+        (the replica's dicts keep their arrays for life) - it runs for every node of every step."""
+        key = (node.index, id(table))
+        if key not in self._param_views:
+            layer = node.layer
+            self._param_views[key] = ({k: table[f"{layer.name}.{k}"]
+                                       for k in layer.param_shapes()}, table)
+        return self._param_views[key][0]
 
     def set_input(self, x, labels=None):
         self._host_x = np.ascontiguousarray(x, np.float32).reshape(self.out[0].shape)
