@@ -8,13 +8,13 @@ Runtime  - forward / gradients / train_step over the selected devices. With seve
            backward pass, summed on the devices in a fixed order) and the same update runs on
            every replica, which therefore stay identical. A device that fails mid-step is
            removed with a warning and the step is redone on the others: no step lost, none
-           counted twice. With an mpi.World, each process (rank) takes its slice of every
-           global batch first, and the sums span the ranks too (mpi.py, comm.py).
+           counted twice (faults.py). With an mpi.World, each process (rank) takes its slice
+           of every global batch first, and the sums span the ranks too (mpi.py, comm.py).
+           The parallel modes (data, hybrid, auto) and where each keeps the optimizer state
+           are in modes.py.
 """
 import contextlib
-import os
 import time
-import warnings
 
 import numpy as np
 import pyopencl as cl
@@ -23,17 +23,13 @@ from .auto import AutoTrial
 from .buffers import to_device
 from .comm import GradientExchange
 from .device import select_devices, share_contexts
-from .errors import DeviceFault, DeviceWarning, HetclError, ShapeError
+from .errors import DeviceFault, HetclError, ShapeError
 from .executor import Executor, Replica, Resident, interleave
-from .log import logger
+from .faults import FaultRecovery
 from .hybrid import MODES, Hybrid
+from .modes import ParallelModes
 from .scheduler import Scheduler
 
-
-
-# OpenCL status names of a device that cannot hold a step's buffers.
-_OUT_OF_MEMORY = ("MEM_OBJECT_ALLOCATION_FAILURE", "OUT_OF_RESOURCES", "OUT_OF_HOST_MEMORY",
-                  "INVALID_BUFFER_SIZE")
 
 
 class StepResult:
@@ -59,7 +55,7 @@ class StepResult:
         return self._value
 
 
-class Runtime:
+class Runtime(ParallelModes, FaultRecovery):
     # Steps between the scheduler's measured steps, after the first 20. A measured step waits
     # for every read and profiles every command: 2x H200, cifar-cnn batch 512, every 8th step
     # 79.0k/80.2k images/s, every 32nd 81.9k/82.3k (the scheduler smooths its samples anyway).
@@ -166,14 +162,6 @@ class Runtime:
             start += size
         return out
 
-    def _maybe_fault(self, device):
-        """HETCL_FAULT=DEVICE:STEP makes device DEVICE fail at training step STEP (tests)."""
-        spec = os.environ.get("HETCL_FAULT", "")
-        if ":" in spec:
-            dev, step = spec.split(":", 1)
-            if dev.strip() == str(device.index) and step.strip() == str(self.steps + 1):
-                raise DeviceFault(f"injected fault (HETCL_FAULT={spec})")
-
     def _step(self, model, n, feed, split=None, defer=False):
         """One forward/loss/backward of n samples over the devices; feed(executor, a, b) puts
         samples a..b on the executor's device. A device that fails is removed and the step is
@@ -249,28 +237,6 @@ class Runtime:
             self.scheduler.record(self.last_split, *self._per_device(plan, runs, times))
         return result, [ex.replica for _, ex, _ in runs]
 
-    def _auto(self, model):
-        """parallel="auto" (auto.py): switch to hybrid for its turn, then keep the faster."""
-        outcome = self._trial[id(model)].step(self.last_bytes)
-        if outcome == "hybrid":
-            self._hybrid[id(model)] = Hybrid(self, model)
-        elif outcome is not None:
-            best, msg = outcome
-            self.messages.append(msg)
-            logger.warning(msg)
-            del self._trial[id(model)]
-            if best == "data":
-                self._to_data(model)
-
-    def _to_data(self, model):
-        """Hand a model trained hybrid back to data-parallel replicas (parameters and
-        momentum from the slices)."""
-        state = self._hybrid[id(model)].optimizer_state()
-        self._hybrid[id(model)] = None
-        for device in self.devices:
-            rep = self.replica(model, device)  # uploads the parameters assembled from the slices
-            rep.state["momentum"] = {k: to_device(device, v) for k, v in state.items()}
-
     def _hybrid_step(self, model, n, feed, plan, exchange, measure, split):
         try:
             for i, _, _ in plan:
@@ -296,24 +262,6 @@ class Runtime:
             if ex.steps > 1:
                 compute[i], exchange[i] = c, x
         return compute, exchange
-
-    def _recover(self, model, n, feed, failed, error):
-        if failed is None or len(self.devices) - len(self.failed) <= 1:
-            if any(code in str(error) for code in _OUT_OF_MEMORY):
-                where = f"{self.devices[failed]}" if failed is not None else "a device"
-                raise HetclError(f"{where} ran out of memory for a batch of {n} ({error}); "
-                                 f"use a smaller --batch-size or add devices") from error
-            raise HetclError(f"OpenCL error with no device left to continue on: {error}") \
-                from error
-        device = self.devices[failed]
-        self.failed.add(failed)
-        self.scheduler.remove(failed, str(error))
-        warnings.warn(f"{device} failed ({error}); removed, redoing the step on the other "
-                      f"devices", DeviceWarning, stacklevel=3)
-        for i, d in enumerate(self.devices):  # let the others finish what they had queued
-            if i not in self.failed:
-                d.queue.finish()
-        return self._step(model, n, feed)
 
     def _numpy_step(self, model, x, y, split):
         x = self._prepare(model, x, y)
@@ -392,35 +340,6 @@ class Runtime:
             ex.gather(data, idx)
             preds.append(ex.forward().get().argmax(axis=1)[:len(images) - start])
         return np.concatenate(preds)
-
-    def optimizer_state(self, model):
-        """Optimizer buffers of the model (identical on every replica): {name: array}."""
-        hybrid = self._trained_hybrid(model)
-        return hybrid.optimizer_state() if hybrid else self.data_optimizer_state(model)
-
-    def _trained_hybrid(self, model):
-        """The model's hybrid state once it holds parameters (it ran a step), else None."""
-        hybrid = self._hybrid.get(id(model))
-        return hybrid if hybrid is not None and hybrid.version is not None else None
-
-    def data_optimizer_state(self, model):
-        """The optimizer state held by the data-parallel replicas (hybrid.py starts from it):
-        one that took part in the last step (a device the scheduler left out has an old one)."""
-        reps = sorted((r.version != model.version, i) for i, ((mid, _), r)
-                      in enumerate(self._replicas.items()) if mid == id(model))
-        if not reps:
-            return {}
-        rep = list(self._replicas.values())[reps[0][1]]
-        return {k: v.get() for k, v in rep.state.get("momentum", {}).items()}
-
-    def load_optimizer_state(self, model, state):
-        hybrid = self._trained_hybrid(model)
-        if hybrid:
-            hybrid.load_optimizer_state(state)
-        for device in self.devices:
-            rep = self.replica(model, device)
-            rep.state["momentum"] = {k: to_device(device, np.asarray(v, np.float32))
-                                     for k, v in state.items()}
 
     def _update(self, model, opt, replicas):
         for rep in replicas:
