@@ -54,10 +54,13 @@ class GradientExchange:
 
     def begin(self):
         """A new step. Host buffers alternate between even and odd steps, so that no one waits
-        for a step's uploads to finish: a buffer is read into again two steps later. By then
-        this step's uploads are done: the runtime has waited for every device's loss of the
-        next step, which its main queue runs after this step's adds, which wait for the
-        uploads."""
+        for a step's uploads to finish: a buffer is read into again two steps later, and by
+        then this step's uploads from it are done - the read of step k+2 on a device waits for
+        that device's step k+2 backward, which its main queue runs after its step k+1 adds,
+        which wait for the uploads of the peers' step k+1 reads, which follow the peers' step
+        k adds, which wait for this step's uploads (the host waits for nothing of this)."""
+        for run in self.runs:  # the last step's transfers may still run: dropping their
+            run.device.retire(*[read[1] for read in run.reads], *run.uploads)  # events waits
         self.runs = []
         self.parity ^= 1
         self.bytes = 0

@@ -117,6 +117,7 @@ class Device:
         self._queues = {}  # (role, profiled) -> cl.CommandQueue
         self._active = {"main": True, "copy": True}  # profiled? of each role's last queue used
         self.profiling = True
+        self._retired = []  # events of host transfers kept until they complete (retire())
         self.last_kernel = None  # event of the latest kernel enqueued (see record())
         self.kernel_events = None  # while a list: every kernel event (the scheduler's busy time)
 
@@ -159,6 +160,17 @@ class Device:
         """A second in-order queue for gradient transfers, so that copies overlap the kernels
         of the main queue (drivers run the two on separate engines)."""
         return self._role_queue("copy")
+
+    def retire(self, *events):
+        """Keep the events of non-blocking host transfers until they have completed. pyopencl
+        returns a NannyEvent for them, which holds the host array and, when dropped, *waits*
+        for the transfer: a non-blocking upload whose event is dropped at once blocks the
+        host until everything queued before it has run (measured on PoCL: 12 ms behind two
+        GEMMs, 0.05 ms with the event kept). Completed events are let go now and then."""
+        self._retired.extend(e for e in events if e is not None)
+        if len(self._retired) > 64:
+            done = cl.command_execution_status.COMPLETE
+            self._retired = [e for e in self._retired if e.command_execution_status != done]
 
     def record(self, event):
         """Called by codegen with each kernel it enqueues."""

@@ -139,15 +139,17 @@ class Executor:
     def set_input(self, x, labels=None):
         self._host_x = np.ascontiguousarray(x, np.float32).reshape(self.out[0].shape)
         # Non-blocking: the host copy lives until the next step.
-        self.out[0].set(self._host_x, wait=False)
+        device = self.replica.device  # (retire: dropping the events would wait for them)
+        device.retire(self.out[0].set(self._host_x, wait=False))
         if labels is not None:
             self._host_labels = np.ascontiguousarray(labels, np.int32)
-            self.labels.set(self._host_labels, wait=False)
+            device.retire(self.labels.set(self._host_labels, wait=False))
 
     def gather(self, resident, indices):
         """Input and labels from a data set resident on the device: only indices travel."""
-        self._host_idx = np.ascontiguousarray(indices, np.int32)
-        self.indices.set(self._host_idx, wait=False)
+        # a copy: the upload may still be pending when the caller reuses its index array
+        self._host_idx = np.array(indices, np.int32)
+        self.replica.device.retire(self.indices.set(self._host_idx, wait=False))
         key = id(resident)
         if key not in self._gathers:
             self._gathers[key] = Gather(self.replica.device, self.n, resident.sample_size,
@@ -191,7 +193,8 @@ class Executor:
         # fresh host arrays each step (n numbers): a step's results stay intact however late
         # they are read (Runtime, defer=True)
         host_loss, host_correct = np.empty(self.n, np.float32), np.empty(self.n, np.int32)
-        self.row_loss.get_async(host_loss)  # (in order: done when the second read is)
+        # (in order: done when the second read is; retired, since dropping it would wait)
+        self.replica.device.retire(self.row_loss.get_async(host_loss))
         return self.row_correct.get_async(host_correct), host_loss, host_correct
 
     def backward(self, on_node=None):

@@ -238,7 +238,7 @@ class Hybrid:
 
     def _upload(self, array, host):
         self.bytes += array.nbytes
-        array.set(host, wait=False)
+        array.set(host, wait=True)  # (blocking: the host staging arrays are reused)
 
     def executor(self, pos, n):
         key = (pos, n)
