@@ -90,3 +90,22 @@ def test_real_devices_are_listed_consistently():
     assert select_devices("all") == devs
     assert select_devices(devs[-1]) == [devs[-1]]
     assert select_devices([devs[0]]) == [devs[0]]
+
+
+def test_retired_transfer_events_are_kept_until_complete(device):
+    """Device.retire holds the events of non-blocking host transfers (dropping pyopencl's
+    NannyEvent would wait for its transfer) and lets completed ones go once it holds many; the
+    uploads themselves arrive intact."""
+    import numpy as np
+    from hetcl.buffers import empty
+    arrays = [empty(device, (16,)) for _ in range(70)]
+    before = len(device._retired)
+    for i, a in enumerate(arrays):
+        device.retire(a.set(np.full(16, i, np.float32), wait=False), None)
+    assert len(device._retired) >= before + 1  # held (None is ignored)
+    device.queue.finish()
+    device.retire(arrays[0].set(np.zeros(16, np.float32), wait=False))
+    device.queue.finish()
+    device.retire(*[arrays[1].set(np.ones(16, np.float32), wait=False) for _ in range(64)])
+    assert len(device._retired) <= 65  # the completed ones were let go
+    assert all(arrays[i].get()[0] == i for i in range(2, 70))
