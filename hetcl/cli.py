@@ -4,6 +4,7 @@ User mistakes (HetclError) print one line, `hetcl: error: ...`, and exit with st
 traceback. Anything else is a bug and keeps its traceback.
 """
 import json
+import statistics
 import sys
 
 import click
@@ -207,7 +208,10 @@ def evaluate(checkpoint, data, devices_spec):
 @click.option("--parallel", "modes", multiple=True, type=click.Choice(["data", "hybrid", "auto"]),
               help="How the devices together split the work (repeat to compare; default data). "
                    + PARALLEL_HELP)
-def bench(devices_spec, models, batch_size, steps, modes):
+@click.option("--rounds", type=click.IntRange(1), default=1, show_default=True,
+              help="Time each device alone and all together this many times, in alternation, "
+                   "and report medians (short steps vary from run to run).")
+def bench(devices_spec, models, batch_size, steps, modes, rounds):
     """Training images/s of each selected device alone and, with several, of all together.
     (tools/bench_train.py adds PyTorch on the CPU as a baseline.)"""
     from .bench import train_throughput
@@ -222,27 +226,41 @@ def bench(devices_spec, models, batch_size, steps, modes):
         return
     share_contexts(chosen)  # as the runtime of all of them will (before "alone" makes contexts)
     rows, notes = [], []
+    modes = (modes or ("data",)) if len(chosen) > 1 else ()
     for name in models or ("lenet5", "mlp"):
-        alone = []
+        alone = {dev.index: [] for dev in chosen}
+        together = {mode: [] for mode in modes}
+        for r in range(rounds):  # alone and together in turn: drifts hit both alike
+            tag = f" (round {r + 1}/{rounds})" if rounds > 1 else ""
+            for dev in chosen:
+                click.echo(f"\rtiming {name} on {dev.name}{tag} ...", err=True, nl=False)
+                alone[dev.index].append(train_throughput(name, [dev], batch_size, steps))
+            for mode in modes:
+                click.echo(f"\rtiming {name} on all {len(chosen)} devices ({mode}){tag} ...",
+                           err=True, nl=False)
+                together[mode].append(train_throughput(name, chosen, batch_size, steps,
+                                                       parallel=mode))
+                notes.extend(train_throughput.messages)
+        best = max(statistics.median(v) for v in alone.values())
         for dev in chosen:
-            click.echo(f"\rtiming {name} on {dev.name} ...", err=True, nl=False)
-            alone.append(train_throughput(name, [dev], batch_size, steps))
-            rows.append([name, f"{dev.index}: {dev.name}", f"{alone[-1]:.0f}", ""])
-        for mode in (modes or ("data",)) if len(chosen) > 1 else ():
-            click.echo(f"\rtiming {name} on all {len(chosen)} devices ({mode}) ...", err=True,
-                       nl=False)
-            together = train_throughput(name, chosen, batch_size, steps, parallel=mode)
+            rows.append([name, f"{dev.index}: {dev.name}",
+                         f"{statistics.median(alone[dev.index]):.0f}", ""])
+        for mode in modes:
             split = "/".join(str(s) for s in train_throughput.last_split)
-            rows.append([name, f"together, {mode} (split {split})", f"{together:.0f}",
-                         f"{together / max(alone):.2f}x",
-                         f"{train_throughput.bytes / 1e6:.1f}"])
-            notes.extend(train_throughput.messages)
+            rate = statistics.median(together[mode])
+            rows.append([name, f"together, {mode} (split {split})", f"{rate:.0f}",
+                         f"{rate / best:.2f}x", f"{train_throughput.bytes / 1e6:.1f}"])
+            if rounds > 1:  # each round's own ratio, against that round's best device alone
+                ratios = [t / max(a[r] for a in alone.values())
+                          for r, t in enumerate(together[mode])]
+                notes.append(f"{name}, {mode}: per round " +
+                             ", ".join(f"{x:.2f}x" for x in ratios))
     click.echo("\r" + " " * 70 + "\r", err=True, nl=False)
     click.echo(_table([r + [""] * (5 - len(r)) for r in rows],
                       ["model", "device", "images/s", "vs best alone", "MB moved/step"]))
     click.echo(f"batch {batch_size}, {steps} timed steps after a warm-up (3 steps; with several "
                f"devices until the scheduler's split has settled, at least 30); data resident "
-               f"on the devices")
+               f"on the devices" + (f"; medians of {rounds} rounds" if rounds > 1 else ""))
     for note in dict.fromkeys(notes):
         click.echo(note)
 

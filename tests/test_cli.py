@@ -87,3 +87,11 @@ def test_bench_times_each_device_and_all_together():
     rates = [float(next(w for w in row if w.replace(".", "").isdigit() and "/" not in w
                         and not w.endswith(":"))) for row in rows]
     assert all(rate > 0 for rate in rates), result.output
+    # --rounds: alone and together in turn, medians, and each round's own ratio
+    result = invoke("bench", "--devices", "all", "--model", "mlp", "--batch-size", "32",
+                    "--steps", "2", "--rounds", "2")
+    assert result.exit_code == 0, result.output
+    assert "medians of 2 rounds" in result.output
+    per_round = next(line for line in result.output.splitlines()
+                     if line.startswith("mlp, data: per round "))
+    assert len([x for x in per_round.split("per round ")[1].split(", ") if x.endswith("x")]) == 2
