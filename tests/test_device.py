@@ -98,14 +98,14 @@ def test_retired_transfer_events_are_kept_until_complete(device):
     uploads themselves arrive intact."""
     import numpy as np
     from hetcl.buffers import empty
-    arrays = [empty(device, (16,)) for _ in range(70)]
-    before = len(device._retired)
-    for i, a in enumerate(arrays):
-        device.retire(a.set(np.full(16, i, np.float32), wait=False), None)
-    assert len(device._retired) >= before + 1  # held (None is ignored)
-    device.queue.finish()
-    device.retire(arrays[0].set(np.zeros(16, np.float32), wait=False))
-    device.queue.finish()
-    device.retire(*[arrays[1].set(np.ones(16, np.float32), wait=False) for _ in range(64)])
-    assert len(device._retired) <= 65  # the completed ones were let go
-    assert all(arrays[i].get()[0] == i for i in range(2, 70))
+    from hetcl.device import Device
+    dev = Device(device.cl_device, dict(device.profile))  # its own (empty) list
+    arrays = [empty(dev, (16,)) for _ in range(70)]
+    first = [a.set(np.full(16, i, np.float32), wait=False) for i, a in enumerate(arrays[:10])]
+    dev.retire(*first, None)
+    assert dev._retired == first  # held (None ignored), nothing let go below the threshold
+    dev.queue.finish()
+    dev.retire(*[a.set(np.full(16, i + 10, np.float32), wait=False)
+                 for i, a in enumerate(arrays[10:])])
+    assert len(dev._retired) <= 60 and not any(e in dev._retired for e in first)
+    assert all(a.get()[0] == i for i, a in enumerate(arrays))
