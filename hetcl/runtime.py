@@ -26,7 +26,8 @@ from .device import select_devices, share_contexts
 from .errors import DeviceFault, HetclError, ShapeError
 from .executor import Executor, Replica, Resident, interleave
 from .faults import FaultRecovery
-from .hybrid import MODES, Hybrid
+from .hybrid import Hybrid
+from .hybrid_plan import MODES
 from .modes import ParallelModes
 from .scheduler import Scheduler
 

@@ -5,7 +5,7 @@ import pytest
 
 import hetcl
 from hetcl.errors import HetclError
-from hetcl.hybrid import columns, dense_tail, transfer_bytes
+from hetcl.hybrid_plan import columns, dense_tail, transfer_bytes
 from hetcl.layers import Conv2D, Flatten, ReLU
 from hetcl.graph import Sequential
 from hetcl.models import cifar_cnn_wide, lenet5, mlp
