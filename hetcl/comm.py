@@ -74,18 +74,16 @@ class GradientExchange:
         def on_node(names):
             run.last_kernel = device.last_kernel
             run.kernels = len(device.kernel_events or ())
-            # a whole layer's gradients lie in one region (Replica): one read, upload and add
-            span = ex.replica.grad_span(names)
-            items = [(",".join(names), *span)] if span else \
-                [(name, ex.replica.grads[name], ex.replica.grads[name].nbytes) for name in names]
-            for name, grad, nbytes in items:
-                key = (self.parity, device.index, name)
-                if key not in self._host:
-                    self._host[key] = pinned_empty(device, grad.shape)
-                event = grad.get_async(self._host[key], wait_for=[run.last_kernel],
-                                       queue=device.copy_queue)
-                self.bytes += nbytes  # (a layer's alignment gaps, < 512 B, travel uncounted)
-                run.reads.append((name, event, self._host[key], grad, nbytes))
+            # a layer's gradients lie in one region (Replica): one read, upload and add
+            grad, nbytes = ex.replica.grad_span(names)
+            name = ",".join(names)
+            key = (self.parity, device.index, name)
+            if key not in self._host:
+                self._host[key] = pinned_empty(device, grad.shape)
+            event = grad.get_async(self._host[key], wait_for=[run.last_kernel],
+                                   queue=device.copy_queue)
+            self.bytes += nbytes  # (a layer's alignment gaps, < 512 B, travel uncounted)
+            run.reads.append((name, event, self._host[key], grad, nbytes))
             # The spec requires a flush of commands that another queue waits on: the kernels
             # the reads wait for, the reads the peers' uploads wait for.
             device.queue.flush()

@@ -10,6 +10,7 @@ import numpy as np
 
 from .buffers import base_align_elements, empty, to_device
 from .codegen.gather import Gather
+from .codegen.launch import round_up
 from .codegen.loss import SigmoidBCE, SoftmaxCE
 from .codegen.update import Axpby
 
@@ -32,29 +33,29 @@ class Replica:
         """Gradient buffers, one allocation per layer: its tensors (weight, bias) lie one after
         the other (each start aligned for a sub-buffer, the gaps zero), so the all-reduce moves
         and adds a layer in one command each instead of one per tensor (comm.py: on GPUs the
-        host's commands limit a multi-GPU step). -> {name: array}, {names of a layer: (whole
+        host's commands limit a multi-GPU step). -> {name: array}, {layer name: (whole
         region, bytes of its tensors)}"""
         align = base_align_elements(device)
         layers = {}
         for k in host:
             layers.setdefault(k.rsplit(".", 1)[0], []).append(k)
         grads, spans = {}, {}
-        for names in layers.values():
+        for layer, names in layers.items():
             offsets, end = [], 0
             for k in names:
-                start = -(-end // align) * align
+                start = round_up(end, align)
                 offsets.append(start)
                 end = start + host[k].size
             region = empty(device, (end,)).fill(0.0)
             for k, start in zip(names, offsets):
                 grads[k] = region.sub(start, host[k].shape)
-            spans[tuple(names)] = (region, sum(host[k].nbytes for k in names))
+            spans[layer] = (region, sum(host[k].nbytes for k in names))
         return grads, spans
 
     def grad_span(self, names):
-        """(the gradients of these parameter names as one array, their own bytes) when they are
-        one whole layer, else None."""
-        return self._spans.get(tuple(names))
+        """(the gradients of a layer as one array, their own bytes), for the names of its
+        parameters (e.g. "conv0.weight", "conv0.bias"; a replica holds whole layers)."""
+        return self._spans[names[0].rsplit(".", 1)[0]]
 
     def sync(self, host=None):
         """Upload the host parameters if they changed since this replica last saw them."""

@@ -58,7 +58,7 @@ class SGDMulti:
         if not 1 <= len(self.sizes) <= self.MAX_TENSORS:
             raise ValueError(f"{len(self.sizes)} tensors: 1 to {self.MAX_TENSORS} per launch")
         self.params = params or UpdateParams.defaults(device.features)
-        per_group = self.params.WGS * self.params.WPT * self.params.VW
+        per_group = self.params.elements_per_group()
         groups = sum(-(-n // per_group) for n in self.sizes)
         self.launch = Launch(device, self.params, "sgd_multi",
                              [None] * (3 * len(self.sizes)) + [np.float32] * 3,
