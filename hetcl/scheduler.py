@@ -35,6 +35,12 @@ class Scheduler:
         self.messages = []           # why devices were dropped or re-admitted
         self.timing = {}             # active-set tuple -> the last 64 measured step seconds
         self.trial, self.trial_steps, self.next_trial = None, 5, 0
+        # Steps not timed after a new configuration or a measured step: the first builds
+        # kernels, and after a step that waited for the devices the host runs ahead while the
+        # queues refill, so the next start-to-start times measure the host, not the devices.
+        self.settle = 2
+        self._unsettled = 0
+        self.trial_age = 0  # steps the current trial configuration has run
         self._last_key = self._last_shards = None
         self.told = set()  # devices whose drop was already logged
         self.adaptive = adaptive  # False: proportional shares only, never drop a device
@@ -125,13 +131,15 @@ class Scheduler:
     def _observe(self, step_seconds):
         key = tuple(self.active)
         shards = self.current[1] if self.current else None
-        fresh = key != self._last_key or shards != self._last_shards
+        if key != self._last_key or shards != self._last_shards or step_seconds is None:
+            self._unsettled = self.settle + (step_seconds is not None)
         self._last_key, self._last_shards = key, shards
-        if step_seconds is None or fresh:
-            return  # new shard sizes build kernels in their first step: not a fair sample
+        if self._unsettled:
+            self._unsettled -= 1
+            return
         # Bounded: the median is taken every step, and a long run must not slow down with it.
         samples = self.timing.setdefault(key, collections.deque(maxlen=64))
-        if samples and step_seconds > 3 * self._mean_time(key):
+        if len(samples) >= self.trial_steps and step_seconds > 3 * self._mean_time(key):
             return  # the host did something else between steps (evaluation, a checkpoint)
         samples.append(step_seconds)
 
@@ -146,12 +154,17 @@ class Scheduler:
         key = tuple(self.active)
         if self.trial is not None:
             i, base, todo, results = self.trial
-            if len(self.timing.get(key, [])) < self.trial_steps:
+            self.trial_age += 1
+            # A trial that cannot collect its samples (steps keep being rejected) ends anyway.
+            if len(self.timing.get(key, [])) < self.trial_steps and \
+                    self.trial_age < 4 * (self.trial_steps + self.settle):
                 return
-            results[i] = self._mean_time(key)
+            self.trial_age = 0
+            results[i] = self._mean_time(key) or float("inf")
             self.active[i] = True
             if todo:
                 self.active[todo[0]] = False
+                self.timing.pop(tuple(self.active), None)  # this trial's own samples only
                 self.trial = (todo[0], base, todo[1:], results)
                 return
             self.trial = None
@@ -186,7 +199,8 @@ class Scheduler:
             self.next_trial = self.steps + self.probe_every
             return
         self.active[order[0]] = False
-        self.trial = (order[0], key, order[1:], {})
+        self.timing.pop(tuple(self.active), None)  # this trial's own samples only
+        self.trial, self.trial_age = (order[0], key, order[1:], {}), 0
 
     def _drop_slow(self, n):
         while self.adaptive and sum(self.active) > 1:

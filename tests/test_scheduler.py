@@ -99,3 +99,24 @@ def test_a_long_run_keeps_a_bounded_history():
     feed(s, 256, [3000.0, 2000.0], steps=300)
     assert s.timing and all(len(v) <= 64 for v in s.timing.values())
     assert sum(s.split(256)) == 256
+
+
+def test_a_trial_ends_even_when_its_first_steps_looked_too_fast():
+    """With deferred results the host runs ahead of the devices for a step or two after each
+    change: those start-to-start times are far too short. They must neither become the
+    baseline that rejects every later (true) step nor keep a trial running for ever."""
+    s = Scheduler(["gpu0", "gpu1"], granule=16)
+    wall = {(True, True): 0.006, (True, False): 0.0106, (False, True): 0.0106}
+    host_ahead = 0
+    for step in range(200):
+        shards = s.split(512)
+        key = tuple(x > 0 for x in shards)
+        if key != getattr(s, "_seen", None):
+            s._seen, host_ahead = key, 2
+        t = 0.002 if host_ahead else wall[key]
+        host_ahead = max(0, host_ahead - 1)
+        if all(shards):
+            s.record(shards, [x / 50000.0 for x in shards], [0.0004, 0.0004])
+        s.end_step(t)
+    assert s.trial is None and s.active == [True, True]
+    assert s.split(512) == [256, 256] and not s.messages
