@@ -82,7 +82,7 @@ class GradientExchange:
                 self._host[key] = pinned_empty(device, grad.shape)
             event = grad.get_async(self._host[key], wait_for=[run.last_kernel],
                                    queue=device.copy_queue)
-            self.bytes += nbytes  # (a layer's alignment gaps, < 512 B, travel uncounted)
+            self.bytes += nbytes  # (a layer's alignment gaps, < 4 KiB, travel uncounted)
             run.reads.append((name, event, self._host[key], grad, nbytes))
             # The spec requires a flush of commands that another queue waits on: the kernels
             # the reads wait for, the reads the peers' uploads wait for.

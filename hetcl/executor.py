@@ -13,8 +13,15 @@ from .codegen.gather import Gather
 from .codegen.launch import round_up
 from .codegen.loss import SigmoidBCE, SoftmaxCE
 from .codegen.update import Axpby
+from .errors import HetclError
 
 _LOSS_OPS = {"softmax_ce": SoftmaxCE, "sigmoid_bce": SigmoidBCE}
+
+# Where a layer's second gradient tensor starts in its region, in float32 elements (4 KiB).
+# The same on every device and every MPI rank: the all-reduce adds the regions of different
+# devices element by element, so their layouts must agree (devices' own sub-buffer
+# alignments differ: 32 floats on PoCL, 128 on NVIDIA's driver).
+GRAD_ALIGN = 1024
 
 
 class Replica:
@@ -35,7 +42,11 @@ class Replica:
         and adds a layer in one command each instead of one per tensor (comm.py: on GPUs the
         host's commands limit a multi-GPU step). -> {name: array}, {layer name: (whole
         region, bytes of its tensors)}"""
-        align = base_align_elements(device)
+        if GRAD_ALIGN % base_align_elements(device):
+            raise HetclError(f"{device.name} needs sub-buffers aligned to "
+                             f"{base_align_elements(device)} floats, more than hetcl's "
+                             f"gradient layout ({GRAD_ALIGN}): please report this device")
+        align = GRAD_ALIGN
         layers = {}
         for k in host:
             layers.setdefault(k.rsplit(".", 1)[0], []).append(k)

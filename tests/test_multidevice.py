@@ -192,3 +192,24 @@ def test_three_devices_sum_in_one_order_and_match_one_device(pocl_devices, force
     assert out.returncode == 0, out.stderr
     worst, same = out.stdout.split()[-2:]
     assert float(worst.split("=")[1]) < 1e-5 and same == "same=True", out.stdout
+
+
+def test_gradient_layout_is_the_same_on_every_device():
+    """The all-reduce adds whole layer regions across devices (and MPI ranks), so a layer's
+    layout must not follow a device's own sub-buffer alignment (32 floats on PoCL, 128 on
+    NVIDIA's driver: a GPU beside the CPU once failed with 874 against 906 elements)."""
+    from hetcl.executor import GRAD_ALIGN, Replica
+    model = lenet5(seed=1).build()
+    params = model.parameters()
+    layouts = []
+    for d in DEVICES:
+        replica = Replica(model, d)
+        layout = {}
+        for name in ("dense2.weight", "dense2.bias"):
+            region, nbytes = replica.grad_span([name])
+            layout[name] = region.shape
+        layouts.append(layout)
+        assert nbytes == params["dense2.weight"].nbytes + params["dense2.bias"].nbytes
+    # dense2: an 84x10 weight (840 floats), then the bias at the next GRAD_ALIGN boundary
+    assert layouts[0]["dense2.bias"] == (GRAD_ALIGN + 10,)
+    assert all(layout == layouts[0] for layout in layouts)
