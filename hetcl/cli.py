@@ -204,7 +204,8 @@ def evaluate(checkpoint, data, devices_spec):
               help="Model(s) to time (repeat the option); default lenet5 and mlp.")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--steps", type=int, default=20, show_default=True,
-              help="Timed training steps (after a warm-up).")
+              help="Timed training steps (after a warm-up); more while they take under a "
+                   "second, so that short steps give a steady rate.")
 @click.option("--parallel", "modes", multiple=True, type=click.Choice(["data", "hybrid", "auto"]),
               help="How the devices together split the work (repeat to compare; default data). "
                    + PARALLEL_HELP)
@@ -258,7 +259,8 @@ def bench(devices_spec, models, batch_size, steps, modes, rounds):
     click.echo("\r" + " " * 70 + "\r", err=True, nl=False)
     click.echo(_table([r + [""] * (5 - len(r)) for r in rows],
                       ["model", "device", "images/s", "vs best alone", "MB moved/step"]))
-    click.echo(f"batch {batch_size}, {steps} timed steps after a warm-up (3 steps; with several "
+    click.echo(f"batch {batch_size}, {steps} timed steps (more if they take under a second) "
+               f"after a warm-up (3 steps; with several "
                f"devices until the scheduler's split has settled, at least 30); data resident "
                f"on the devices" + (f"; medians of {rounds} rounds" if rounds > 1 else ""))
     for note in dict.fromkeys(notes):
