@@ -12,7 +12,9 @@ device and proposes the next split.
 * Dropping: a device whose share makes the step slower - its exchange cost is more than the
   compute time it saves the others, or, measured, steps run faster without it (devices that
   share hardware) - gets nothing, with a log line saying why, and is probed again (given a
-  share) every `probe_every` steps.
+  share) after `probe_every` steps and `probe_seconds` of training, whichever is later; each
+  probe that ends with the device dropped again doubles both (a probe of a CPU beside a GPU
+  costs tens of slow steps: LeNet-5 steps of 1 ms lost 12% to probes every 500 steps).
 """
 import collections
 
@@ -21,20 +23,23 @@ from .log import logger
 
 class Scheduler:
     def __init__(self, names, granule=16, smoothing=0.5, hysteresis=0.05, probe_every=500,
-                 adaptive=True):
+                 probe_seconds=30.0, adaptive=True):
         self.names = list(names)
         self.granule, self.smoothing = int(granule), float(smoothing)
         self.hysteresis, self.probe_every = float(hysteresis), int(probe_every)
+        self.probe_seconds = float(probe_seconds)
+        self.elapsed = 0.0           # seconds of the steps timed so far (end_step)
+        self.drops = [0] * len(self.names)  # times each device was dropped (probe back-off)
         k = len(self.names)
         self.speed = [None] * k      # samples / s of compute, smoothed
         self.exchange = [0.0] * k    # seconds of gradient read-back + upload, smoothed
         self.active = [True] * k
-        self.dropped_at = [None] * k
+        self.dropped_at = [None] * k  # (step, elapsed, steps to wait, seconds to wait)
         self.steps = 0
         self.current = None          # (n, shards) last proposed
         self.messages = []           # why devices were dropped or re-admitted
         self.timing = {}             # active-set tuple -> the last 64 measured step seconds
-        self.trial, self.trial_steps, self.next_trial = None, 5, 0
+        self.trial, self.trial_steps, self.next_trial = None, 5, (0, 0.0)
         # Steps not timed after a new configuration or a measured step: the first builds
         # kernels, and after a step that waited for the devices the host runs ahead while the
         # queues refill, so the next start-to-start times measure the host, not the devices.
@@ -119,6 +124,7 @@ class Scheduler:
     def end_step(self, step_seconds=None):
         """step_seconds: wall-clock time of the step that just ended, start to next start."""
         self.steps += 1
+        self.elapsed += step_seconds or 0.0
         self._observe(step_seconds)
         self._explore()
 
@@ -168,23 +174,18 @@ class Scheduler:
                 self.trial = (todo[0], base, todo[1:], results)
                 return
             self.trial = None
-            self.next_trial = self.steps + self.probe_every
+            self.next_trial = (self.steps + self.probe_every, self.elapsed + self.probe_seconds)
             with_all = self._mean_time(base)
             best = min(results, key=results.get)
             if results[best] < with_all * (1 - self.hysteresis):
-                self.active[best] = False
-                self.dropped_at[best] = self.steps
-                msg = (f"scheduler: dropping {self.names[best]}: measured steps take "
-                       f"{1e3 * with_all:.1f} ms with it and {1e3 * results[best]:.1f} ms "
-                       f"without it (devices that share hardware slow each other); probing "
-                       f"again in {self.probe_every} steps")
-                self.messages.append(msg)
-                if best not in self.told:  # said once; later probes that agree stay quiet
-                    self.told.add(best)
-                    logger.warning(msg)
+                self._drop(best, f"scheduler: dropping {self.names[best]}: measured steps take "
+                                 f"{1e3 * with_all:.1f} ms with it and "
+                                 f"{1e3 * results[best]:.1f} ms without it (devices that share "
+                                 f"hardware slow each other)")
             return
         act = [i for i, a in enumerate(self.active) if a]
-        if not self.adaptive or len(act) < 2 or self.steps < self.next_trial or \
+        if not self.adaptive or len(act) < 2 or self.steps < self.next_trial[0] or \
+                self.elapsed < self.next_trial[1] or \
                 any(self.speed[i] is None for i in act) or \
                 len(self.timing.get(key, [])) < self.trial_steps:
             return
@@ -196,7 +197,7 @@ class Scheduler:
                  if not n or self.predict(self._proportional(n, self._weights(without=i)))
                  <= 2 * with_all]
         if not order:
-            self.next_trial = self.steps + self.probe_every
+            self.next_trial = (self.steps + self.probe_every, self.elapsed + self.probe_seconds)
             return
         self.active[order[0]] = False
         self.timing.pop(tuple(self.active), None)  # this trial's own samples only
@@ -215,22 +216,29 @@ class Scheduler:
                     best, gain = i, with_all - without
             if best is None:
                 return
-            self.active[best] = False
-            self.dropped_at[best] = self.steps
-            msg = (f"scheduler: dropping {self.names[best]}: with it a step takes "
-                   f"{1e3 * with_all:.1f} ms, without it {1e3 * (with_all - gain):.1f} ms "
-                   f"(it computes {self.speed[best]:.0f} samples/s and its gradient exchange "
-                   f"costs {1e3 * self.exchange[best]:.1f} ms); probing again in "
-                   f"{self.probe_every} steps")
-            self.messages.append(msg)
-            if best not in self.told:
-                self.told.add(best)
-                logger.warning(msg)
+            self._drop(best, f"scheduler: dropping {self.names[best]}: with it a step takes "
+                             f"{1e3 * with_all:.1f} ms, without it {1e3 * (with_all - gain):.1f} "
+                             f"ms (it computes {self.speed[best]:.0f} samples/s and its gradient "
+                             f"exchange costs {1e3 * self.exchange[best]:.1f} ms)")
 
+    def _drop(self, i, why):
+        """Give device i nothing until its probe; log why (once per device: later probes that
+        agree stay quiet)."""
+        back_off = 2 ** min(self.drops[i], 6)
+        wait = (self.probe_every * back_off, self.probe_seconds * back_off)
+        self.drops[i] += 1
+        self.active[i] = False
+        self.dropped_at[i] = (self.steps, self.elapsed) + wait
+        msg = f"{why}; probing again after {wait[0]} steps and {wait[1]:.0f} s"
+        self.messages.append(msg)
+        if i not in self.told:
+            self.told.add(i)
+            logger.warning(msg)
 
     def _maybe_probe(self):
         for i, at in enumerate(self.dropped_at):
-            if not self.active[i] and at is not None and self.steps - at >= self.probe_every:
+            if not self.active[i] and at is not None and self.steps - at[0] >= at[2] and \
+                    self.elapsed - at[1] >= at[3]:
                 self.active[i] = True
                 self.dropped_at[i] = None
                 self.timing.pop(tuple(self.active), None)  # measure it afresh, not from memory

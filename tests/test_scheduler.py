@@ -46,14 +46,14 @@ def test_hysteresis_keeps_a_split_that_is_nearly_as_good():
 
 
 def test_device_that_only_slows_the_step_is_dropped_and_probed_again():
-    s = Scheduler(["gpu", "cpu"], granule=16, probe_every=10)
+    s = Scheduler(["gpu", "cpu"], granule=16, probe_every=10, probe_seconds=0)
     # The CPU computes 1/10 of the GPU's rate, but its gradient exchange costs 20 ms a step:
     # the 16 samples it would take save the GPU 1.6 ms.
     shards = feed(s, 256, [10000.0, 1000.0], exchange=[0.0001, 0.02], steps=2)
     assert shards == [256, 0]
     assert s.messages[0].startswith("scheduler: dropping cpu: with it a step takes 36.0 ms, "
                                     "without it 25.7 ms")
-    assert "probing again in 10 steps" in s.messages[0]
+    assert s.messages[0].endswith("probing again after 10 steps and 0 s")
     feed(s, 256, [10000.0, 1000.0], exchange=[0.0001, 0.02], steps=10)
     assert "scheduler: probing cpu again" in s.messages
     # A CPU whose exchange is cheap helps, and keeps its share.
@@ -65,7 +65,7 @@ def test_device_that_only_slows_the_step_is_dropped_and_probed_again():
 def test_devices_sharing_hardware_are_measured_and_the_slower_dropped():
     """Two OpenCL devices on the same CPU cores: each looks half as fast when both run, so the
     model alone would keep both; measuring steps without one shows it only costs time."""
-    s = Scheduler(["pthread", "basic"], granule=16, probe_every=100)
+    s = Scheduler(["pthread", "basic"], granule=16, probe_every=100, probe_seconds=0)
     shards = feed(s, 256, [30000.0, 15000.0], steps=20, shared=True)
     assert shards == [256, 0]
     assert s.messages[0].startswith("scheduler: dropping basic: measured steps take ")
@@ -73,7 +73,7 @@ def test_devices_sharing_hardware_are_measured_and_the_slower_dropped():
 
 
 def test_removed_device_never_comes_back():
-    s = Scheduler(["a", "b"], granule=16, probe_every=1)
+    s = Scheduler(["a", "b"], granule=16, probe_every=1, probe_seconds=0)
     s.split(64)
     s.remove(1, "CL_OUT_OF_RESOURCES")
     assert feed(s, 64, [1000.0, 1000.0], steps=5) == [64, 0]
@@ -120,3 +120,19 @@ def test_a_trial_ends_even_when_its_first_steps_looked_too_fast():
         s.end_step(t)
     assert s.trial is None and s.active == [True, True]
     assert s.split(512) == [256, 256] and not s.messages
+
+
+def test_probes_wait_for_steps_and_seconds_and_back_off():
+    """A probe of a device that only slows the step costs slow steps: it comes after
+    probe_every steps and probe_seconds of training, and twice as late each time it ends with
+    the device dropped again."""
+    s = Scheduler(["gpu", "cpu"], granule=16, probe_every=10, probe_seconds=1.0)
+    speeds, ex = [10000.0, 1000.0], [0.0001, 0.02]
+    feed(s, 256, speeds, exchange=ex, steps=2)  # dropped; a step now takes 25.6 ms
+    assert s.messages[-1].endswith("probing again after 10 steps and 1 s")
+    feed(s, 256, speeds, exchange=ex, steps=30)  # 0.77 s: ten steps passed, but not 1 s
+    assert "scheduler: probing cpu again" not in s.messages
+    feed(s, 256, speeds, exchange=ex, steps=10)  # 1.02 s
+    assert s.messages.count("scheduler: probing cpu again") == 1
+    feed(s, 256, speeds, exchange=ex, steps=2)
+    assert s.messages[-1].endswith("probing again after 20 steps and 2 s")
