@@ -48,12 +48,20 @@ class Scheduler:
         self.trial_age = 0  # steps the current trial configuration has run
         self._last_key = self._last_shards = None
         self.told = set()  # devices whose drop was already logged
+        self.measurements = 0  # record() calls so far
+        self._proposed = None  # what the current proposal was made from
         self.adaptive = adaptive  # False: proportional shares only, never drop a device
 
     # --- proposals -----------------------------------------------------------------------------
     def split(self, n):
         """Shard sizes (one per device, 0 for devices that get nothing) summing to n."""
         self._maybe_probe()
+        # Speeds change only on measured steps: between them the last proposal stands (the
+        # host's time per step counts where LeNet-5 steps take under a millisecond).
+        key = (n, tuple(self.active), self.measurements)
+        if key == self._proposed and self.current:
+            return list(self.current[1])
+        self._proposed = key
         if any(s is None for s, a in zip(self.speed, self.active) if a):  # calibration
             shards = self._proportional(n, [1.0 if a else 0.0 for a in self.active])
         else:
@@ -112,6 +120,7 @@ class Scheduler:
         """Per device: samples computed, seconds of compute, seconds of gradient exchange.
         Call end_step() after it (and on steps that ran on one device only)."""
         exchange_seconds = exchange_seconds or [0.0] * len(shards)
+        self.measurements += 1
         a = self.smoothing
         for i, (s, t, ex) in enumerate(zip(shards, compute_seconds, exchange_seconds)):
             if not s or t is None or t <= 0:
@@ -252,6 +261,7 @@ class Scheduler:
         self.active[i] = False
         self.dropped_at[i] = None
         self.speed[i] = 0.0
+        self.measurements += 1  # (the next split is proposed afresh)
         self.messages.append(f"scheduler: removed {self.names[i]}: {reason}")
 
     def shares(self):
