@@ -8,12 +8,14 @@ chunk whose epilogue adds the bias, applies the activation and stores NCHW (no [
 round trip); the backward turns dy into dz in "fns"
 (activation derivative fused), and dW is a split-K GEMM per chunk, accumulated over chunks.
 (Reading the columns inside the GEMMs instead - implicit im2col - was measured slower on an
-H200: docs/benchmarks.md, "Session 4".)
+H200: docs/benchmarks.md, "Session 4".) dx from dz: codegen/conv_dx.py (col2im, or for stride 1
+a convolution of dz with the flipped weights, whichever the tuning DB says is faster).
 """
 import numpy as np
 
 from .buffers import empty
-from .codegen.conv import Col2Im, Im2Col
+from .codegen.conv import Im2Col
+from .codegen.conv_dx import ConvBackwardData
 from .codegen.eltwise import ActBwd, BiasAct, BiasGrad
 from .codegen.gemm import Gemm
 from .codegen.pool import MaxPoolBwd, MaxPoolFwd
@@ -87,7 +89,6 @@ class ConvOp:
         sizes = sorted({nc for _, nc in self.chunks})
         geo = (in_chw, kernel, stride, pad)
         self.im2col = {nc: Im2Col(device, *geo, nc) for nc in sizes}
-        self.col2im = {nc: Lazy(lambda nc=nc: Col2Im(device, *geo, nc)) for nc in sizes}
         self.col = empty(device, (ckk, chunk * self.s))
         self.col_holds_x = False  # one chunk: the forward's columns serve the backward too
         # z [F, n*S] ("fns"): the backward's dz.
@@ -98,11 +99,10 @@ class ConvOp:
                     for nc in sizes}
         self.act_bwd = ActBwd(device, n, f, self.s, act, "fns")
         self.bias_grad = BiasGrad(device, n, f, self.s, "fns")
-        # dW (F x CKK) [+]= dz[:, chunk] (F x nc*S) @ col^T;  dcol = W^T @ dz[:, chunk]
+        # dW (F x CKK) [+]= dz[:, chunk] (F x nc*S) @ col^T
         self.dw = {nc: SplitKGemm(device, f, ckk, nc * self.s, True, ns, nc * self.s)
                    for nc in sizes}
-        self.dcol = {nc: Lazy(lambda nc=nc: Gemm(device, ckk, nc * self.s, f, trans_a=True,
-                                                 ldb=ns)) for nc in sizes}
+        self.dx = ConvBackwardData(device, n, in_chw, f, kernel, stride, pad, (oh, ow), sizes, ns)
 
     def forward(self, xs, y, p):
         for n0, nc in self.chunks:
@@ -118,9 +118,8 @@ class ConvOp:
             if not self.col_holds_x:
                 self.im2col[nc](xs[0], self.col, x_off=n0 * self.chw)
             self.dw[nc](dz, self.col, g["weight"], a_off=n0 * self.s, accumulate=i > 0)
-            if dxs[0] is not None:  # the column buffer is free again: reuse it for dcol
-                self.dcol[nc](p["weight"], dz, self.col, b_off=n0 * self.s)
-                self.col2im[nc](self.col, dxs[0], dx_off=n0 * self.chw)
+            if dxs[0] is not None:  # the column buffer is free again: reuse it for dx's
+                self.dx(p["weight"], dz, dxs[0], self.col, n0, nc)
         self.col_holds_x = False
 
 

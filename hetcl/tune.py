@@ -1,5 +1,6 @@
 """`hetcl tune`: per device, the fastest parameters for every kernel a model's training step
-runs - its GEMMs, the split-K GEMMs' slice counts and its im2col/col2im, bias+activation,
+runs - its GEMMs, the split-K GEMMs' slice counts, each conv's way to its input gradient
+(codegen/conv_dx.py), and its im2col/col2im, bias+activation,
 activation-gradient, bias-gradient and pooling kernels - stored in the user's tuning DB
 (hetcl/codegen/tunedb.py), which training then uses automatically. Each result is written as
 soon as it is found, so an interrupted tune keeps what it found.

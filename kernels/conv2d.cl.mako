@@ -12,11 +12,18 @@
 ## Memory layout (float32, element offsets, row-major):
 ##   x, dx  NCHW: pixel (n, ch, y, x) of the chunk at  off + ((n*c + ch)*h + y)*w + x,
 ##          off = x_off / dx_off (the chunk's first image inside a larger batch buffer).
+##          im2col also reads other plane orders: plane (n, ch) at off + n*img_stride +
+##          ch*chan_stride (defaults c*h*w and h*w: NCHW). A conv's backward-data pass reads its
+##          dz in the [F, N*OH*OW] layout that way (img_stride = OH*OW, chan_stride = N*OH*OW).
 ##   col    [c*kh*kw, images*OH*OW], packed (row stride = COLS = images*OH*OW):
 ##          row    r = ch*kh*kw + i*kw + j       (i < kh, j < kw: the tap of the kernel)
 ##          column q = n*OH*OW + oy*OW + ox      (the output pixel)
 ##          col[r, q] = x[n, ch, oy*sh - ph + i, ox*sw - pw + j], 0 where that is padding.
 ##   Conv weights W[F, c, kh, kw] viewed as [F, c*kh*kw] multiply col directly (Y = W @ col).
+##
+## wflip (kernel == "wflip"; c = filters F, h = channels C of the weights, kh x kw the taps):
+##   Wt[C, F*kh*kw] from W[F, C, kh, kw]: Wt[ch, (f, i, j)] = W[f, ch, kh-1-i, kw-1-j], the
+##   weights of the stride-1 convolution that maps dY back to dX. One work-item per element.
 ##
 ## Two work decompositions, chosen by PLANES:
 ## PLANES = 0 (GPUs): one work-item per item and group of CPT channels, consecutive work-items
@@ -58,6 +65,8 @@ KK = kh * kw
 COLS = images * OHW
 NPIX = images * HW
 padded = ph > 0 or pw > 0
+IMG = context.get("img_stride", c * HW)   # plane (n, ch) of the input at n*IMG + ch*CHS
+CHS = context.get("chan_stride", HW)
 # End (exclusive) of this work-item's channel group; the clamp is only needed when CPT does not divide c.
 ch_end = "min(ch0 + %d, %d)" % (CPT, c) if c % CPT else "ch0 + %d" % CPT
 %>
@@ -71,7 +80,19 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1))) __attribute__((min_vect
 % endif
 </%def>
 
-% if kernel == "im2col" and PLANES:
+% if kernel == "wflip":
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void wflip(__global const float* restrict W, __global float* restrict Wt)
+{
+    const int t = get_global_id(0);    // element of Wt: (ch, f, tap)
+    if (t >= ${c * h * KK})
+        return;
+    const int ch = t / ${c * KK}, rest = t - ch * ${c * KK};
+    const int f = rest / ${KK}, tap = rest - f * ${KK};
+    Wt[t] = W[(f * ${h} + ch) * ${KK} + ${KK - 1} - tap];
+}
+
+% elif kernel == "im2col" and PLANES:
 ${cpu_attrs()}
 void im2col(__global const float* restrict x, const long x_off, __global float* restrict col)
 {
@@ -82,7 +103,7 @@ void im2col(__global const float* restrict x, const long x_off, __global float* 
         if (t >= ${images * c})
             break;
         const int ch = t / ${images}, n = t - ch * ${images};
-        __global const float* src = x + (size_t)(n * ${c} + ch) * ${HW};
+        __global const float* src = x + (size_t)n * ${IMG} + (size_t)ch * ${CHS};
         __global float* dst = col + (size_t)ch * ${KK} * ${COLS}UL + (size_t)n * ${OHW};
 % for i in range(kh):
 <%
@@ -134,7 +155,7 @@ void im2col(__global const float* restrict x, const long x_off, __global float* 
         const int iy0 = (p / ${OW}) * ${sh} - ${ph};
         const int ix0 = (p % ${OW}) * ${sw} - ${pw};
         for (int ch = ch0; ch < ${ch_end}; ++ch) {
-            __global const float* src = x + (n * ${c} + ch) * (size_t)${HW};
+            __global const float* src = x + n * (size_t)${IMG} + (size_t)ch * ${CHS};
             __global float* dst = col + (size_t)ch * ${KK} * ${COLS}UL + q;
             for (int i = 0; i < ${kh}; ++i) {
                 const int iy = iy0 + i;

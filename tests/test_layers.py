@@ -6,6 +6,7 @@ import pytest
 
 import reference as ref
 from hetcl.buffers import empty, to_device
+from hetcl.codegen.conv_dx import ConvDxParams, by_conv_fits
 from hetcl.layers import Add, Conv2D, Dense, MaxPool2D, ReLU, Sigmoid
 
 TOL = 1e-4
@@ -58,12 +59,35 @@ CONVS = [  # n, c, h, w, f, kernel, stride, pad
     (2, 1, 28, 28, 6, (5, 5), (1, 1), (2, 2)),
     (3, 6, 14, 14, 16, (5, 5), (1, 1), (0, 0)),
     (1, 2, 1, 1, 3, (1, 1), (1, 1), (0, 0)),
+    # stride 1, F <= C: dx also as a convolution of dz with flipped weights (codegen/conv_dx.py)
+    (3, 5, 13, 11, 4, (3, 3), (1, 1), (1, 1)),
+    (2, 6, 9, 10, 6, (3, 2), (1, 1), (1, 1)),
+    (2, 8, 7, 7, 3, (5, 5), (1, 1), (2, 2)),
+    (2, 8, 9, 9, 2, (3, 3), (1, 1), (0, 0)),
 ]
 
 
-@pytest.mark.parametrize("n,c,h,w,f,k,s,p", CONVS)
+def _out_hw(h, w, k, s, p):
+    return ((h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1)
+
+
+# Each shape with dx by col2im (BY_CONV=0) and, where it can run, by a convolution of dz.
+CONV_CASES = [shape + (by_conv,) for shape in CONVS for by_conv in (0, 1)
+              if not by_conv or by_conv_fits(shape[1:4], shape[4], shape[5], shape[6], shape[7],
+                                             _out_hw(*shape[2:4], *shape[5:8]))]
+
+
+def force_conv_dx(monkeypatch, by_conv):
+    """The conv_dx choice for every layer bound after this (the DB has no entry for these
+    shapes, so the default decides)."""
+    monkeypatch.setattr(ConvDxParams, "defaults", classmethod(lambda cls, features:
+                                                              cls(by_conv)))
+
+
+@pytest.mark.parametrize("n,c,h,w,f,k,s,p,by_conv", CONV_CASES)
 @pytest.mark.parametrize("act", ["none", "relu"])
-def test_conv2d(device, n, c, h, w, f, k, s, p, act):
+def test_conv2d(device, monkeypatch, n, c, h, w, f, k, s, p, by_conv, act):
+    force_conv_dx(monkeypatch, by_conv)
     rng = np.random.default_rng(2)
     x = rng.standard_normal((n, c, h, w))
     wt, b = rng.standard_normal((f, c) + k), rng.standard_normal(f)
@@ -76,17 +100,25 @@ def test_conv2d(device, n, c, h, w, f, k, s, p, act):
     assert rel(dx, dx_ref) < TOL and rel(g["weight"], dw_ref) < TOL and rel(g["bias"], db_ref) < TOL
 
 
-def test_conv2d_in_chunks(device, monkeypatch):
-    """A column budget smaller than the batch forces several chunks (and a short last one)."""
+@pytest.mark.parametrize("c,f,pad,by_conv", [(3, 4, 0, 0), (4, 3, 1, 0), (4, 3, 1, 1)])
+def test_conv2d_in_chunks(device, monkeypatch, c, f, pad, by_conv):
+    """A column budget smaller than the batch forces several chunks (and a short last one),
+    with dx by col2im and (F <= C, stride 1) by a convolution of dz."""
     import hetcl.ops as ops
-    monkeypatch.setattr(ops, "COL_BUDGET_BYTES", {"cpu": 4 * 27 * 99 * 2, "gpu": 4 * 27 * 99 * 2})
+    budget = 4 * 9 * c * 99 * 2  # two images' columns
+    monkeypatch.setattr(ops, "COL_BUDGET_BYTES", {"cpu": budget, "gpu": budget})
     monkeypatch.setattr(ops, "COL_BUDGET_SHARE", 0)
+    force_conv_dx(monkeypatch, by_conv)
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((5, 3, 11, 9))
-    wt, b = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
-    y, dy, (dx,), g = run_layer(device, Conv2D(3, 4, 3), [x], {"weight": wt, "bias": b})
-    assert rel(y, ref.conv2d_fwd(x, wt, b)) < TOL
-    dx_ref, dw_ref, db_ref = ref.conv2d_bwd(x, wt, dy)
+    x = rng.standard_normal((5, c, 13 - 2 * pad, 11 - 2 * pad))  # 11x9 outputs
+    wt, b = rng.standard_normal((f, c, 3, 3)), rng.standard_normal(f)
+    layer = Conv2D(c, f, 3, padding=pad)
+    layer.build(x.shape[1:])
+    op = layer.bind(device, 5)
+    assert len(op.chunks) == 3 and op.dx.params.BY_CONV == by_conv
+    y, dy, (dx,), g = run_layer(device, layer, [x], {"weight": wt, "bias": b})
+    assert rel(y, ref.conv2d_fwd(x, wt, b, (1, 1), (pad, pad))) < TOL
+    dx_ref, dw_ref, db_ref = ref.conv2d_bwd(x, wt, dy, (1, 1), (pad, pad))
     assert rel(dx, dx_ref) < TOL and rel(g["weight"], dw_ref) < TOL and rel(g["bias"], db_ref) < TOL
 
 

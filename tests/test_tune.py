@@ -136,6 +136,26 @@ def test_the_other_kernels_are_tuned_in_the_step_and_used_afterwards(device, fre
     assert Im2Col(device, (1, 28, 28), (5, 5), (1, 1), (2, 2), 16).params == conv0
 
 
+def test_conv_dx_choice_is_found_and_timed_in_the_step(device, fresh_db):
+    """cifar-cnn's 64->64 and 128->128 convs (stride 1) can take dx either way
+    (codegen/conv_dx.py): the tuner sees one "conv_dx" entry per such layer, with both
+    choices, and times the alternative inside the training step."""
+    from conftest import DEVICES
+    from hetcl import tune as tune_module
+    from hetcl.codegen.conv_dx import ConvDxParams
+    if device is not DEVICES[0]:
+        pytest.skip("covered on the first device (a cifar-cnn step takes a while)")
+    kernels = tune_module.step_kernels("cifar-cnn", device, 2)
+    found = {bucket: entry for (kernel, bucket), entry in kernels.items() if kernel == "conv_dx"}
+    assert sorted(found) == ["128x16x16 f128 k3x3 s1x1 p1x1 n2", "64x32x32 f64 k3x3 s1x1 p1x1 n2"]
+    assert all(current == ConvDxParams(0) and space == [ConvDxParams(0), ConvDxParams(1)]
+               for current, space in found.values())
+    key = ("conv_dx", "128x16x16 f128 k3x3 s1x1 p1x1 n2")
+    [(params, before, ms)] = tune_module.compare_in_step("cifar-cnn", device, 2, key,
+                                                         ConvDxParams(0), [ConvDxParams(1)], 2)
+    assert params == ConvDxParams(1) and before > 0 and ms > 0
+
+
 def test_gemm_neighbours_are_valid_one_step_moves():
     """The GPU GEMM search's local moves: valid points that differ from the start along one
     axis or one pair of axes, by one step of that axis."""

@@ -90,7 +90,7 @@ def main():
     rows.append(("update", "all parameters", list(launches)))
     device.queue.finish()
 
-    composite = {"SplitKGemm"}
+    composite = {"SplitKGemm", "ConvBackwardData"}
     print(f"{args.model}, batch {args.batch_size} on {device} ({device.name}); host "
           f"{cpu_model()}")
     print(f"| phase | node | kernels | device µs | by kernel (µs) |\n|---|---|---:|---:|---|")

@@ -90,7 +90,10 @@ class _ConvData:
     kernel = None       # "im2col" / "col2im"
     params_cls = None
 
-    def __init__(self, device, in_chw, kernel_hw, stride_hw, pad_hw, images, params=None):
+    def __init__(self, device, in_chw, kernel_hw, stride_hw, pad_hw, images, params=None,
+                 planes=None):
+        """planes: (img_stride, chan_stride) where the input's plane (n, ch) starts
+        (im2col only; default NCHW)."""
         self.device = device
         self.c, self.h, self.w = (int(v) for v in in_chw)
         self.kh, self.kw = (int(v) for v in kernel_hw)
@@ -106,6 +109,10 @@ class _ConvData:
         self.cols = self.images * self.out_hw[0] * self.out_hw[1]
         bucket = (f"{self.c}x{self.h}x{self.w} k{self.kh}x{self.kw} s{self.sh}x{self.sw} "
                   f"p{self.ph}x{self.pw} n{self.images}")
+        layout = {}
+        if planes is not None:
+            layout = {"img_stride": int(planes[0]), "chan_stride": int(planes[1])}
+            bucket += f" planes{layout['img_stride']}x{layout['chan_stride']}"
         self.params = params or choose(device, self.params_cls, self.kernel, bucket,
                                        self.params_cls.defaults(device.features))
         if self.params.PLANES:
@@ -118,7 +125,7 @@ class _ConvData:
             self.params.global_size(items, channels), self.params.local_size(),
             tune=(self.kernel, bucket, None),
             kernel=self.kernel, c=self.c, h=self.h, w=self.w, kh=self.kh, kw=self.kw,
-            sh=self.sh, sw=self.sw, ph=self.ph, pw=self.pw, images=self.images)
+            sh=self.sh, sw=self.sw, ph=self.ph, pw=self.pw, images=self.images, **layout)
 
 
 class Im2Col(_ConvData):
@@ -142,3 +149,19 @@ class Col2Im(_ConvData):
     def __call__(self, col, dx, dx_off=0, wait_for=None):
         """col: [rows, cols]; dx: float32 NCHW buffer, the chunk starting at element dx_off."""
         return self._launch(col, dx, int(dx_off), wait_for=wait_for)
+
+
+class WeightFlip:
+    """Wt[C, F*KH*KW] <- W[F, C, KH, KW] with each filter's taps reversed: the weights of the
+    stride-1 convolution of dY that gives dX (ops.ConvOp's backward-data pass)."""
+
+    def __init__(self, device, f, c, kernel_hw):
+        kh, kw = (int(v) for v in kernel_hw)
+        params = Im2ColParams(WG=64 if device.features["simt"] else 1)  # one element a work-item
+        self._launch = Launch(device, params, "wflip", [None, None],
+                              (round_up(f * c * kh * kw, params.WG),), (params.WG,),
+                              kernel="wflip", c=int(f), h=int(c), w=kw, kh=kh, kw=kw, sh=1,
+                              sw=1, ph=0, pw=0, images=1)
+
+    def __call__(self, w, wt, wait_for=None):
+        return self._launch(w, wt, wait_for=wait_for)
