@@ -157,20 +157,27 @@ def tune(devices, model_names, batch=256, count=12, report=print, db_path=None, 
                     owner[problem], device, batch, key, current, [best], rounds))
             save(key, label, best, ms, before)
         for name in model_names if "other" in kinds else ():
-            _tune_in_step(name, device, batch, count, rounds, report, save, done, splits=False)
+            # Again while a pass finds kernels the last one did not run (a "conv_dx" choice
+            # that changed brings its own im2col and GEMM into the step).
+            while _tune_in_step(name, device, batch, count, rounds, report, save, done,
+                                splits=False):
+                pass
         report("")
     return rows
 
 
 def _tune_in_step(name, device, batch, count, rounds, report, save, done, splits):
     """Search the model's non-GEMM entries not in `done` in its training step: the splits
-    ("splitk") if `splits`, else all the others; each result goes to save()."""
+    ("splitk") if `splits`, else all the others; each result goes to save().
+    -> how many entries were searched"""
     kernels = {key: entry for key, entry in step_kernels(name, device, batch).items()
                if (key[0] == "splitk") == splits}
+    searched = 0
     for j, (key, (current, space)) in enumerate(kernels.items()):
         if key in done:
             continue
         done.add(key)
+        searched += 1
         report(f"\r{device.name}: {name} kernel {j + 1}/{len(kernels)} {key[0]} {key[1]}   ",
                end=True)
         rng = random.Random(f"0-{key}")
@@ -180,6 +187,7 @@ def _tune_in_step(name, device, batch, count, rounds, report, save, done, splits
             name, device, batch, key, current, sample, rounds))
         if ms == ms:  # (nan: nothing could be timed)
             save(key, f"{key[0]} {key[1]}", best, ms, before)
+    return searched
 
 
 def fmt(problem):
