@@ -5,12 +5,15 @@
 # the tune is cut at SECONDS (it keeps what it found: split-K entries first, then GEMMs, then
 # the other kernels). A later call may start a fresh machine, so give each call one model and
 # merge the DBs it brings back (tuning-MODEL.json) into hetcl/codegen/tuned.json here.
-# Usage: source .whl/gpu-env.sh && bash tools/gpu_tune.sh [model] [seconds] [compare]
+# KINDS (e.g. KINDS="other") limits the tune as `hetcl tune --kernels` does: "other" alone
+# re-tunes the non-GEMM entries, each conv's dx way (conv_dx) among them.
+# Usage: source .whl/gpu-env.sh && [KINDS=...] bash tools/gpu_tune.sh [model] [seconds] [compare]
 set -uo pipefail
 out=${OUT:-out}; mkdir -p "$out"
 model=${1:-lenet5}; seconds=${2:-300}
 export HETCL_CACHE_DIR=${HETCL_CACHE_DIR:-/tmp/hetcl-cache}
-timeout "$seconds" python3 -m hetcl tune --devices 0 --model "$model" --candidates 8 \
+kinds=(); for k in ${KINDS:-}; do kinds+=(--kernels "$k"); done
+timeout "$seconds" python3 -m hetcl tune --devices 0 --model "$model" --candidates 8 "${kinds[@]}" \
     > "$out/tune-$model.txt" 2>&1
 tr '\r' '\n' < "$out/tune-$model.txt" | grep -v candidate | tail -40
 cp "$HETCL_CACHE_DIR/tuning.json" "$out/tuning-$model.json"
