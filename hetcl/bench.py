@@ -100,6 +100,10 @@ def train_throughput(model_name, devices, batch_size=256, steps=20, warmup=None,
             step(i)
             same = same + 1 if rt.last_split == last else 0
             last, i = list(rt.last_split), i + 1
+        if i == 400:  # timed anyway, but said: the figure may include a trial or re-balancing
+            rt.messages.append(f"bench: the scheduler had not settled after 400 warm-up steps "
+                               f"(split {'/'.join(map(str, rt.last_split))}, trial "
+                               f"{'running' if rt.scheduler.trial else 'none'})")
     else:
         for i in range(3 if warmup is None else warmup):
             step(i)

@@ -95,3 +95,18 @@ def test_bench_times_each_device_and_all_together():
     per_round = next(line for line in result.output.splitlines()
                      if line.startswith("mlp, data: per round "))
     assert len([x for x in per_round.split("per round ")[1].split(", ") if x.endswith("x")]) == 2
+
+
+def test_bench_says_when_the_split_never_settled(monkeypatch):
+    """A scheduler still in a trial after the 400-step warm-up cap is timed anyway, and the
+    output says so (the figure may include the trial)."""
+    import pytest
+    from hetcl.scheduler import Scheduler
+    if len(list_devices()) < 2:
+        pytest.skip("needs two OpenCL devices (POCL_DEVICES='pthread basic')")
+    monkeypatch.setattr(Scheduler, "_explore", lambda self: setattr(self, "trial", (0, (), [], {})))
+    result = invoke("bench", "--devices", "all", "--model", "mlp", "--batch-size", "8",
+                    "--steps", "2")
+    assert result.exit_code == 0, result.output
+    assert "bench: the scheduler had not settled after 400 warm-up steps" in result.output
+    assert "trial running" in result.output
