@@ -5,8 +5,10 @@ Resident - a uint8 data set uploaded once to a device (batches are gathered from
 Executor - the bound ops and activation/gradient buffers for one batch size on one device;
            it enqueues a step's forward, loss and backward and never waits, except for the
            small read of the per-row loss and accuracy results.
+StepResult - a step's (loss, correct count) over its devices' executors, read when asked.
 """
 import numpy as np
+import pyopencl as cl
 
 from .buffers import base_align_elements, empty, to_device
 from .codegen.gather import Gather
@@ -271,3 +273,26 @@ def interleave(steps, on_turn=None):
                 results[i] = finished.value
                 pending.remove(i)
     return results
+
+
+class StepResult:
+    """A training step's (loss, correct count). get() waits for the devices' reads of their
+    per-row results, once; a step enqueued with defer=True returns this before they are done.
+    An OpenCL error that only shows then (the step's update is already enqueued) cannot be
+    redone on the other devices: it stops training with a one-line error instead."""
+
+    def __init__(self, pending=(), value=None):
+        self._pending, self._value = list(pending), value  # [(device, loss() result)]
+
+    def get(self):
+        if self._value is None:
+            loss = correct = 0
+            for device, done in self._pending:
+                try:
+                    l, c = Executor.results(done)
+                except cl.Error as e:
+                    raise HetclError(f"{device} failed after its step was enqueued ({e}); "
+                                     f"resume from the last checkpoint") from e
+                loss, correct = loss + l, correct + c
+            self._value, self._pending = (loss, correct), []
+        return self._value

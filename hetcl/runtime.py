@@ -11,7 +11,7 @@ Runtime  - forward / gradients / train_step over the selected devices. With seve
            counted twice (faults.py). With an mpi.World, each process (rank) takes its slice
            of every global batch first, and the sums span the ranks too (mpi.py, comm.py).
            The parallel modes (data, hybrid, auto) and where each keeps the optimizer state
-           are in modes.py.
+           are in modes.py; steps on data sets kept on the devices in resident_steps.py.
 """
 import contextlib
 import time
@@ -24,39 +24,16 @@ from .buffers import to_device
 from .comm import GradientExchange
 from .device import select_devices, share_contexts
 from .errors import DeviceFault, HetclError, ShapeError
-from .executor import Executor, Replica, Resident, interleave
+from .executor import Executor, Replica, StepResult, interleave
 from .faults import FaultRecovery
 from .hybrid import Hybrid
 from .hybrid_plan import MODES
 from .modes import ParallelModes
+from .resident_steps import ResidentSteps
 from .scheduler import Scheduler
 
 
-
-class StepResult:
-    """A training step's (loss, correct count). get() waits for the devices' reads of their
-    per-row results, once; a step enqueued with defer=True returns this before they are done.
-    An OpenCL error that only shows then (the step's update is already enqueued) cannot be
-    redone on the other devices: it stops training with a one-line error instead."""
-
-    def __init__(self, pending=(), value=None):
-        self._pending, self._value = list(pending), value  # [(device, loss() result)]
-
-    def get(self):
-        if self._value is None:
-            loss = correct = 0
-            for device, done in self._pending:
-                try:
-                    l, c = Executor.results(done)
-                except cl.Error as e:
-                    raise HetclError(f"{device} failed after its step was enqueued ({e}); "
-                                     f"resume from the last checkpoint") from e
-                loss, correct = loss + l, correct + c
-            self._value, self._pending = (loss, correct), []
-        return self._value
-
-
-class Runtime(ParallelModes, FaultRecovery):
+class Runtime(ParallelModes, FaultRecovery, ResidentSteps):
     # Steps between the scheduler's measured steps, after the first 20. A measured step waits
     # for every read and profiles every command: 2x H200, cifar-cnn batch 512, every 8th step
     # 79.0k/80.2k images/s, every 32nd 81.9k/82.3k (the scheduler smooths its samples anyway).
@@ -300,47 +277,6 @@ class Runtime(ParallelModes, FaultRecovery):
             self._update(model, opt, replicas)
         loss, correct = result.get()
         return (loss, correct) if return_correct else loss
-
-    def resident(self, device, images, labels, mean=0.0, std=1.0):
-        """uint8 images [N, ...] and labels [N] uploaded once to the device (cached)."""
-        key = (device.index, id(images), id(labels))
-        if key not in self._resident:
-            self._resident[key] = Resident(device, images, labels, mean, std)
-        return self._resident[key]
-
-    def train_step_indices(self, model, opt, images, labels, indices, mean=0.0, std=1.0,
-                           return_correct=False, defer=False):
-        """One SGD step on samples `indices` of a uint8 data set kept on every device; the
-        kernels normalise (x/255 - mean)/std while gathering. defer=True returns a StepResult
-        at once, without waiting for the step's loss: read it (get()) after enqueueing the next
-        step, and the host prepares that step while the devices still compute this one - with
-        several GPUs the host's enqueueing is the limit otherwise (docs/benchmarks.md)."""
-        model.build(images.shape[1:])
-        indices = np.asarray(indices, np.int32)
-        feed = lambda ex, a, b: ex.gather(
-            self.resident(ex.replica.device, images, labels, mean, std), indices[a:b])
-        with self._profiling_restored():
-            result, replicas = self._step(model, len(indices), feed, defer=defer)
-            self._update(model, opt, replicas)
-        if defer:
-            return result
-        loss, correct = result.get()
-        return (loss, correct) if return_correct else loss
-
-    def evaluate_indices(self, model, images, labels, mean=0.0, std=1.0, batch_size=256):
-        """-> predicted class per sample of a resident uint8 set (on the first device)."""
-        model.build(images.shape[1:])
-        device = self.first_device()
-        data = self.resident(device, images, labels, mean, std)
-        n = min(batch_size, len(images))
-        ex = self.executor(model, device, n)
-        preds = []
-        for start in range(0, len(images), n):
-            idx = np.arange(start, start + n, dtype=np.int32)
-            idx[idx >= len(images)] = len(images) - 1  # pad the last batch with a repeat
-            ex.gather(data, idx)
-            preds.append(ex.forward().get().argmax(axis=1)[:len(images) - start])
-        return np.concatenate(preds)
 
     def _update(self, model, opt, replicas):
         for rep in replicas:
