@@ -13,7 +13,7 @@ out=${OUT:-out}; mkdir -p "$out"
 model=${1:-lenet5}; seconds=${2:-300}
 export HETCL_CACHE_DIR=${HETCL_CACHE_DIR:-/tmp/hetcl-cache}
 kinds=(); for k in ${KINDS:-}; do kinds+=(--kernels "$k"); done
-timeout "$seconds" python3 -m hetcl tune --devices 0 --model "$model" --candidates 8 "${kinds[@]}" \
+timeout "$seconds" python3 -m hetcl tune --devices 0 --model "$model" --candidates 8 ${kinds[@]+"${kinds[@]}"} \
     > "$out/tune-$model.txt" 2>&1
 tr '\r' '\n' < "$out/tune-$model.txt" | grep -v candidate | tail -40
 cp "$HETCL_CACHE_DIR/tuning.json" "$out/tuning-$model.json"
