@@ -67,6 +67,7 @@ class Trainer:
         self.opt = SGD(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov)
         self.epoch, self.step_in_epoch, self.history = 0, 0, []
         self._stop = False
+        self._split_shown = None  # the progress bar's split: that of the last full batch
         if cfg.resume and self.lead:
             self._restore()
         if self.world:
@@ -196,7 +197,10 @@ class Trainer:
         if bar:
             extra = {}
             if len(self.rt.devices) > 1:  # the scheduler's split, device by device
-                extra["split"] = "/".join(str(s) for s in self.rt.last_split)
+                if sum(self.rt.last_split) == self.cfg.batch_size:  # (not the short last batch)
+                    self._split_shown = "/".join(str(s) for s in self.rt.last_split)
+                extra["split"] = self._split_shown or \
+                    "/".join(str(s) for s in self.rt.last_split)
             bar.update(i + 1, totals["seen"], loss=f"{totals['loss'] / totals['seen']:.4f}",
                        acc=f"{100 * totals['correct'] / totals['seen']:.1f}%", **extra)
         if self.cfg.log_every == "step":

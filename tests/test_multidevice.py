@@ -213,3 +213,14 @@ def test_gradient_layout_is_the_same_on_every_device():
     # dense2: an 84x10 weight (840 floats), then the bias at the next GRAD_ALIGN boundary
     assert layouts[0]["dense2.bias"] == (GRAD_ALIGN + 10,)
     assert all(layout == layouts[0] for layout in layouts)
+
+
+def test_progress_shows_the_split_of_a_full_batch(small_data, capsys):  # noqa: F811
+    """The epoch's short last batch (2048 = 5 x 384 + 128) does not replace the split the
+    progress line shows: it stays that of a full batch."""
+    cfg = TrainConfig(model="mlp", data=small_data, epochs=1, batch_size=384, seed=5,
+                      devices=",".join(str(d.index) for d in DEVICES[:2]))
+    Trainer(cfg).run()
+    line = next(l for l in capsys.readouterr().err.splitlines() if l.startswith("epoch 1/1 ["))
+    split = line.split(" split ")[1].split()[0]
+    assert sum(int(s) for s in split.split("/")) == 384, line
