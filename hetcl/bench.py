@@ -124,6 +124,34 @@ def train_throughput(model_name, devices, batch_size=256, steps=20, warmup=None,
     return rate
 
 
+def alone_and_together(name, devices, modes, batch_size, steps, rounds, notes,
+                       progress=lambda what: None):
+    """Training images/s of model `name` on each device alone and on all of them together in
+    each parallel mode, `rounds` times in alternation; every other round runs in reverse
+    order, so that no configuration always follows the same other one (a CPU run at full
+    load can leave the host's clock low for the next, and host-bound GPU steps feel that).
+    The scheduler's messages are added to `notes`; progress(label) before each run.
+    -> ({device index: [rate per round]}, {mode: [rate per round]},
+        {mode: (last split, bytes moved a step)})"""
+    alone = {dev.index: [] for dev in devices}
+    together = {mode: [] for mode in modes}
+    last = {}
+    for r in range(rounds):
+        tag = f" (round {r + 1}/{rounds})" if rounds > 1 else ""
+        runs = [("alone", dev) for dev in devices] + [("together", mode) for mode in modes]
+        for kind, what in runs if r % 2 == 0 else runs[::-1]:
+            if kind == "alone":
+                progress(f"{what.name}{tag}")
+                alone[what.index].append(train_throughput(name, [what], batch_size, steps))
+                continue
+            progress(f"all {len(devices)} devices ({what}){tag}")
+            together[what].append(train_throughput(name, devices, batch_size, steps,
+                                                   parallel=what))
+            notes.extend(train_throughput.messages)
+            last[what] = (train_throughput.last_split, train_throughput.bytes)
+    return alone, together, last
+
+
 def cpu_model():
     """The host CPU's model name (benchmarks print it beside their numbers)."""
     import platform

@@ -210,12 +210,13 @@ def evaluate(checkpoint, data, devices_spec):
               help="How the devices together split the work (repeat to compare; default data). "
                    + PARALLEL_HELP)
 @click.option("--rounds", type=click.IntRange(1), default=1, show_default=True,
-              help="Time each device alone and all together this many times, in alternation, "
-                   "and report medians (short steps vary from run to run).")
+              help="Time each device alone and all together this many times, in alternation "
+                   "(every other round in reverse order), and report medians (short steps vary "
+                   "from run to run).")
 def bench(devices_spec, models, batch_size, steps, modes, rounds):
     """Training images/s of each selected device alone and, with several, of all together.
     (tools/bench_train.py adds PyTorch on the CPU as a baseline.)"""
-    from .bench import train_throughput
+    from .bench import alone_and_together
     from .device import select_devices, share_contexts
     chosen = select_devices(devices_spec)
     world = mpi.detect()
@@ -229,28 +230,19 @@ def bench(devices_spec, models, batch_size, steps, modes, rounds):
     rows, notes = [], []
     modes = (modes or ("data",)) if len(chosen) > 1 else ()
     for name in models or ("lenet5", "mlp"):
-        alone = {dev.index: [] for dev in chosen}
-        together = {mode: [] for mode in modes}
-        for r in range(rounds):  # alone and together in turn: drifts hit both alike
-            tag = f" (round {r + 1}/{rounds})" if rounds > 1 else ""
-            for dev in chosen:
-                click.echo(f"\rtiming {name} on {dev.name}{tag} ...", err=True, nl=False)
-                alone[dev.index].append(train_throughput(name, [dev], batch_size, steps))
-            for mode in modes:
-                click.echo(f"\rtiming {name} on all {len(chosen)} devices ({mode}){tag} ...",
-                           err=True, nl=False)
-                together[mode].append(train_throughput(name, chosen, batch_size, steps,
-                                                       parallel=mode))
-                notes.extend(train_throughput.messages)
+        alone, together, last = alone_and_together(
+            name, chosen, modes, batch_size, steps, rounds, notes,
+            progress=lambda what: click.echo(f"\rtiming {name} on {what} ...", err=True,
+                                             nl=False))
         best = max(statistics.median(v) for v in alone.values())
         for dev in chosen:
             rows.append([name, f"{dev.index}: {dev.name}",
                          f"{statistics.median(alone[dev.index]):.0f}", ""])
         for mode in modes:
-            split = "/".join(str(s) for s in train_throughput.last_split)
+            split = "/".join(str(s) for s in last[mode][0])
             rate = statistics.median(together[mode])
             rows.append([name, f"together, {mode} (split {split})", f"{rate:.0f}",
-                         f"{rate / best:.2f}x", f"{train_throughput.bytes / 1e6:.1f}"])
+                         f"{rate / best:.2f}x", f"{last[mode][1] / 1e6:.1f}"])
             if rounds > 1:  # each round's own ratio, against that round's best device alone
                 ratios = [t / max(a[r] for a in alone.values())
                           for r, t in enumerate(together[mode])]
@@ -262,7 +254,8 @@ def bench(devices_spec, models, batch_size, steps, modes, rounds):
     click.echo(f"batch {batch_size}, {steps} timed steps (more if they take under a second) "
                f"after a warm-up (3 steps; with several "
                f"devices until the scheduler's split has settled, at least 30); data resident "
-               f"on the devices" + (f"; medians of {rounds} rounds" if rounds > 1 else ""))
+               f"on the devices" + (f"; medians of {rounds} rounds, every other one in "
+                                    f"reverse order" if rounds > 1 else ""))
     for note in dict.fromkeys(notes):
         click.echo(note)
 
