@@ -136,3 +136,21 @@ def test_probes_wait_for_steps_and_seconds_and_back_off():
     assert s.messages.count("scheduler: probing cpu again") == 1
     feed(s, 256, speeds, exchange=ex, steps=2)
     assert s.messages[-1].endswith("probing again after 20 steps and 2 s")
+
+
+def test_a_device_that_makes_steps_slightly_slower_is_dropped():
+    """No margin in favour of keeping a device: measured steps 3% slower with it than without
+    drop it (with a 5% margin two PoCL devices on the same cores stayed together, slower than
+    one of them alone). A device that makes steps 3% faster stays."""
+    for with_both, kept in ((1.03, False), (0.97, True)):
+        s = Scheduler(["fast", "slow"], granule=16)
+        alone = 0.010
+        for _ in range(60):
+            shards = s.split(256)
+            if all(shards):
+                s.record(shards, [x / 25600.0 for x in shards], [0.0, 0.0])
+                wall = alone * with_both
+            else:
+                wall = alone if shards[0] else 4 * alone
+            s.end_step(wall)
+        assert s.trial is None and s.active == [True, kept], (with_both, s.messages)
