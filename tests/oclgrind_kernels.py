@@ -55,4 +55,21 @@ for loss in ("softmax_ce", "sigmoid_bce"):
     rt.train_step(g, SGD(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01), xs, ys)
     assert rt.forward(g, xs).shape == (3, 5)
     print("model", loss, "ok", flush=True)
+# A conv's input gradient as a convolution of dz with flipped weights (codegen/conv_dx.py: the
+# wflip kernel, im2col reading dz's [F, N*S] planes, the NCHW-storing GEMM), forced on:
+# (3,6,5) -conv(3x2, p1)-> (2,6,6) -> 72 -> 4. The first conv needs no dx: a second one does.
+from hetcl.codegen.conv_dx import ConvDxParams  # noqa: E402
+ConvDxParams.defaults = classmethod(lambda cls, features: cls(1))
+g = hetcl.Graph(seed=2)
+x = g.input((3, 6, 5))
+h = g.add(ReLU(), g.add(Conv2D(3, 3, 3, padding=1), x))
+h = g.add(Flatten(), g.add(ReLU(), g.add(Conv2D(3, 2, (3, 2), padding=1), h)))
+g.add(Dense(72, 4), h)
+xs = rng.standard_normal((2, 3, 6, 5)).astype(np.float32)
+ys = rng.integers(0, 4, 2).astype(np.int32)
+value, grads = hetcl.Runtime(device).gradients(g, xs, ys)
+ref_loss, ref_grads = numpy_run(g, g.parameters(), xs, ys)
+assert abs(value - ref_loss) / ref_loss < 1e-5
+assert all(rel(grads[k], ref_grads[k]) < 1e-4 for k in grads)
+print("conv dx by convolution ok", flush=True)
 print("all kernels ran under Oclgrind")
