@@ -244,9 +244,7 @@ class Runtime(ParallelModes, FaultRecovery, ResidentSteps):
     def _numpy_step(self, model, x, y, split):
         x = self._prepare(model, x, y)
         y = np.asarray(y)
-        result, replicas = self._step(model, len(x),
-                                      lambda ex, a, b: ex.set_input(x[a:b], y[a:b]), split)
-        return result, replicas
+        return self._step(model, len(x), lambda ex, a, b: ex.set_input(x[a:b], y[a:b]), split)
 
     def gradients(self, model, x, y, split=None):
         """(loss, {name: gradient}) of the batch, without changing the parameters.

@@ -197,10 +197,10 @@ class Trainer:
         if bar:
             extra = {}
             if len(self.rt.devices) > 1:  # the scheduler's split, device by device
+                split = "/".join(str(s) for s in self.rt.last_split)
                 if sum(self.rt.last_split) == self.cfg.batch_size:  # (not the short last batch)
-                    self._split_shown = "/".join(str(s) for s in self.rt.last_split)
-                extra["split"] = self._split_shown or \
-                    "/".join(str(s) for s in self.rt.last_split)
+                    self._split_shown = split
+                extra["split"] = self._split_shown or split
             bar.update(i + 1, totals["seen"], loss=f"{totals['loss'] / totals['seen']:.4f}",
                        acc=f"{100 * totals['correct'] / totals['seen']:.1f}%", **extra)
         if self.cfg.log_every == "step":

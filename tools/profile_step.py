@@ -45,7 +45,8 @@ def main():
     model = build_model(args.model, INPUT_SHAPES[args.model], 10, 0)
     opt = SGD(0.01, 0.9)
 
-    # (measured steps - every 8th and the first 20 - wait for every read: timed apart)
+    # (measured steps - the first 20, then every Runtime.measure_every-th - wait for every
+    # read: timed apart)
     host = {"enqueue+loss": [], "exchange": [], "exchange, measured steps": [], "update": []}
     dev = [{"compute": [], "busy": [], "last read": [], "last upload": [], "period": []}
            for _ in range(k)]
@@ -59,7 +60,7 @@ def main():
         out = reduce_orig(self, world, measure)
         host["exchange" if out is None else "exchange, measured steps"].append(
             time.perf_counter() - t0)
-        if out is None:  # the runtime measures every 8th step only
+        if out is None:  # an unmeasured step (see Runtime.measure_every)
             return out
         for d, (run, first) in enumerate(zip(self.runs, firsts)):
             start = first.profile.start
