@@ -4,6 +4,7 @@ Times come from OpenCL profiling events (device time, not Python time); each fig
 median of several runs after a warm-up run.
 """
 import statistics
+import time
 
 import numpy as np
 
@@ -62,93 +63,121 @@ def random_data(model_name, batch_size, count, seed=0):
     return images, labels, batches
 
 
+class TrainLoop:
+    """One configuration's training loop on random uint8 images resident on the devices, as in
+    `hetcl train`: built and warmed up once (the warm-up builds the kernels and allocates every
+    buffer; with several devices it lasts until the scheduler has settled its split - at least
+    30 steps - and built its kernels), then timed in windows by rate(). Configurations
+    compared in alternating windows see the same spells of a noisy host (a host-bound LeNet-5
+    step on a GPU swings 10-25% from one second to the next on the GPU machine's VM).
+    world: an mpi.World; batch_size is then the global batch, split across the ranks.
+    parallel, adaptive: as for runtime.Runtime."""
+
+    def __init__(self, model_name, devices, batch_size=256, warmup=None, seed=0, world=None,
+                 parallel="data", adaptive=True):
+        from .models import build_model
+        from .optim import SGD
+        from .runtime import Runtime
+
+        self.images, self.labels, self.batches = random_data(model_name, batch_size, 8, seed)
+        self.model = build_model(model_name, INPUT_SHAPES[model_name], 10, seed)
+        self.rt = rt = Runtime(devices, world=world, parallel=parallel, adaptive=adaptive)
+        self.opt, self.batch_size, self.world = SGD(0.01, 0.9), batch_size, world
+        self.in_flight = []  # as in `hetcl train`: a step's loss is read after the next is enqueued
+        if warmup is None and len(rt.devices) > 1:
+            # Until the scheduler has settled: no trial running and the same split for 10 steps.
+            same, i, last = 0, 0, None
+            while i < 400 and (i < 30 or same < 10 or rt.scheduler.trial is not None):
+                self.step(i)
+                same = same + 1 if rt.last_split == last else 0
+                last, i = list(rt.last_split), i + 1
+            if i == 400:  # timed anyway, but said: the figure may include a trial or re-balancing
+                rt.messages.append(f"bench: the scheduler had not settled after 400 warm-up "
+                                   f"steps (split {'/'.join(map(str, rt.last_split))}, trial "
+                                   f"{'running' if rt.scheduler.trial else 'none'})")
+        else:
+            for i in range(3 if warmup is None else warmup):
+                self.step(i)
+
+    def step(self, i):
+        self.in_flight.append(self.rt.train_step_indices(
+            self.model, self.opt, self.images, self.labels, self.batches[i % 8], 0.3, 0.3,
+            defer=True))
+        if len(self.in_flight) > 1:
+            self.in_flight.pop(0).get()
+
+    def rate(self, steps=20, min_seconds=1.0):
+        """Images/s by the wall clock over `steps` steps, more until min_seconds have passed
+        (LeNet-5 steps on a GPU take under 1 ms: 20 of them are swung by any pause of the
+        host); not with a world, whose ranks must all run the same steps."""
+        for d in self.rt.devices:
+            d.queue.finish()
+        self.rt.pause()  # the time since the last window is not a step's time
+        start, done = time.perf_counter(), 0
+        while done < steps or (self.world is None and time.perf_counter() - start < min_seconds):
+            self.step(done)
+            done += 1
+        for d in self.rt.devices:
+            d.queue.finish()
+        return done * self.batch_size / (time.perf_counter() - start)
+
+    @property
+    def messages(self):
+        return list(self.rt.messages) + list(self.rt.scheduler.messages)
+
+    @property
+    def modes(self):
+        return {name: "data" if h is None else "hybrid" for name, h in self.rt._hybrid.items()}
+
+
 def train_throughput(model_name, devices, batch_size=256, steps=20, warmup=None, seed=0,
                      world=None, parallel="data", adaptive=True, min_seconds=1.0):
-    """Training images/s of a model on `devices` (a spec or a list), on random uint8 images
-    resident on the devices, as in `hetcl train`. Wall-clock over `steps` steps after `warmup`
-    (the warm-up builds the kernels and allocates every buffer; with several devices it lasts
-    until the scheduler has settled its split - at least 30 steps - and built its kernels).
-    world: an mpi.World; batch_size is then the global batch, split across the ranks.
-    parallel, adaptive: as for runtime.Runtime. min_seconds: time more than `steps` steps until
-    this long has passed (LeNet-5 steps on a GPU take under 1 ms: 20 of them are swung by
-    any pause of the host); not with a world, whose ranks must all run the same steps.
-    Afterwards train_throughput.last_split,
-    .messages and .bytes (moved per step) describe the run."""
-    import time
-
-    from .models import build_model
-    from .optim import SGD
-    from .runtime import Runtime
-
-    images, labels, batches = random_data(model_name, batch_size, 8, seed)
-    model = build_model(model_name, INPUT_SHAPES[model_name], 10, seed)
-    rt = Runtime(devices, world=world, parallel=parallel, adaptive=adaptive)
-    opt = SGD(0.01, 0.9)
-
-    in_flight = []  # as in `hetcl train`: a step's loss is read after the next one is enqueued
-
-    def step(i):
-        in_flight.append(rt.train_step_indices(model, opt, images, labels, batches[i % 8], 0.3,
-                                               0.3, defer=True))
-        if len(in_flight) > 1:
-            in_flight.pop(0).get()
-
-    if warmup is None and len(rt.devices) > 1:
-        # Until the scheduler has settled: no trial running and the same split for 10 steps.
-        same, i, last = 0, 0, None
-        while i < 400 and (i < 30 or same < 10 or rt.scheduler.trial is not None):
-            step(i)
-            same = same + 1 if rt.last_split == last else 0
-            last, i = list(rt.last_split), i + 1
-        if i == 400:  # timed anyway, but said: the figure may include a trial or re-balancing
-            rt.messages.append(f"bench: the scheduler had not settled after 400 warm-up steps "
-                               f"(split {'/'.join(map(str, rt.last_split))}, trial "
-                               f"{'running' if rt.scheduler.trial else 'none'})")
-    else:
-        for i in range(3 if warmup is None else warmup):
-            step(i)
-    for d in rt.devices:
-        d.queue.finish()
-    start, done = time.perf_counter(), 0
-    while done < steps or (world is None and time.perf_counter() - start < min_seconds):
-        step(done)
-        done += 1
-    for d in rt.devices:
-        d.queue.finish()
-    rate = done * batch_size / (time.perf_counter() - start)
-    train_throughput.last_split = rt.last_split
-    train_throughput.messages = list(rt.messages) + list(rt.scheduler.messages)
-    train_throughput.bytes = rt.last_bytes
-    train_throughput.modes = {name: "data" if h is None else "hybrid"
-                              for name, h in rt._hybrid.items()}
+    """Training images/s of a model on `devices` (a spec or a list): one TrainLoop, warmed up
+    and timed once. Afterwards train_throughput.last_split, .messages and .bytes (moved per
+    step) describe the run."""
+    loop = TrainLoop(model_name, devices, batch_size, warmup, seed, world, parallel, adaptive)
+    rate = loop.rate(steps, min_seconds)
+    train_throughput.last_split = loop.rt.last_split
+    train_throughput.messages = loop.messages
+    train_throughput.bytes = loop.rt.last_bytes
+    train_throughput.modes = loop.modes
     return rate
 
 
 def alone_and_together(name, devices, modes, batch_size, steps, rounds, notes,
                        progress=lambda what: None):
     """Training images/s of model `name` on each device alone and on all of them together in
-    each parallel mode, `rounds` times in alternation; every other round runs in reverse
-    order, so that no configuration always follows the same other one (a CPU run at full
-    load can leave the host's clock low for the next, and host-bound GPU steps feel that).
-    The scheduler's messages are added to `notes`; progress(label) before each run.
+    each parallel mode. Each configuration is built and warmed up once, then timed in
+    `rounds` windows in alternation; every other round runs in reverse order, so that no
+    configuration always follows the same other one. The scheduler's messages are added to
+    `notes`; progress(label) before each warm-up and window.
     -> ({device index: [rate per round]}, {mode: [rate per round]},
         {mode: (last split, bytes moved a step)})"""
+    runs = [("alone", dev) for dev in devices] + [("together", mode) for mode in modes]
+    loops = {}
+    for kind, what in runs:
+        if kind == "alone":
+            progress(f"warming up on {what.name}")
+            loops[kind, what.index] = TrainLoop(name, [what], batch_size)
+        else:
+            progress(f"warming up on all {len(devices)} devices ({what})")
+            loops[kind, what] = TrainLoop(name, devices, batch_size, parallel=what)
     alone = {dev.index: [] for dev in devices}
     together = {mode: [] for mode in modes}
-    last = {}
     for r in range(rounds):
         tag = f" (round {r + 1}/{rounds})" if rounds > 1 else ""
-        runs = [("alone", dev) for dev in devices] + [("together", mode) for mode in modes]
         for kind, what in runs if r % 2 == 0 else runs[::-1]:
             if kind == "alone":
-                progress(f"{what.name}{tag}")
-                alone[what.index].append(train_throughput(name, [what], batch_size, steps))
-                continue
-            progress(f"all {len(devices)} devices ({what}){tag}")
-            together[what].append(train_throughput(name, devices, batch_size, steps,
-                                                   parallel=what))
-            notes.extend(train_throughput.messages)
-            last[what] = (train_throughput.last_split, train_throughput.bytes)
+                progress(f"timing {what.name}{tag}")
+                alone[what.index].append(loops[kind, what.index].rate(steps))
+            else:
+                progress(f"timing all {len(devices)} devices ({what}){tag}")
+                together[what].append(loops[kind, what].rate(steps))
+    last = {}
+    for mode in modes:
+        loop = loops["together", mode]
+        notes.extend(loop.messages)
+        last[mode] = (loop.rt.last_split, loop.rt.last_bytes)
     return alone, together, last
 
 

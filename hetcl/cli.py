@@ -210,9 +210,10 @@ def evaluate(checkpoint, data, devices_spec):
               help="How the devices together split the work (repeat to compare; default data). "
                    + PARALLEL_HELP)
 @click.option("--rounds", type=click.IntRange(1), default=1, show_default=True,
-              help="Time each device alone and all together this many times, in alternation "
-                   "(every other round in reverse order), and report medians (short steps vary "
-                   "from run to run).")
+              help="Time each device alone and all together in this many windows, in "
+                   "alternation (every other round in reverse order; each set-up is built and "
+                   "warmed up once), and report medians (short steps vary from second to "
+                   "second).")
 def bench(devices_spec, models, batch_size, steps, modes, rounds):
     """Training images/s of each selected device alone and, with several, of all together.
     (tools/bench_train.py adds PyTorch on the CPU as a baseline.)"""
@@ -232,8 +233,7 @@ def bench(devices_spec, models, batch_size, steps, modes, rounds):
     for name in models or ("lenet5", "mlp"):
         alone, together, last = alone_and_together(
             name, chosen, modes, batch_size, steps, rounds, notes,
-            progress=lambda what: click.echo(f"\rtiming {name} on {what} ...", err=True,
-                                             nl=False))
+            progress=lambda what: click.echo(f"\r{name}: {what} ...", err=True, nl=False))
         best = max(statistics.median(v) for v in alone.values())
         for dev in chosen:
             rows.append([name, f"{dev.index}: {dev.name}",
@@ -241,21 +241,25 @@ def bench(devices_spec, models, batch_size, steps, modes, rounds):
         for mode in modes:
             split = "/".join(str(s) for s in last[mode][0])
             rate = statistics.median(together[mode])
+            # Each round's own ratio, against that round's best device alone: windows next to
+            # each other share the host's slow and fast spells, so with several rounds their
+            # median is the steadier figure (a ratio of medians mixes spells).
+            ratios = [t / max(a[r] for a in alone.values()) for r, t in enumerate(together[mode])]
             rows.append([name, f"together, {mode} (split {split})", f"{rate:.0f}",
-                         f"{rate / best:.2f}x", f"{last[mode][1] / 1e6:.1f}"])
-            if rounds > 1:  # each round's own ratio, against that round's best device alone
-                ratios = [t / max(a[r] for a in alone.values())
-                          for r, t in enumerate(together[mode])]
+                         f"{statistics.median(ratios):.2f}x", f"{last[mode][1] / 1e6:.1f}"])
+            if rounds > 1:
                 notes.append(f"{name}, {mode}: per round " +
-                             ", ".join(f"{x:.2f}x" for x in ratios))
+                             ", ".join(f"{x:.2f}x" for x in ratios) +
+                             f"; ratio of the medians {rate / best:.2f}x")
     click.echo("\r" + " " * 70 + "\r", err=True, nl=False)
     click.echo(_table([r + [""] * (5 - len(r)) for r in rows],
                       ["model", "device", "images/s", "vs best alone", "MB moved/step"]))
     click.echo(f"batch {batch_size}, {steps} timed steps (more if they take under a second) "
                f"after a warm-up (3 steps; with several "
                f"devices until the scheduler's split has settled, at least 30); data resident "
-               f"on the devices" + (f"; medians of {rounds} rounds, every other one in "
-                                    f"reverse order" if rounds > 1 else ""))
+               f"on the devices" + (f"; medians of {rounds} rounds of alternating windows, "
+                                    f"every other one in reverse order ('vs best alone': the "
+                                    f"median of the rounds' own ratios)" if rounds > 1 else ""))
     for note in dict.fromkeys(notes):
         click.echo(note)
 

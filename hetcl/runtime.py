@@ -120,6 +120,11 @@ class Runtime(ParallelModes, FaultRecovery, ResidentSteps):
             outs.append(ex.forward(chunk).get()[:len(x) - start])
         return np.concatenate(outs)
 
+    def pause(self):
+        """The caller stopped stepping for a while (a benchmark timing something else): the
+        scheduler times steps start to start, and the next one's would include the pause."""
+        self._step_started = None
+
     def _split(self, n, split):
         """[(device position, start, stop)] of the devices that get samples this step."""
         alive = [i for i in range(len(self.devices)) if i not in self.failed]

@@ -53,6 +53,7 @@ class Scheduler:
         self.told = set()  # devices whose drop was already logged
         self.measurements = 0  # record() calls so far
         self._proposed = None  # what the current proposal was made from
+        self._used = {}  # (n, active tuple) -> the last split proposed for it
         self.adaptive = adaptive  # False: proportional shares only, never drop a device
 
     # --- proposals -----------------------------------------------------------------------------
@@ -70,11 +71,17 @@ class Scheduler:
         else:
             shards = self._proportional(n, self._weights())
             self._say_why_empty(n, shards)
-            keep = self.current
-            if keep and keep[0] == n and [c > 0 for c in keep[1]] == [s > 0 for s in shards] \
-                    and self.predict(keep[1]) <= self.predict(shards) * (1 + self.hysteresis):
-                shards = list(keep[1])  # not worth a new shard size (= new kernel builds)
+            # Not worth a new shard size (= new kernel builds: on PoCL a second or more): the
+            # split in use, or the one this set of devices had before (a probe re-admits a
+            # dropped device at the share it had, whose kernels are built).
+            for keep in (self.current, (n, self._used.get((n, tuple(self.active))))):
+                if keep and keep[0] == n and keep[1] and \
+                        [c > 0 for c in keep[1]] == [s > 0 for s in shards] and \
+                        self.predict(keep[1]) <= self.predict(shards) * (1 + self.hysteresis):
+                    shards = list(keep[1])
+                    break
         self.current = (n, shards)
+        self._used[n, tuple(self.active)] = list(shards)
         return shards
 
     def _say_why_empty(self, n, shards):

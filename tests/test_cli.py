@@ -113,20 +113,28 @@ def test_bench_says_when_the_split_never_settled(monkeypatch):
 
 
 def test_bench_rounds_alternate_their_order(monkeypatch):
-    """Every other round runs in reverse order, so that "together" does not always follow
-    the same device's run (pure: the timed runs are replaced by a recorder)."""
+    """Each configuration is built (warmed up) once, then timed in windows, every other round
+    in reverse order, so that "together" does not always follow the same device's window
+    (pure: the training loops are replaced by a recorder)."""
     from types import SimpleNamespace
     import hetcl.bench as bench
-    calls = []
+    built, calls = [], []
 
-    def fake(name, devices, batch_size, steps, parallel="data"):
-        calls.append("together" if len(devices) > 1 else devices[0].name)
-        fake.last_split, fake.messages, fake.bytes = [1, 1], [], 8
-        return float(len(calls))
-    monkeypatch.setattr(bench, "train_throughput", fake)
+    class FakeLoop:
+        def __init__(self, name, devices, batch_size, parallel="data"):
+            self.what = "together" if len(devices) > 1 else devices[0].name
+            built.append(self.what)
+            self.rt = SimpleNamespace(last_split=[1, 1], last_bytes=8)
+            self.messages = [f"from {self.what}"]
+
+        def rate(self, steps):
+            calls.append(self.what)
+            return float(len(calls))
+    monkeypatch.setattr(bench, "TrainLoop", FakeLoop)
     devs = [SimpleNamespace(index=0, name="a"), SimpleNamespace(index=1, name="b")]
     notes = []
     alone, together, last = bench.alone_and_together("mlp", devs, ["data"], 32, 2, 3, notes)
+    assert built == ["a", "b", "together"]
     assert calls == ["a", "b", "together", "together", "b", "a", "a", "b", "together"]
     assert alone == {0: [1.0, 6.0, 7.0], 1: [2.0, 5.0, 8.0]} and together == {"data": [3.0, 4.0, 9.0]}
-    assert last == {"data": ([1, 1], 8)}
+    assert last == {"data": ([1, 1], 8)} and notes == ["from together"]

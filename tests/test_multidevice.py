@@ -126,6 +126,25 @@ def test_scheduler_split_is_used_and_reported():
                    rt.scheduler.messages), rt.scheduler.messages
 
 
+def test_a_pause_between_steps_is_not_timed_as_a_step(monkeypatch):
+    """The scheduler times steps start to start; after Runtime.pause() (a benchmark timing
+    another configuration in between) the next step's start-to-start time is not recorded."""
+    x, y = batch(32, seed=4)
+    model = mlp(seed=0).build()
+    rt = hetcl.Runtime(DEVICES[:2])
+    recorded = []
+    monkeypatch.setattr(rt.scheduler, "end_step", recorded.append)
+    opt = SGD(0.01)
+    rt.train_step(model, opt, x, y)   # the first step has no start before it
+    rt.train_step(model, opt, x, y)   # the first one's time (measured: None) is recorded
+    assert len(recorded) == 1
+    rt.pause()
+    rt.train_step(model, opt, x, y)   # starts after the pause: nothing recorded
+    assert len(recorded) == 1
+    rt.train_step(model, opt, x, y)
+    assert len(recorded) == 2
+
+
 def test_a_device_that_fails_is_removed_and_training_goes_on(small_data, monkeypatch):  # noqa: F811
     cfg = dict(model="mlp", data=small_data, epochs=1, batch_size=128, seed=5, progress=False)
     steps = -(-N_TRAIN // 128)

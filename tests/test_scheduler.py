@@ -154,3 +154,18 @@ def test_a_device_that_makes_steps_slightly_slower_is_dropped():
                 wall = alone if shards[0] else 4 * alone
             s.end_step(wall)
         assert s.trial is None and s.active == [True, kept], (with_both, s.messages)
+
+
+def test_a_probe_readmits_a_device_at_the_share_it_had():
+    """The kernels of its old shard size are built; a new size costs builds (a second or more
+    on PoCL: on an H200 beside the CPU, one probe that moved LeNet-5 to 224/32 cost a second)."""
+    s = Scheduler(["gpu", "cpu"], granule=16, hysteresis=0.2, probe_every=5, probe_seconds=0)
+    assert feed(s, 256, [3000.0, 1000.0], steps=3) == [192, 64]
+    s._drop(1, "scheduler: dropping cpu: test")
+    assert s.split(256) == [256, 0]
+    s.speed[0] = 3600.0  # the GPU looked faster since: proportional shares would be 208/48
+    assert s._proportional(256, s.speed) == [208, 48]
+    for _ in range(5):
+        s.split(256)
+        s.end_step(0.06)
+    assert s.split(256) == [192, 64] and "scheduler: probing cpu again" in s.messages
