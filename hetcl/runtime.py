@@ -61,7 +61,7 @@ class Runtime(ParallelModes, FaultRecovery, ResidentSteps):
         share_contexts(self.devices)
         self._replicas, self._executors, self._resident = {}, {}, {}
         self.scheduler = Scheduler([f"{d.index}:{d.name}" for d in self.devices], granule,
-                                   adaptive=adaptive)
+                                   adaptive=adaptive, exchange_alone=world is not None)
         self._exchange = GradientExchange()
         self.failed = set()  # positions in self.devices of devices that failed
         self.steps = 0       # training steps taken

@@ -11,7 +11,9 @@ device and proposes the next split.
   at least `hysteresis` faster than the current one).
 * Dropping: a device whose share makes the step slower - its exchange cost is more than the
   compute time it saves the others, or, measured, steps run faster without it (devices that
-  share hardware) - gets nothing, with a log line saying why. A device stays only where steps
+  share hardware) - gets nothing, with a log line saying why. Where that would leave one
+  device, which one stays is measured (a trial of each alone), not modelled: speeds measured
+  while devices share cores mislead the model. A device stays only where steps
   are faster with it, with no margin in its favour: all devices together should never be
   slower than the best of them alone (with a 5% margin, two PoCL devices on the same cores
   kept both at 4-10% below one alone). A dropped device is probed again (given a
@@ -26,7 +28,7 @@ from .log import logger
 
 class Scheduler:
     def __init__(self, names, granule=16, smoothing=0.5, hysteresis=0.05, probe_every=500,
-                 probe_seconds=30.0, adaptive=True):
+                 probe_seconds=30.0, adaptive=True, exchange_alone=False):
         self.names = list(names)
         self.granule, self.smoothing = int(granule), float(smoothing)
         self.hysteresis, self.probe_every = float(hysteresis), int(probe_every)
@@ -55,6 +57,8 @@ class Scheduler:
         self._proposed = None  # what the current proposal was made from
         self._used = {}  # (n, active tuple) -> the last split proposed for it
         self.adaptive = adaptive  # False: proportional shares only, never drop a device
+        self.exchange_alone = exchange_alone  # True: one device alone still exchanges (MPI)
+        self._trial_asked = None  # the set of devices the model last asked a trial for
 
     # --- proposals -----------------------------------------------------------------------------
     def split(self, n):
@@ -118,11 +122,15 @@ class Scheduler:
         return shards
 
     def predict(self, shards):
-        """Predicted step seconds: the slowest device's compute + exchange."""
+        """Predicted step seconds: the slowest device's compute + exchange. A device that
+        takes the whole batch exchanges nothing (unless `exchange_alone`: under MPI it still
+        sums with the other ranks); counting its exchange anyway made two PoCL devices on the
+        same cores keep the slower one (1.0 ms steps against 0.63 ms for the faster alone)."""
+        alone = sum(1 for s in shards if s) == 1 and not self.exchange_alone
         t = 0.0
         for s, speed, ex in zip(shards, self.speed, self.exchange):
             if s:
-                t = max(t, s / max(speed or 1e-9, 1e-9) + ex)
+                t = max(t, s / max(speed or 1e-9, 1e-9) + (0.0 if alone else ex))
         return t
 
     # --- measurements --------------------------------------------------------------------------
@@ -197,10 +205,16 @@ class Scheduler:
             with_all = self._mean_time(base)
             best = min(results, key=results.get)
             if results[best] < with_all:
+                n = self.current[0] if self.current else 0
+                modelled = self.predict(self._proportional(n, self._weights(without=best))) < \
+                    self.predict(self._proportional(n, self._weights()))
                 self._drop(best, f"scheduler: dropping {self.names[best]}: measured steps take "
                                  f"{1e3 * with_all:.1f} ms with it and "
-                                 f"{1e3 * results[best]:.1f} ms without it (devices that share "
-                                 f"hardware slow each other)")
+                                 f"{1e3 * results[best]:.1f} ms without it (it computes "
+                                 f"{self.speed[best] or 0:.0f} samples/s and its gradient "
+                                 f"exchange costs {1e3 * self.exchange[best]:.1f} ms" +
+                                 ("" if modelled else "; devices that share hardware slow each "
+                                                      "other") + ")")
             return
         # Devices that have work (an active one under a granule has none: nothing to measure)
         shards = self.current[1] if self.current else [0] * len(self.active)
@@ -237,6 +251,14 @@ class Scheduler:
                     best, gain = i, with_all - without
             if best is None:
                 return
+            if len(act) == 2:
+                # Down to one device: which one to keep is measured (a trial, at once; once
+                # per set of devices). Speeds measured while devices share cores are off: the
+                # model kept PoCL's "basic" over "pthread" (1.0 ms steps vs 0.63 for it alone).
+                if self._trial_asked != tuple(self.active):
+                    self._trial_asked = tuple(self.active)
+                    self.next_trial = (self.steps, self.elapsed)
+                return
             self._drop(best, f"scheduler: dropping {self.names[best]}: with it a step takes "
                              f"{1e3 * with_all:.1f} ms, without it {1e3 * (with_all - gain):.1f} "
                              f"ms (it computes {self.speed[best]:.0f} samples/s and its gradient "
@@ -249,6 +271,7 @@ class Scheduler:
         wait = (self.probe_every * back_off, self.probe_seconds * back_off)
         self.drops[i] += 1
         self.active[i] = False
+        self._trial_asked = None
         self.dropped_at[i] = (self.steps, self.elapsed) + wait
         msg = f"{why}; probing again after {wait[0]} steps and {wait[1]:.0f} s"
         self.messages.append(msg)

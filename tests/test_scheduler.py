@@ -3,6 +3,15 @@ dropping a device that only slows the step, probing it again, and removal."""
 from hetcl.scheduler import Scheduler
 
 
+def until_dropped(s, *args, **kwargs):
+    """feed() a step at a time until a device is dropped (not just left out by a trial)."""
+    for _ in range(80):
+        shards = feed(s, *args, **kwargs)
+        if s.trial is None and not all(s.active):
+            return shards
+    raise AssertionError(f"nothing dropped: {s.messages}")
+
+
 def feed(s, n, speeds, exchange=None, steps=1, shared=False):
     """Simulate steps where device i computes speeds[i] samples/s alone. shared: the devices
     share hardware, so together they take the sum of their times, not the maximum."""
@@ -49,10 +58,12 @@ def test_device_that_only_slows_the_step_is_dropped_and_probed_again():
     s = Scheduler(["gpu", "cpu"], granule=16, probe_every=10, probe_seconds=0)
     # The CPU computes 1/10 of the GPU's rate, but its gradient exchange costs 20 ms a step:
     # the 16 samples it would take save the GPU 1.6 ms.
-    shards = feed(s, 256, [10000.0, 1000.0], exchange=[0.0001, 0.02], steps=2)
+    # Which of two devices to keep is measured: a trial leaves the CPU out for a few steps.
+    shards = until_dropped(s, 256, [10000.0, 1000.0], exchange=[0.0001, 0.02])
     assert shards == [256, 0]
-    assert s.messages[0].startswith("scheduler: dropping cpu: with it a step takes 36.0 ms, "
-                                    "without it 25.7 ms")
+    assert s.messages[0].startswith("scheduler: dropping cpu: measured steps take 44.0 ms with "
+                                    "it and 25.6 ms without it (it computes 1000 samples/s and "
+                                    "its gradient exchange costs 20.0 ms)")
     assert s.messages[0].endswith("probing again after 10 steps and 0 s")
     feed(s, 256, [10000.0, 1000.0], exchange=[0.0001, 0.02], steps=10)
     assert "scheduler: probing cpu again" in s.messages
@@ -69,7 +80,7 @@ def test_devices_sharing_hardware_are_measured_and_the_slower_dropped():
     shards = feed(s, 256, [30000.0, 15000.0], steps=20, shared=True)
     assert shards == [256, 0]
     assert s.messages[0].startswith("scheduler: dropping basic: measured steps take ")
-    assert "ms without it (devices that share hardware slow each other)" in s.messages[0]
+    assert "ms; devices that share hardware slow each other)" in s.messages[0]
 
 
 def test_removed_device_never_comes_back():
@@ -128,13 +139,13 @@ def test_probes_wait_for_steps_and_seconds_and_back_off():
     the device dropped again."""
     s = Scheduler(["gpu", "cpu"], granule=16, probe_every=10, probe_seconds=1.0)
     speeds, ex = [10000.0, 1000.0], [0.0001, 0.02]
-    feed(s, 256, speeds, exchange=ex, steps=2)  # dropped; a step now takes 25.6 ms
+    until_dropped(s, 256, speeds, exchange=ex)  # a step now takes 25.6 ms
     assert s.messages[-1].endswith("probing again after 10 steps and 1 s")
     feed(s, 256, speeds, exchange=ex, steps=30)  # 0.77 s: ten steps passed, but not 1 s
     assert "scheduler: probing cpu again" not in s.messages
     feed(s, 256, speeds, exchange=ex, steps=10)  # 1.02 s
     assert s.messages.count("scheduler: probing cpu again") == 1
-    feed(s, 256, speeds, exchange=ex, steps=2)
+    until_dropped(s, 256, speeds, exchange=ex)
     assert s.messages[-1].endswith("probing again after 20 steps and 2 s")
 
 
@@ -169,3 +180,35 @@ def test_a_probe_readmits_a_device_at_the_share_it_had():
         s.split(256)
         s.end_step(0.06)
     assert s.split(256) == [192, 64] and "scheduler: probing cpu again" in s.messages
+
+
+def test_a_device_alone_exchanges_nothing():
+    """The faster device has the costlier exchange: with both, a step takes 46 ms; the fast
+    one alone takes 21.3 ms (no exchange), so the slow one goes. Counting the lone device's
+    exchange (51.3 ms) kept both."""
+    s = Scheduler(["slow", "fast"], granule=16)
+    assert until_dropped(s, 64, [1000.0, 3000.0], exchange=[0.02, 0.03]) == [0, 64]
+    assert s.messages[0].startswith("scheduler: dropping slow: measured steps take 46.0 ms with "
+                                    "it and 21.3 ms without it")
+    assert abs(s.predict([0, 64]) - 64 / 3000) < 1e-9
+    # Under MPI a rank's one device still sums with the other ranks: its exchange counts.
+    s.exchange_alone = True
+    assert abs(s.predict([0, 64]) - (64 / 3000 + s.exchange[1])) < 1e-9
+
+
+def test_the_model_does_not_choose_which_of_two_devices_to_keep():
+    """Two devices on the same cores both look slow when both run, and pthread's exchange
+    looks costly: the model would keep "basic", but alone "pthread" is faster. A trial
+    measures each alone and keeps pthread."""
+    s = Scheduler(["basic", "pthread"], granule=16, probe_every=100, probe_seconds=0)
+    alone = {0: 0.0100, 1: 0.0063}  # seconds per step of each alone
+    for _ in range(80):
+        shards = s.split(16)
+        if all(shards):
+            s.record(shards, [0.016, 0.018], [0.0, 0.02])  # shared cores: both look slow
+            wall = 0.022
+        else:
+            wall = alone[0 if shards[0] else 1]
+        s.end_step(wall)
+    assert s.active == [False, True], s.messages
+    assert s.messages[0].startswith("scheduler: dropping basic: measured steps take 22.0 ms")
