@@ -212,3 +212,17 @@ def test_the_model_does_not_choose_which_of_two_devices_to_keep():
         s.end_step(wall)
     assert s.active == [False, True], s.messages
     assert s.messages[0].startswith("scheduler: dropping basic: measured steps take 22.0 ms")
+
+
+def test_one_device_left_is_not_timed_and_a_probe_settles_first():
+    """With one device active the steps are only counted (nothing to compare); after a probe
+    the first steps of the re-admitted set are not timed (they build kernels, sync replicas)."""
+    s = Scheduler(["gpu", "cpu"], granule=16, probe_every=10, probe_seconds=0)
+    until_dropped(s, 256, [10000.0, 1000.0], exchange=[0.0001, 0.02])
+    timed = {k: len(v) for k, v in s.timing.items()}
+    feed(s, 256, [10000.0, 1000.0], exchange=[0.0001, 0.02], steps=9)
+    assert {k: len(v) for k, v in s.timing.items()} == timed and s.steps >= 9
+    feed(s, 256, [10000.0, 1000.0], exchange=[0.0001, 0.02], steps=1)  # the probe's split
+    assert "scheduler: probing cpu again" in s.messages and all(s.active)
+    s.end_step(5.0)  # a slow first step (kernel builds): not a sample
+    assert 5.0 not in s.timing.get((True, True), [])
