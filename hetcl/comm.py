@@ -23,6 +23,7 @@ loss is already divided by the global batch size, so the plain sum is the gradie
 batch; the same optimizer step then runs on each replica, which keeps them identical.
 """
 import time
+from typing import NamedTuple
 
 import numpy as np
 import pyopencl as cl
@@ -32,12 +33,21 @@ from .codegen.update import Axpby
 from .device import event_seconds
 
 
+class LayerRead(NamedTuple):
+    """One layer's gradients read back from one device (in backward order, last layer first)."""
+    name: str        # the layer's parameter names, joined by ","
+    event: object    # the read (cl.Event) on the device's copy queue
+    host: object     # the pinned host copy it lands in (numpy)
+    grad: object     # the layer's gradient region on the device (Array)
+    nbytes: int      # its size without alignment gaps
+
+
 class _Run:
     """One device's part of a step: its executor and its layer reads, in backward order."""
 
     def __init__(self, ex):
         self.ex, self.device = ex, ex.replica.device
-        self.reads = []          # (key, read event, pinned host copy, device array, bytes)
+        self.reads = []          # LayerRead per layer with parameters, in backward order
         self.last_kernel = None  # the device's last backward kernel with parameter gradients
         self.kernels = 0         # how many of device.kernel_events belong to the step
         self.uploads = []        # upload events of this step
@@ -60,7 +70,7 @@ class GradientExchange:
         which wait for the uploads of the peers' step k+1 reads, which follow the peers' step
         k adds, which wait for this step's uploads (the host waits for nothing of this)."""
         for run in self.runs:  # the last step's transfers may still run: dropping their
-            run.device.retire(*[read[1] for read in run.reads], *run.uploads)  # events waits
+            run.device.retire(*[read.event for read in run.reads], *run.uploads)  # events waits
         self.runs = []
         self.parity ^= 1
         self.bytes = 0
@@ -83,7 +93,7 @@ class GradientExchange:
             event = grad.get_async(self._host[key], wait_for=[run.last_kernel],
                                    queue=device.copy_queue)
             self.bytes += nbytes  # (a layer's alignment gaps, < 4 KiB, travel uncounted)
-            run.reads.append((name, event, self._host[key], grad, nbytes))
+            run.reads.append(LayerRead(name, event, self._host[key], grad, nbytes))
             # The spec requires a flush of commands that another queue waits on: the kernels
             # the reads wait for, the reads the peers' uploads wait for.
             device.queue.flush()
@@ -101,7 +111,7 @@ class GradientExchange:
         chained: the devices share a context, so each upload waits on its peer's read event
         (else the host has waited for the reads)."""
         run = self.runs[position]
-        device, own, nbytes = run.device, run.reads[k][3], run.reads[k][4]
+        device, own, nbytes = run.device, run.reads[k].grad, run.reads[k].nbytes
         terms = []
         for p, peer in enumerate(self.runs):
             if p == position:
@@ -110,9 +120,9 @@ class GradientExchange:
             key = (device.index, p, name)
             if key not in self._staging:
                 self._staging[key] = empty(device, own.shape)
-            event = self._staging[key].set(peer.reads[k][2], wait=False,
+            event = self._staging[key].set(peer.reads[k].host, wait=False,
                                            queue=device.copy_queue,
-                                           wait_for=[peer.reads[k][1]] if chained else None)
+                                           wait_for=[peer.reads[k].event] if chained else None)
             run.uploads.append(event)
             self.bytes += nbytes
             terms.append(self._staging[key])
@@ -130,25 +140,25 @@ class GradientExchange:
     def _local_total(self, name, k):
         """Host sum, in device order, of layer k's copies (the copy itself for one device)."""
         if len(self.runs) == 1:
-            return self.runs[0].reads[k][2]
+            return self.runs[0].reads[k].host
         key = (self.parity, "total", name)
-        first = self.runs[0].reads[k][2]
+        first = self.runs[0].reads[k].host
         if key not in self._host:
             self._host[key] = pinned_empty(self.runs[0].device, first.shape)
         total = self._host[key]
         np.copyto(total, first)
         for run in self.runs[1:]:
-            np.add(total, run.reads[k][2], out=total)
+            np.add(total, run.reads[k].host, out=total)
         return total
 
     def _put_back(self, k, total):
         """Upload a finished sum over every local replica's gradient (layer k of the reads, on
         the copy queue); the main queue waits for it before the optimizer."""
         for run in self.runs:
-            event = run.reads[k][3].set(total, wait=False, queue=run.device.copy_queue)
+            event = run.reads[k].grad.set(total, wait=False, queue=run.device.copy_queue)
             run.device.copy_queue.flush()  # (the main queue waits for it)
             run.uploads.append(event)
-            self.bytes += run.reads[k][4]
+            self.bytes += run.reads[k].nbytes
             cl.enqueue_barrier(run.device.queue, wait_for=[event])
 
     def _progress(self, world, in_flight):
@@ -166,13 +176,13 @@ class GradientExchange:
         -> per device: (seconds its kernels ran up to its last backward kernel, seconds of
                         gradient transfers), or None without `measure`; uploads and sums are
                         left in flight."""
-        names = [read[0] for read in self.runs[0].reads]
+        names = [read.name for read in self.runs[0].reads]
         in_flight = []  # MPI: (k, request, host array) in layer order
         chained = world is None and all(run.device.context is self.runs[0].device.context
                                         for run in self.runs)
         for k, name in enumerate(names):
             for run in [] if chained else self.runs:
-                event = run.reads[k][1]
+                event = run.reads[k].event
                 while world and in_flight and \
                         event.command_execution_status != cl.command_execution_status.COMPLETE:
                     self._progress(world, in_flight)  # MPI moves on while the device works
@@ -193,10 +203,10 @@ class GradientExchange:
             return None
         for run in self.runs:  # (one wait list may only hold events of one context)
             if run.reads:
-                cl.wait_for_events([read[1] for read in run.reads])
+                cl.wait_for_events([read.event for read in run.reads])
         times = []
         for run in self.runs:
-            times.append((self._busy(run), sum(event_seconds(read[1]) for read in run.reads) *
+            times.append((self._busy(run), sum(event_seconds(read.event) for read in run.reads) *
                           len(self.runs)))  # it also receives each peer's copy, as long
         return times
 

@@ -63,11 +63,14 @@ def main():
         if out is None:  # an unmeasured step (see Runtime.measure_every)
             return out
         for d, (run, first) in enumerate(zip(self.runs, firsts)):
+            # The uploads are left in flight, and an event's times exist once it has run.
+            for event in run.uploads:
+                event.wait()
             start = first.profile.start
             ms = lambda e: event_seconds(e, first) * 1e3  # noqa: E731
             dev[d]["compute"].append(ms(run.last_kernel))
             dev[d]["busy"].append(out[d][0] * 1e3)
-            dev[d]["last read"].append(ms(run.reads[-1][1]))
+            dev[d]["last read"].append(ms(run.reads[-1].event))
             dev[d]["last upload"].append(max(map(ms, run.uploads)))
             if last_start[d] is not None:  # per step (measured steps may be 8 apart)
                 dev[d]["period"].append((start - last_start[d][0]) * 1e-6 /
