@@ -113,13 +113,16 @@ class TrainLoop:
         for d in self.rt.devices:
             d.queue.finish()
         self.rt.pause()  # the time since the last window is not a step's time
-        start, done = time.perf_counter(), 0
+        start, cpu, done = time.perf_counter(), time.thread_time(), 0
         while done < steps or (self.world is None and time.perf_counter() - start < min_seconds):
             self.step(done)
             done += 1
         for d in self.rt.devices:
             d.queue.finish()
-        return done * self.batch_size / (time.perf_counter() - start)
+        wall = time.perf_counter() - start
+        # The window's wall and host-thread CPU seconds per step (tools/profile_gap.py).
+        self.last_window = (wall / done, (time.thread_time() - cpu) / done)
+        return done * self.batch_size / wall
 
     @property
     def messages(self):

@@ -76,14 +76,12 @@ class Scheduler:
             shards = self._proportional(n, self._weights())
             self._say_why_empty(n, shards)
             # Not worth a new shard size (= new kernel builds: on PoCL a second or more): the
-            # split in use, or the one this set of devices had before (a probe re-admits a
-            # dropped device at the share it had, whose kernels are built).
-            for keep in (self.current, (n, self._used.get((n, tuple(self.active))))):
-                if keep and keep[0] == n and keep[1] and \
-                        [c > 0 for c in keep[1]] == [s > 0 for s in shards] and \
-                        self.predict(keep[1]) <= self.predict(shards) * (1 + self.hysteresis):
-                    shards = list(keep[1])
-                    break
+            # split this set of devices had last - the one in use, or after a probe the share
+            # the re-admitted device had, whose kernels are built.
+            keep = self._used.get((n, tuple(self.active)))
+            if keep and [c > 0 for c in keep] == [s > 0 for s in shards] and \
+                    self.predict(keep) <= self.predict(shards) * (1 + self.hysteresis):
+                shards = list(keep)
         self.current = (n, shards)
         self._used[n, tuple(self.active)] = list(shards)
         return shards

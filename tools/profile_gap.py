@@ -17,7 +17,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -27,16 +26,9 @@ from hetcl.device import select_devices, share_contexts  # noqa: E402
 
 def window(loop, steps):
     """-> (images/s, wall us per step, thread CPU us per step)"""
-    for d in loop.rt.devices:
-        d.queue.finish()
-    loop.rt.pause()
-    wall, cpu = time.perf_counter(), time.thread_time()
-    for i in range(steps):
-        loop.step(i)
-    for d in loop.rt.devices:
-        d.queue.finish()
-    wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
-    return steps * loop.batch_size / wall, 1e6 * wall / steps, 1e6 * cpu / steps
+    rate = loop.rate(steps, min_seconds=0.0)
+    wall, cpu = loop.last_window
+    return rate, 1e6 * wall, 1e6 * cpu
 
 
 def main():
