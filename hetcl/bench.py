@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+from .affinity import host_thread_pinned
 from .buffers import empty, to_device
 from .codegen.gemm import Gemm
 from .device import event_seconds
@@ -109,19 +110,23 @@ class TrainLoop:
     def rate(self, steps=20, min_seconds=1.0):
         """Images/s by the wall clock over `steps` steps, more until min_seconds have passed
         (LeNet-5 steps on a GPU take under 1 ms: 20 of them are swung by any pause of the
-        host); not with a world, whose ranks must all run the same steps."""
-        for d in self.rt.devices:
-            d.queue.finish()
-        self.rt.pause()  # the time since the last window is not a step's time
-        start, cpu, done = time.perf_counter(), time.thread_time(), 0
-        while done < steps or (self.world is None and time.perf_counter() - start < min_seconds):
-            self.step(done)
-            done += 1
-        for d in self.rt.devices:
-            d.queue.finish()
-        wall = time.perf_counter() - start
+        host); not with a world, whose ranks must all run the same steps. The host thread
+        runs on one core while timed, as in `hetcl train` (affinity.py)."""
+        with host_thread_pinned(self.rt.devices, self.world):
+            for d in self.rt.devices:
+                d.queue.finish()
+            self.rt.pause()  # the time since the last window is not a step's time
+            start, cpu, done = time.perf_counter(), time.thread_time(), 0
+            while done < steps or (self.world is None and
+                                   time.perf_counter() - start < min_seconds):
+                self.step(done)
+                done += 1
+            for d in self.rt.devices:
+                d.queue.finish()
+            wall = time.perf_counter() - start
+            cpu = time.thread_time() - cpu
         # The window's wall and host-thread CPU seconds per step (tools/profile_gap.py).
-        self.last_window = (wall / done, (time.thread_time() - cpu) / done)
+        self.last_window = (wall / done, cpu / done)
         return done * self.batch_size / wall
 
     @property
@@ -151,8 +156,12 @@ def alone_and_together(name, devices, modes, batch_size, steps, rounds, notes,
                        progress=lambda what: None):
     """Training images/s of model `name` on each device alone and on all of them together in
     each parallel mode. Each configuration is built and warmed up once, then timed in
-    `rounds` windows in alternation; every other round runs in reverse order, so that no
-    configuration always follows the same other one. The scheduler's messages are added to
+    `rounds` windows. The first round times them in turn and finds the best device alone;
+    from the second on, the other devices run first and the best one and the together modes
+    back to back, in reverse order every other round: the windows that a ratio compares are
+    neighbours in time (on the GPU machine the host's slow spells last seconds: with a CPU
+    window between them, LeNet-5 rounds spread from 0.62x to 1.08x, next to each other from
+    0.93x to 1.08x) and none always runs first. The scheduler's messages are added to
     `notes`; progress(label) before each warm-up and window.
     -> ({device index: [rate per round]}, {mode: [rate per round]},
         {mode: (last split, bytes moved a step)})"""
@@ -167,9 +176,14 @@ def alone_and_together(name, devices, modes, batch_size, steps, rounds, notes,
             loops[kind, what] = TrainLoop(name, devices, batch_size, parallel=what)
     alone = {dev.index: [] for dev in devices}
     together = {mode: [] for mode in modes}
+    order = runs
     for r in range(rounds):
         tag = f" (round {r + 1}/{rounds})" if rounds > 1 else ""
-        for kind, what in runs if r % 2 == 0 else runs[::-1]:
+        if r > 0:
+            best = max(devices, key=lambda d: statistics.median(alone[d.index]))
+            pair = [("alone", best)] + [("together", mode) for mode in modes]
+            order = [run for run in runs if run not in pair] + (pair if r % 2 else pair[::-1])
+        for kind, what in order:
             if kind == "alone":
                 progress(f"timing {what.name}{tag}")
                 alone[what.index].append(loops[kind, what.index].rate(steps))

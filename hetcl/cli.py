@@ -210,10 +210,10 @@ def evaluate(checkpoint, data, devices_spec):
               help="How the devices together split the work (repeat to compare; default data). "
                    + PARALLEL_HELP)
 @click.option("--rounds", type=click.IntRange(1), default=1, show_default=True,
-              help="Time each device alone and all together in this many windows, in "
-                   "alternation (every other round in reverse order; each set-up is built and "
-                   "warmed up once), and report medians (short steps vary from second to "
-                   "second).")
+              help="Time each device alone and all together in this many windows (each "
+                   "set-up is built and warmed up once; after the first round the best device "
+                   "alone and all together run side by side, every other round in reverse "
+                   "order), and report medians (short steps vary from second to second).")
 def bench(devices_spec, models, batch_size, steps, modes, rounds):
     """Training images/s of each selected device alone and, with several, of all together.
     (tools/bench_train.py adds PyTorch on the CPU as a baseline.)"""
@@ -257,9 +257,9 @@ def bench(devices_spec, models, batch_size, steps, modes, rounds):
     click.echo(f"batch {batch_size}, {steps} timed steps (more if they take under a second) "
                f"after a warm-up (3 steps; with several "
                f"devices until the scheduler's split has settled, at least 30); data resident "
-               f"on the devices" + (f"; medians of {rounds} rounds of alternating windows, "
-                                    f"every other one in reverse order ('vs best alone': the "
-                                    f"median of the rounds' own ratios)" if rounds > 1 else ""))
+               f"on the devices" + (f"; medians of {rounds} rounds, the best device alone and "
+                                    f"all together side by side ('vs best alone': the median "
+                                    f"of the rounds' own ratios)" if rounds > 1 else ""))
     for note in dict.fromkeys(notes):
         click.echo(note)
 

@@ -86,6 +86,10 @@ def features(profile):
         # command waits on an event of another device of the context (pocl/pocl#1177; seen
         # here with "pthread basic"), and a CPU device is never the one the host keeps waiting.
         "shared_context": profile["kind"] in ("igpu", "dgpu"),
+        # The host thread feeds the device kernel by kernel, and a small model's step is bound
+        # by that thread: it gains from staying on one core (affinity.py). A CPU device's own
+        # workers compute; the thread that enqueues mostly waits.
+        "pin_host": profile["kind"] != "cpu",
     }
 
 

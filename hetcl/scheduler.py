@@ -150,9 +150,10 @@ class Scheduler:
         """step_seconds: wall-clock time of the step that just ended, start to next start."""
         self.steps += 1
         self.elapsed += step_seconds or 0.0
-        if self.trial is None and sum(self.active) < 2:
-            # One device left: nothing to compare, and a probe needs only steps and seconds.
-            # (Each step's median took 3-5 us: 0.5-1% of a host-bound LeNet-5 GPU step.)
+        if self.trial is None and sum(1 for s in self._shards() if s) < 2:
+            # One device computes (the others are dropped or under a granule): nothing to
+            # compare, and a probe needs only steps and seconds. (The median and the trial
+            # checks took 10-13 us a step: 2% of a host-bound LeNet-5 step on an H200.)
             self._last_key = None  # a probe's first steps are then not timed (settle)
             return
         self._observe(step_seconds)
@@ -163,6 +164,10 @@ class Scheduler:
     # hardware (two OpenCL devices on the same CPU cores, a CPU device feeding a GPU) break that,
     # so the scheduler also measures: once the split has settled, it runs a few steps without
     # the slowest device and keeps whichever configuration was faster in wall-clock time.
+
+    def _shards(self):
+        """The current split's shard sizes (zeros before the first)."""
+        return self.current[1] if self.current else [0] * len(self.active)
 
     def _observe(self, step_seconds):
         key = tuple(self.active)
@@ -220,7 +225,7 @@ class Scheduler:
                                                       "other") + ")")
             return
         # Devices that have work (an active one under a granule has none: nothing to measure)
-        shards = self.current[1] if self.current else [0] * len(self.active)
+        shards = self._shards()
         act = [i for i, a in enumerate(self.active) if a and shards[i]]
         if not self.adaptive or len(act) < 2 or self.steps < self.next_trial[0] or \
                 self.elapsed < self.next_trial[1] or \

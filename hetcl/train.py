@@ -11,9 +11,8 @@ import signal
 import threading
 import time
 
-
-
 from . import checkpoint, mpi
+from .affinity import host_thread_pinned
 from .data import check_input_shape, load_dataset, shuffled_batches
 from .errors import HetclError
 from .metrics import JsonLog, Progress, confusion_matrix, plot_curves
@@ -134,8 +133,9 @@ class Trainer:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
             previous = signal.signal(signal.SIGINT, on_sigint)
         try:
-            while self.epoch < self.cfg.epochs:
-                self._epoch(log)
+            with host_thread_pinned(self.rt.devices, self.world):  # (affinity.py: GPU steps)
+                while self.epoch < self.cfg.epochs:
+                    self._epoch(log)
         except KeyboardInterrupt:
             self.save()
             raise

@@ -112,10 +112,11 @@ def test_bench_says_when_the_split_never_settled(monkeypatch):
     assert "trial running" in result.output
 
 
-def test_bench_rounds_alternate_their_order(monkeypatch):
-    """Each configuration is built (warmed up) once, then timed in windows, every other round
-    in reverse order, so that "together" does not always follow the same device's window
-    (pure: the training loops are replaced by a recorder)."""
+def test_bench_rounds_put_the_compared_windows_side_by_side(monkeypatch):
+    """Each configuration is built (warmed up) once, then timed in windows: after a first
+    round that finds the best device alone, the other devices run first and the best one and
+    "together" back to back, every other round in reverse order (pure: the training loops are
+    replaced by a recorder whose rates say which device is best)."""
     from types import SimpleNamespace
     import hetcl.bench as bench
     built, calls = [], []
@@ -129,12 +130,15 @@ def test_bench_rounds_alternate_their_order(monkeypatch):
 
         def rate(self, steps):
             calls.append(self.what)
-            return float(len(calls))
+            return {"a": 1.0, "b": 10.0}.get(self.what, 5.0) + len(calls) / 100
     monkeypatch.setattr(bench, "TrainLoop", FakeLoop)
     devs = [SimpleNamespace(index=0, name="a"), SimpleNamespace(index=1, name="b")]
     notes = []
     alone, together, last = bench.alone_and_together("mlp", devs, ["data"], 32, 2, 3, notes)
     assert built == ["a", "b", "together"]
-    assert calls == ["a", "b", "together", "together", "b", "a", "a", "b", "together"]
-    assert alone == {0: [1.0, 6.0, 7.0], 1: [2.0, 5.0, 8.0]} and together == {"data": [3.0, 4.0, 9.0]}
+    assert calls == ["a", "b", "together",
+                     "a", "b", "together",  # b is the best alone: it and together side by side
+                     "a", "together", "b"]  # reversed
+    assert alone == {0: [1.01, 1.04, 1.07], 1: [10.02, 10.05, 10.09]}
+    assert together == {"data": [5.03, 5.06, 5.08]}
     assert last == {"data": ([1, 1], 8)} and notes == ["from together"]

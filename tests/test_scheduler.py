@@ -96,6 +96,10 @@ def test_a_device_too_slow_for_one_granule_is_told_why():
     assert feed(s, 256, [250000.0, 4000.0], steps=2) == [256, 0]
     assert s.messages[0].startswith("scheduler: cpu gets no samples: at 4000 samples/s its "
                                     "share of a batch of 256 is under one granule (16)")
+    # Active but with nothing to compute: steps are only counted, as with one device left.
+    steps = s.steps
+    feed(s, 256, [250000.0, 4000.0], steps=20)
+    assert s.steps == steps + 20 and not s.timing and s.trial is None and all(s.active)
 
 
 def test_not_adaptive_keeps_every_device():

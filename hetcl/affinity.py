@@ -1,0 +1,74 @@
+"""Keeping the host thread that feeds a GPU on one CPU core while it trains or benchmarks.
+
+A small model's step on a GPU is bound by the host: LeNet-5 at batch 256 on an H200 is about
+0.6 ms of Python and driver calls a step, the thread's CPU time equal to its wall time. Left to
+the OS, that thread moved between the GPU machine's 32 vCPUs (one NUMA node) and 1000-step
+windows ran at either ~630 or ~930 us a step, switching from window to window, so that two
+identical runtimes differed by up to 40% in any one window; pinned to one core, every window
+ran at 610-660 us (docs/benchmarks.md, issue 5).
+
+Only the calling thread is pinned (Linux: the affinity of pid 0 is the calling thread's).
+Threads that exist keep their cores: PoCL starts its workers when the platform is listed, a
+GPU driver its own with the context - so the devices' contexts are made before pinning.
+Threads started while pinned would inherit the one core: nothing is pinned under MPI, whose
+sums run on a thread of their own (mpi.py).
+
+HETCL_PIN_HOST: unset or "auto" - pin where a device's features ask for it ("pin_host"), to
+the last core the process may use; "off" - never; a number - that core.
+"""
+import contextlib
+import os
+
+from .errors import HetclError
+
+
+def chosen_core(allowed, setting=None):
+    """The core to pin to, out of the set the thread may run on; None: do not pin."""
+    setting = (os.environ.get("HETCL_PIN_HOST", "auto") if setting is None else setting)
+    setting = setting.strip().lower()
+    if setting == "off":
+        return None
+    if setting in ("", "auto"):
+        return max(allowed) if len(allowed) > 1 else None
+    try:
+        core = int(setting)
+    except ValueError:
+        core = None
+    if core not in allowed:
+        raise HetclError(f"HETCL_PIN_HOST={setting!r}: give off, auto or one of the cores "
+                         f"this process may run on ({_ranges(allowed)})")
+    return core
+
+
+def _ranges(cores):
+    """{0, 1, 2, 5} -> "0-2,5" (as taskset writes them)."""
+    runs = []
+    for c in sorted(cores):
+        if runs and c == runs[-1][1] + 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    return ",".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs)
+
+
+@contextlib.contextmanager
+def host_thread_pinned(devices, world=None):
+    """While inside, the calling thread runs on one core, where one of `devices` asks for it
+    (and not under MPI). Yields the core, or None where nothing was pinned; the thread's
+    cores are given back on the way out."""
+    if world is not None or not hasattr(os, "sched_setaffinity") or \
+            not any(d.features.get("pin_host") for d in devices):
+        yield None
+        return
+    before = os.sched_getaffinity(0)
+    core = chosen_core(before)
+    if core is None:
+        yield None
+        return
+    for d in devices:
+        d.context  # noqa: B018  (the driver's threads start with it, and must not inherit the pin)
+    os.sched_setaffinity(0, {core})
+    try:
+        yield core
+    finally:
+        os.sched_setaffinity(0, before)
