@@ -110,3 +110,12 @@ def test_training_and_benchmark_steps_run_pinned(monkeypatch, small_data):
     trainer.run()
     assert seen == [{max(CORES)}] * 4  # 2048 samples, batches of 512
     assert os.sched_getaffinity(0) == CORES
+
+
+@several_cores
+def test_a_core_the_os_refuses_leaves_the_thread_where_it_is(monkeypatch):
+    def refuse(pid, cores):
+        raise OSError(22, "Invalid argument")
+    monkeypatch.setattr(os, "sched_setaffinity", refuse)
+    with host_thread_pinned([fake_device(True)]) as core:
+        assert core is None and os.sched_getaffinity(0) == CORES
