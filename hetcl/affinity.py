@@ -4,8 +4,8 @@ A small model's step on a GPU is bound by the host: LeNet-5 at batch 256 on an H
 0.6 ms of Python and driver calls a step, the thread's CPU time equal to its wall time. Left to
 the OS, that thread moved between the GPU machine's 32 vCPUs (one NUMA node) and 1000-step
 windows ran at either ~630 or ~930 us a step, switching from window to window, so that two
-identical runtimes differed by up to 40% in any one window; pinned to one core, every window
-ran at 610-660 us (docs/benchmarks.md, issue 5).
+identical runtimes differed by up to 30% in the same round; pinned to one core, every window
+ran at 605-675 us but for one round (docs/benchmarks.md, issue 5).
 
 Only the calling thread is pinned (Linux: the affinity of pid 0 is the calling thread's).
 Threads that exist keep their cores: PoCL starts its workers when the platform is listed, a
