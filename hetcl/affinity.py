@@ -56,20 +56,19 @@ def host_thread_pinned(devices, world=None):
     """While inside, the calling thread runs on one core, where one of `devices` asks for it
     (and not under MPI). Yields the core, or None where nothing was pinned; the thread's
     cores are given back on the way out."""
-    if world is not None or not hasattr(os, "sched_setaffinity") or \
-            not any(d.features.get("pin_host") for d in devices):
-        yield None
-        return
-    before = os.sched_getaffinity(0)
-    core = chosen_core(before)
+    core = None
+    if world is None and hasattr(os, "sched_setaffinity") and \
+            any(d.features.get("pin_host") for d in devices):
+        before = os.sched_getaffinity(0)
+        core = chosen_core(before)
+    if core is not None:
+        for d in devices:
+            d.context  # noqa: B018  (the driver's threads start with it: they keep every core)
+        try:
+            os.sched_setaffinity(0, {core})
+        except OSError:  # (a container's cpuset that changed under us): run as the OS places it
+            core = None
     if core is None:
-        yield None
-        return
-    for d in devices:
-        d.context  # noqa: B018  (the driver's threads start with it, and must not inherit the pin)
-    try:
-        os.sched_setaffinity(0, {core})
-    except OSError:  # (a container's cpuset that changed under us): run as the OS places it
         yield None
         return
     try:

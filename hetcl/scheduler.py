@@ -171,7 +171,7 @@ class Scheduler:
 
     def _observe(self, step_seconds):
         key = tuple(self.active)
-        shards = self.current[1] if self.current else None
+        shards = self._shards()
         if key != self._last_key or shards != self._last_shards or step_seconds is None:
             self._unsettled = self.settle + (step_seconds is not None)
         self._last_key, self._last_shards = key, shards
