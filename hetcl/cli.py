@@ -6,6 +6,7 @@ traceback. Anything else is a bug and keeps its traceback.
 import json
 import statistics
 import sys
+import warnings
 
 import click
 
@@ -25,8 +26,14 @@ DEVICES_HELP = ("Which OpenCL devices: all, cpu, gpu, igpu, dgpu, indices as lis
                 "`hetcl devices` (e.g. 0,2), or P:D (platform:device).")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """hetcl's warnings (a device dropped, a kernel variant replaced) as one line each."""
+    click.echo(f"hetcl: warning: {message}", err=True)
+
+
 class _Group(click.Group):
     def invoke(self, ctx):
+        warnings.showwarning = _show_warning
         try:
             return super().invoke(ctx)
         except HetclError as e:
@@ -45,6 +52,21 @@ def main():
     mini-batch split across every CPU and GPU of the machine.
 
     Start with `hetcl devices` to see what hetcl can use."""
+
+
+def _check_devices(chosen, as_json):
+    from .check import check_device, describe
+    results = []
+    for i, dev in enumerate(chosen):
+        if not as_json:
+            click.echo(f"checking {i + 1}/{len(chosen)}: {dev.name} ...", err=True)
+        results.append(check_device(dev))
+        if not as_json:
+            click.echo("\n".join(describe(results[-1])))
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    if all(r["verdict"] == "unusable" for r in results):
+        sys.exit(1)
 
 
 def _human_bytes(n):
@@ -67,11 +89,20 @@ def _table(rows, headers):
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list (for scripts).")
 @click.option("--bench", is_flag=True,
               help="Also measure FP32 GFLOP/s (hetcl's GEMM) and host<->device GB/s.")
-def devices(spec, as_json, bench):
+@click.option("--check", is_flag=True,
+              help="Build and run every kernel hetcl's models use on each device, each new "
+                   "variant proven in a child process against numpy, and print a verdict per "
+                   "device: ok, replaced (variants that failed and what took their place) or "
+                   "unusable (why). Exits 1 where no selected device is usable.")
+def devices(spec, as_json, bench, check):
     """List every OpenCL device over all platforms: index, platform:device, kind (cpu, igpu =
     GPU sharing host memory, dgpu, accelerator), compute units, clock, memory, limits, driver."""
-    from .device import select_devices
-    chosen = select_devices(spec)
+    from .device import list_devices, same_host_cpu, select_devices
+    # The listing shows every device, a CPU that two platforms give included (marked).
+    chosen = list_devices() if spec.strip().lower() == "all" else select_devices(spec)
+    duplicates = same_host_cpu(chosen)
+    if check:
+        return _check_devices(chosen, as_json)
     results = {}
     if bench:
         from .bench import bench_device
@@ -96,7 +127,9 @@ def devices(spec, as_json, bench):
     rows = []
     for dev in chosen:
         p = dev.profile
-        row = [p["index"], f"{p['platform_index']}:{p['device_index']}", p["kind"], p["name"],
+        mark = "+" if dev in duplicates else ""
+        row = [f"{p['index']}{mark}", f"{p['platform_index']}:{p['device_index']}", p["kind"],
+               p["name"],
                p["platform"], p["compute_units"], p["clock_mhz"],
                _human_bytes(p["global_mem_bytes"]),
                _human_bytes(p["local_mem_bytes"]) + ("" if p["local_mem_dedicated"] else "*"),
@@ -106,6 +139,9 @@ def devices(spec, as_json, bench):
             row += [f"{r['gflops']:.1f}", f"{r['h2d_gbs']:.1f}", f"{r['d2h_gbs']:.1f}"]
         rows.append(row)
     click.echo(_table(rows, headers))
+    for dup, kept in duplicates.items():
+        click.echo(f"+ device {dup.index} is the same CPU as device {kept.index} on another "
+                   f"OpenCL platform (older driver): `--devices all` leaves it out")
     if any(not d.profile["local_mem_dedicated"] for d in chosen):
         click.echo("* local memory emulated in global memory (hetcl's CPU kernels do not use it)")
     if bench:

@@ -10,10 +10,11 @@ kernels need to know about a device is in two places:
 import functools
 import hashlib
 import json
+import warnings
 
 import pyopencl as cl
 
-from .errors import DeviceSelectionError, NoPlatformError
+from .errors import DeviceSelectionError, DeviceWarning, NoPlatformError
 
 KINDS = ("cpu", "igpu", "dgpu", "accelerator")
 
@@ -90,6 +91,10 @@ def features(profile):
         # by that thread: it gains from staying on one core (affinity.py). A CPU device's own
         # workers compute; the thread that enqueues mostly waits.
         "pin_host": profile["kind"] != "cpu",
+        # The widest float vector the device's compiler really handles (proven by building and
+        # running a probe kernel: codegen/vector_probe.py; a driver's preferred width is only
+        # a claim). CPU defaults cap their vector widths at it. Until proven: 16.
+        "vector_width": profile.get("vector_width", 16),
     }
 
 
@@ -115,7 +120,7 @@ class Device:
     def __init__(self, cl_device, profile):
         self.cl_device = cl_device
         self.profile = profile
-        self.features = features(profile)
+        self._features = None  # the feature flags (property features)
         self.fingerprint = fingerprint(profile)
         self._context = None
         self._queues = {}  # (role, profiled) -> cl.CommandQueue
@@ -128,6 +133,20 @@ class Device:
     index = property(lambda self: self.profile["index"])
     name = property(lambda self: self.profile["name"])
     kind = property(lambda self: self.profile["kind"])
+
+    @property
+    def features(self):
+        """The feature flags, with the proven vector width (found on first use; cached on disk
+        per driver, so a device that is only listed proves nothing)."""
+        if self._features is None:
+            from .codegen.vector_probe import vector_width
+            self._features = features(self.profile)  # (the probe renders with these)
+            self._features = features(dict(self.profile, vector_width=vector_width(self)))
+        return self._features
+
+    @features.setter
+    def features(self, flags):
+        self._features = flags
 
     @property
     def context(self):
@@ -248,6 +267,32 @@ def describe(devices):
                      for d in devices)
 
 
+def _version(text):
+    """The leading numbers of a driver version ("3.1+debian" -> (3, 1)), for comparisons."""
+    numbers = []
+    for part in text.replace("-", ".").replace("+", ".").split("."):
+        if not part.isdigit():
+            break
+        numbers.append(int(part))
+    return tuple(numbers)
+
+
+def same_host_cpu(devices):
+    """{device: the device it duplicates} for CPU devices that a second OpenCL platform gives
+    for the same cores (e.g. Debian's PoCL and PyPI's, both installed): the CPU devices of the
+    platform with the newest driver stay (the first listed on a tie), those of the others are
+    duplicates. Training on both would run two drivers on one set of cores."""
+    cpus = [d for d in devices if d.profile["kind"] == "cpu"]
+    platforms = list(dict.fromkeys(d.profile["platform_index"] for d in cpus))
+    if len(platforms) < 2:
+        return {}
+    best = max(platforms, key=lambda p: (
+        max(_version(d.profile["driver_version"]) for d in cpus
+            if d.profile["platform_index"] == p), -platforms.index(p)))
+    kept = next(d for d in cpus if d.profile["platform_index"] == best)
+    return {d: kept for d in cpus if d.profile["platform_index"] != best}
+
+
 def parse_selection(spec, devices):
     """Pick devices by a spec string. Works on anything with a ``profile`` dict, so it is pure.
 
@@ -258,13 +303,18 @@ def parse_selection(spec, devices):
     if isinstance(spec, int):
         spec = str(spec)
     tokens = [t.strip().lower() for t in str(spec or "").split(",") if t.strip()]
+    duplicates = same_host_cpu(devices)
     if not tokens:
         raise DeviceSelectionError(
             f"empty device selection; use all, cpu, gpu, igpu, dgpu, indices like 0,2 or P:D. "
             f"Devices: {describe(devices)}")
     chosen = []
     for tok in tokens:
-        if tok == "all":
+        if tok in ("all", "cpu") and duplicates:
+            matched = [d for d in devices if d not in duplicates
+                       and (tok == "all" or d.profile["kind"] == "cpu")]
+            _say_left_out(duplicates)
+        elif tok == "all":
             matched = list(devices)
         elif tok == "gpu":
             matched = [d for d in devices if d.profile["kind"] in ("igpu", "dgpu")]
@@ -285,6 +335,23 @@ def parse_selection(spec, devices):
                 f"no device matches {tok!r}. Devices: {describe(devices)}")
         chosen.extend(d for d in matched if d not in chosen)
     return chosen
+
+
+_said = set()
+
+
+def _say_left_out(duplicates):
+    """One line per duplicate CPU device, once per process."""
+    for dup, kept in duplicates.items():
+        key = (dup.profile["platform"], dup.profile["driver_version"], dup.profile["name"])
+        if key not in _said:
+            _said.add(key)
+            warnings.warn(
+                f"device {dup.profile['index']} ({dup.profile['name']}, driver "
+                f"{dup.profile['driver_version']}) is the same CPU as device "
+                f"{kept.profile['index']} (driver {kept.profile['driver_version']}) on another "
+                f"OpenCL platform: left out (name it in --devices to use it instead)",
+                DeviceWarning, stacklevel=4)
 
 
 def select_devices(spec="all"):

@@ -38,3 +38,27 @@ class DeviceFault(HetclError):
 
 class DeviceWarning(UserWarning):
     """A device was removed from a run (it failed); training goes on without it."""
+
+
+class VariantWarning(UserWarning):
+    """A kernel variant does not work on a device; another variant takes its place."""
+
+
+class VariantBroken(BuildError):
+    """A kernel variant is proven not to work on a device and driver: its build crashed, hung
+    or failed, or it computed wrong numbers (hetcl/codegen/prove.py). Launchers then try the
+    next variant."""
+
+    def __init__(self, device, template, params, reason):
+        self.device, self.template, self.params, self.log = device, template, params, reason
+        self.reason = reason
+        HetclError.__init__(self, f"{template} {params} does not work on {device}: {reason}")
+
+
+class NoWorkingVariant(DeviceFault):
+    """No variant of a kernel works on a device: the device cannot run hetcl's models."""
+
+
+class ProbeFailed(Exception):
+    """A kernel variant's probe found it wrong in a way that is not a number (e.g. the compiler
+    warned on a kernel that must build cleanly); the message says what (codegen/prover.py)."""

@@ -5,7 +5,7 @@ left, or one that ran out of memory, a one-line error says what to do."""
 import os
 import warnings
 
-from .errors import DeviceFault, DeviceWarning, HetclError
+from .errors import DeviceFault, DeviceWarning, HetclError, NoWorkingVariant
 
 # OpenCL status names of a device that cannot hold a step's buffers.
 _OUT_OF_MEMORY = ("MEM_OBJECT_ALLOCATION_FAILURE", "OUT_OF_RESOURCES", "OUT_OF_HOST_MEMORY",
@@ -27,6 +27,8 @@ class FaultRecovery:
                 where = f"{self.devices[failed]}" if failed is not None else "a device"
                 raise HetclError(f"{where} ran out of memory for a batch of {n} ({error}); "
                                  f"use a smaller --batch-size or add devices") from error
+            if isinstance(error, NoWorkingVariant):
+                raise HetclError(f"{error}; no other device is left to train on") from error
             raise HetclError(f"OpenCL error with no device left to continue on: {error}") \
                 from error
         device = self.devices[failed]

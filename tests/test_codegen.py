@@ -70,7 +70,8 @@ SNIPPET = textwrap.dedent("""
 
 
 def run_process(cache_dir):
-    env = subprocess_env(HETCL_CACHE_DIR=str(cache_dir))
+    # The binary cache alone: unproven builds (prove.py would compile in its child process).
+    env = subprocess_env(HETCL_CACHE_DIR=str(cache_dir), HETCL_PROVE="0")
     out = subprocess.run([sys.executable, "-c", SNIPPET], env=env, capture_output=True,
                          text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -9,15 +9,18 @@ File layout, <cache dir>/programs/<key>.bin:  b"HETCLBIN1" | sha256(payload) (32
 driver refuses is deleted and rebuilt from source: the cache is never fatal. Files are written to
 a temporary name and renamed, so a crash leaves either nothing or a whole file.
 """
+import contextlib
 import hashlib
+import json
 import os
+import sys
 import tempfile
 import warnings
 
 import pyopencl as cl
 
 from ..errors import BuildError
-from ..log import debug
+from ..log import debug, debug_level
 from .render import render
 
 MAGIC = b"HETCLBIN1"
@@ -69,6 +72,16 @@ def _write_binary(path, payload):
         debug("kernel cache: cannot write %s (%s)", path, e)
 
 
+def write_json(path, data):
+    """Write `data` as JSON to `path` atomically (a temporary file renamed over it): an
+    interrupted writer leaves the previous complete file."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
 def _remove(path):
     try:
         os.remove(path)
@@ -76,10 +89,30 @@ def _remove(path):
         pass
 
 
+@contextlib.contextmanager
+def _stderr_to_debug_log():
+    """Inside, what is written to file descriptor 2 is dropped. PoCL's clang prints its
+    diagnostics ("1 warning generated.") straight to that descriptor, past Python's
+    sys.stderr; the build log keeps them for the debug log. With HETCL_DEBUG set the terminal
+    gets them as they come."""
+    if debug_level() > 0:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _quiet_build(program, device, options):
     """Build, keeping the compiler's warnings out of the user's terminal (HETCL_DEBUG shows
     them)."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _stderr_to_debug_log():
         warnings.simplefilter("ignore", cl.CompilerWarning)
         program.build(options=options, devices=[device.cl_device])
     try:
@@ -123,6 +156,31 @@ def _binary_for(program, device):
     return built[0] if len(built) == 1 else None
 
 
+def _options(options):
+    extra = os.environ.get("HETCL_BUILD_OPTIONS", "").strip()  # e.g. -cl-opt-disable to debug
+    return f"{options} {extra}".strip() if extra else options
+
+
+def _memory_key(device, params, options, directories, context):
+    # In memory a program belongs to one context: two identical GPUs share a fingerprint (and
+    # the disk cache) but not programs, so the key names the Device object itself (it keeps
+    # its context for life; the key keeps it alive, so no other Device takes its place).
+    return (device, device.fingerprint, params.template, params,
+            tuple(sorted(context.items())), _options(options), tuple(directories or ()))
+
+
+def in_memory(device, params, options="", directories=None, **context):
+    """The program if this process has built it already, else None."""
+    return _programs.get(_memory_key(device, params, options, directories, context))
+
+
+def program_key(device, params, options="", directories=None, **context):
+    """(rendered source, disk key) of a program: the key of its binary and of its verdict."""
+    source = render(params.template, params, directories, features=device.features, **context)
+    blob = "\0".join((device.fingerprint, _options(options), source))
+    return source, hashlib.sha256(blob.encode()).hexdigest()
+
+
 def build(device, params, options="", directories=None, **context):
     """The built cl.Program of ``params.template`` for ``device``.
 
@@ -130,19 +188,13 @@ def build(device, params, options="", directories=None, **context):
     feature flags are always passed as ``features``.
     """
     template = params.template
-    extra = os.environ.get("HETCL_BUILD_OPTIONS", "").strip()  # e.g. -cl-opt-disable to debug
-    options = f"{options} {extra}".strip() if extra else options
-    # In memory a program belongs to one context: two identical GPUs share a fingerprint (and
-    # the disk cache) but not programs, so the key names the Device object itself (it keeps
-    # its context for life; the key keeps it alive, so no other Device takes its place).
-    mem_key = (device, device.fingerprint, template, params,
-               tuple(sorted(context.items())), options, tuple(directories or ()))
+    mem_key = _memory_key(device, params, options, directories, context)
     program = _programs.get(mem_key)
     if program is not None:
         stats["memory_hits"] += 1
         return program
-    source = render(template, params, directories, features=device.features, **context)
-    key = hashlib.sha256("\0".join((device.fingerprint, options, source)).encode()).hexdigest()
+    source, key = program_key(device, params, options, directories, **context)
+    options = _options(options)
     path = _disk_path(key)
     payload = _read_binary(path)
     program = _build_from_binary(device, payload, options) if payload is not None else None

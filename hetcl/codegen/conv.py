@@ -115,17 +115,18 @@ class _ConvData:
             bucket += f" planes{layout['img_stride']}x{layout['chan_stride']}"
         self.params = params or choose(device, self.params_cls, self.kernel, bucket,
                                        self.params_cls.defaults(device.features))
-        if self.params.PLANES:
-            items, channels = self.images * self.c, 1   # one task per (channel, image) plane
-        else:
-            items = self.cols if self.kernel == "im2col" else self.images * self.h * self.w
-            channels = self.c
         self._launch = Launch(
-            device, self.params, self.kernel, self._arg_types,
-            self.params.global_size(items, channels), self.params.local_size(),
-            tune=(self.kernel, bucket, None),
+            device, self.params, self.kernel, self._arg_types, self._global_size,
+            self.params_cls.local_size, tune=(self.kernel, bucket, None),
             kernel=self.kernel, c=self.c, h=self.h, w=self.w, kh=self.kh, kw=self.kw,
             sh=self.sh, sw=self.sw, ph=self.ph, pw=self.pw, images=self.images, **layout)
+        self.params = self._launch.params
+
+    def _global_size(self, params):
+        if params.PLANES:  # one task per (channel, image) plane
+            return params.global_size(self.images * self.c, 1)
+        items = self.cols if self.kernel == "im2col" else self.images * self.h * self.w
+        return params.global_size(items, self.c)
 
 
 class Im2Col(_ConvData):
@@ -155,11 +156,12 @@ class WeightFlip:
     """Wt[C, F*KH*KW] <- W[F, C, KH, KW] with each filter's taps reversed: the weights of the
     stride-1 convolution of dY that gives dX (ops.ConvOp's backward-data pass)."""
 
-    def __init__(self, device, f, c, kernel_hw):
+    def __init__(self, device, f, c, kernel_hw, params=None):
+        """params: only WG matters (one element a work-item); default 64 on GPUs, else 1."""
         kh, kw = (int(v) for v in kernel_hw)
-        params = Im2ColParams(WG=64 if device.features["simt"] else 1)  # one element a work-item
+        params = params or Im2ColParams(WG=64 if device.features["simt"] else 1)
         self._launch = Launch(device, params, "wflip", [None, None],
-                              (round_up(f * c * kh * kw, params.WG),), (params.WG,),
+                              lambda p: (round_up(f * c * kh * kw, p.WG),), lambda p: (p.WG,),
                               kernel="wflip", c=int(f), h=int(c), w=kw, kh=kh, kw=kw, sh=1,
                               sw=1, ph=0, pw=0, images=1)
 

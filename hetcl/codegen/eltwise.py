@@ -59,7 +59,7 @@ class EltwiseParams(KernelParams):
             return cls(WGS=256, WPT=1, VW=4)
         # CPU: explicit float16 vectors (measured on PoCL, 2 cores, 256x6x784 relu: 0.36 ms vs
         # 2.7 ms with VW=1 left to PoCL's own vectorisation across work-items).
-        return cls(WGS=64, WPT=1, VW=16)
+        return cls(WGS=64, WPT=1, VW=16).capped(features.get("vector_width", 16))
 
     @classmethod
     def space(cls, features):
@@ -116,7 +116,7 @@ class BiasGradParams(KernelParams):
             return cls(WGS=256, FPG=1, VW=1, BLOCKED=0)
         # CPU: a few work-items per feature, each streaming through a contiguous block with
         # 16 Kahan lanes (measured on PoCL, 2 cores, 256x6x784: 0.21 ms; one lane: 2.4 ms).
-        return cls(WGS=16, FPG=1, VW=16, BLOCKED=1)
+        return cls(WGS=16, FPG=1, VW=16, BLOCKED=1).capped(features.get("vector_width", 16))
 
     @classmethod
     def for_shape(cls, features, n, f, s, layout):
@@ -155,7 +155,7 @@ class BiasGradParams(KernelParams):
     def space(cls, features):
         out = []
         for wgs, fpg, vw, blocked in itertools.product(
-                (1, 4, 16, 64, 256), (1, 2, 4, 8, 16, 32), (1, 4, 16), (0, 1)):
+                (1, 4, 16, 64, 256), (1, 2, 4, 8, 16, 32), (1, 4, 8, 16), (0, 1)):
             p = cls(wgs, fpg, vw, blocked)
             if p.check() is None and p.work_group_size() <= 1024:
                 out.append(p)
@@ -195,10 +195,11 @@ class BiasAct:
                                        EltwiseParams.defaults(device.features))
         total = self.n * self.f * self.s
         self.launch = Launch(device, self.params, "bias_act", [None] * (3 if self.bias else 2),
-                             self.params.global_size(total), self.params.local_size(),
+                             lambda p: p.global_size(total), EltwiseParams.local_size,
                              tune=("bias_act", bucket, None),
                              kernel="bias_act", n=self.n, f=self.f, s=self.s, act=act,
                              layout=src_layout, bias=int(self.bias))
+        self.params = self.launch.params
 
     def __call__(self, z, b, y, wait_for=None):
         if self.src_layout == "fns" and _same_buffer(z, y):
@@ -222,10 +223,11 @@ class ActBwd:
                                        EltwiseParams.defaults(device.features))
         total = self.n * self.f * self.s
         self.launch = Launch(device, self.params, "act_bwd", [None] * 3,
-                             self.params.global_size(total), self.params.local_size(),
+                             lambda p: p.global_size(total), EltwiseParams.local_size,
                              tune=("act_bwd", bucket, None),
                              kernel="act_bwd", n=self.n, f=self.f, s=self.s, act=act,
                              layout=dst_layout)
+        self.params = self.launch.params
 
     def __call__(self, y, dy, dz, wait_for=None):
         if self.dst_layout == "fns" and (_same_buffer(dy, dz) or _same_buffer(y, dz)):
@@ -251,10 +253,12 @@ class BiasGrad:
         candidates = lambda: list(dict.fromkeys(  # noqa: E731
             p.fit(layout, self.s) for p in BiasGradParams.valid_space(device.features)))
         self.launch = Launch(device, self.params, "bias_grad", [None] * 2,
-                             self.params.global_size(self.f), self.params.local_size(),
+                             lambda p: p.global_size(self.f), BiasGradParams.local_size,
                              tune=("bias_grad", bucket, candidates),
+                             fit=lambda p: p.fit(layout, self.s),
                              kernel="bias_grad", n=self.n, f=self.f, s=self.s, layout=layout,
                              accumulate=int(self.accumulate))
+        self.params = self.launch.params
 
     def __call__(self, dz, db, wait_for=None):
         return self.launch(dz, db, wait_for=wait_for)

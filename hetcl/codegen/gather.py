@@ -50,7 +50,7 @@ class GatherParams(KernelParams):
             return cls(WG=64, WPT=1, VW=4)
         # CPU: explicit 16-wide vectors (one uchar16 load, one float16 store), one group per
         # row of up to 16*64 = 1024 bytes: a whole MNIST row per group.
-        return cls(WG=64, WPT=1, VW=16)
+        return cls(WG=64, WPT=1, VW=16).capped(features.get("vector_width", 16))
 
     @classmethod
     def space(cls, features):
@@ -85,8 +85,9 @@ class Gather:
         self._launch = Launch(
             device, self.params, "gather",
             [None, None, None, None, None, np.int64, np.int32, np.float32, np.float32],
-            self.params.global_size(self.batch, self.sample_size), self.params.local_size(),
+            lambda p: p.global_size(self.batch, self.sample_size), GatherParams.local_size,
             batch=self.batch, s=self.sample_size)
+        self.params = self._launch.params
 
     def __call__(self, images, labels, indices, x, y, count=None, wait_for=None):
         count = self.batch if count is None else int(count)

@@ -4,8 +4,7 @@ import contextlib
 import numpy as np
 import pyopencl as cl
 
-from .cache import build
-from .launch import choose, enqueue, record_launches  # noqa: F401  (re-exported)
+from .launch import build_variant, choose, enqueue, record_launches  # noqa: F401  (re-exported)
 from . import tunedb
 from .params import GemmParams
 
@@ -53,24 +52,16 @@ class Gemm:
         self.problem = (self.m, self.n, self.k, self.trans_a, self.trans_b, self.batch)
         if _recorder is not None:
             _recorder.append(self.problem)
-        self.params = params or tuned_params(device, self.m, self.n, self.k, self.trans_a,
-                                             self.trans_b, self.batch)
-        reason = self.params.invalid_reason(device.features)
+        params = params or tuned_params(device, self.m, self.n, self.k, self.trans_a,
+                                        self.trans_b, self.batch)
+        reason = params.invalid_reason(device.features)
         if reason:
-            raise ValueError(f"GEMM parameters {self.params} invalid on {device}: {reason}")
-        # op(A)^T op(B)^T without local memory: compute C^T = B A instead (both operands then
-        # untransposed, the fastest inner loop there) and let the kernel store C transposed.
-        self.swap = self.trans_a and self.trans_b and not self.params.USE_LOCAL
+            raise ValueError(f"GEMM parameters {params} invalid on {device}: {reason}")
         self.epilogue = None if epilogue is None else (str(epilogue[0]), int(epilogue[1]))
-        if self.epilogue and (self.swap or self.batch != 1):
+        if self.epilogue and (self.trans_a and self.trans_b or self.batch != 1):
             raise ValueError("a GEMM with an epilogue takes one batch and not both transposes")
-        if self.epilogue:
-            program = build(device, self.params, trans_a=self.trans_a, trans_b=self.trans_b,
-                            epilogue=self.epilogue)
-        elif self.swap:
-            program = build(device, self.params, trans_a=False, trans_b=False, trans_c=True)
-        else:
-            program = build(device, self.params, trans_a=self.trans_a, trans_b=self.trans_b)
+        self.params, program = build_variant(device, params, self._template_context)
+        self.swap = self._swap(self.params)
         self.kernel = cl.Kernel(program, "gemm")  # its own: arguments are per instance
         self.kernel.set_scalar_arg_dtypes(_ARG_TYPES + ([None] if self.epilogue else []))
         rows, cols = (self.n, self.m) if self.swap else (self.m, self.n)
@@ -78,6 +69,18 @@ class Gemm:
         self.local_size = self.params.local_size()
         self.last_args = None
         self.tune = ("gemm", tunedb.gemm_bucket(*self.problem), None)
+
+    def _swap(self, params):
+        # op(A)^T op(B)^T without local memory: compute C^T = B A instead (both operands then
+        # untransposed, the fastest inner loop there) and let the kernel store C transposed.
+        return self.trans_a and self.trans_b and not params.USE_LOCAL
+
+    def _template_context(self, params):
+        if self.epilogue:
+            return {"trans_a": self.trans_a, "trans_b": self.trans_b, "epilogue": self.epilogue}
+        if self._swap(params):
+            return {"trans_a": False, "trans_b": False, "trans_c": True}
+        return {"trans_a": self.trans_a, "trans_b": self.trans_b}
 
     def flops(self):
         return 2.0 * self.m * self.n * self.k * self.batch

@@ -5,13 +5,16 @@ constructor and then only enqueue. Arguments may be DeviceArrays or cl.Buffers; 
 converted by the dtypes given (None marks a buffer argument).
 """
 import contextlib
+import warnings
 
 import pyopencl as cl
 
+from ..errors import NoWorkingVariant, VariantBroken, VariantWarning
 from . import tunedb
-from .cache import build
+from .prove import build
 
 _launches = None  # a list while record_launches() is active
+replaced = []  # (device, template, broken params, params used instead, reason), in order
 
 
 @contextlib.contextmanager
@@ -39,11 +42,17 @@ def attribute(owner, events):
 
 def choose(device, cls, kernel, bucket, default):
     """The tuning DB's `cls` parameters for (kernel, bucket) on this device, if they are valid
-    there; else `default`."""
-    found = tunedb.database().lookup(device, kernel, bucket)
+    there; else `default`. An entry tuned on another device of the vendor and kind has its
+    vector widths capped at this device's (its compiler may target narrower vectors)."""
+    db = tunedb.database()
+    found = db.lookup(device, kernel, bucket, exact=True)
+    borrowed = not found
+    found = found or db.lookup(device, kernel, bucket)
     if found:
         try:
             params = cls(**found)
+            if borrowed:
+                params = params.capped(device.features.get("vector_width", 16))
             if params.valid(device.features):
                 return params
         except TypeError:  # an entry from another hetcl version: ignore it
@@ -67,27 +76,61 @@ def enqueue(owner, queue, args, wait_for=None):
     return event
 
 
+def build_variant(device, params, context, options="", fit=None):
+    """(params, program) of the first variant that works on `device`: `params` itself, else the
+    first of params.fallbacks() (prove.py proves each). context: the template context, or a
+    function of the params giving it; fit: a function that adapts a fallback to the shape.
+    Raises NoWorkingVariant, which names every reason."""
+    reasons = []
+    fallbacks = params.fallbacks(device.features)
+    if fit is not None:
+        fallbacks = [p for p in dict.fromkeys(fit(p) for p in fallbacks) if p != params]
+    for candidate in [params] + fallbacks:
+        try:
+            ctx = context(candidate) if callable(context) else context
+            program = build(device, candidate, options=options, **ctx)
+        except VariantBroken as e:
+            reasons.append(e.reason)
+            continue
+        if candidate != params:
+            _replaced(device, params, candidate, reasons[0])
+        return candidate, program
+    raise NoWorkingVariant(f"no variant of {params.template} works on {device} "
+                           f"({len(reasons)} tried; {params}: {reasons[0]})")
+
+
+def _replaced(device, broken, used, reason):
+    """Record a replacement; say it once per process, device and broken variant."""
+    if not any(r[0] is device and r[2] == broken for r in replaced):
+        warnings.warn(f"{broken.template} {broken} does not work on {device} ({reason}); "
+                      f"using {used} instead", VariantWarning, stacklevel=4)
+    replaced.append((device, broken.template, broken, used, reason))
+
+
 def round_up(n, multiple):
     return -(-int(n) // int(multiple)) * int(multiple)
 
 
 class Launch:
     def __init__(self, device, params, kernel_name, arg_types, global_size, local_size,
-                 options="", tune=None, **context):
+                 options="", tune=None, fit=None, **context):
         """tune: (kernel, bucket, candidates or None) - the tuning-DB entry that chose params
         (see choose()); candidates() lists the points worth trying for this shape (default:
-        the valid points of the params' space)."""
+        the valid points of the params' space). global_size, local_size: tuples, or functions
+        of the params that give them (where a variant that replaces a broken one, see
+        build_variant, has another geometry); fit: see build_variant. ``params`` is the
+        variant built."""
         self.device = device
-        self.params = params
         self.tune = tune
         reason = params.invalid_reason(device.features)
         if reason:
             raise ValueError(f"{type(params).__name__} {params} invalid on {device}: {reason}")
-        program = build(device, params, options=options, **context)
+        self.params, program = build_variant(device, params, context, options, fit)
         self.kernel = cl.Kernel(program, kernel_name)  # a kernel object per launch: own args
         self.kernel.set_scalar_arg_dtypes(arg_types)
-        self.global_size = tuple(int(g) for g in global_size)
-        self.local_size = None if local_size is None else tuple(int(x) for x in local_size)
+        geometry = [g(self.params) if callable(g) else g for g in (global_size, local_size)]
+        self.global_size = tuple(int(g) for g in geometry[0])
+        self.local_size = None if geometry[1] is None else tuple(int(x) for x in geometry[1])
         self.last_args = None
 
     def __call__(self, *args, wait_for=None, queue=None):

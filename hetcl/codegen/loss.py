@@ -83,8 +83,9 @@ class _Loss:
         self.launch = Launch(
             device, self.params, self.kernel_name,
             [None, None, np.int32, np.float32, None, None, None],
-            self.params.global_size(self.n), self.params.local_size(),
+            lambda p: p.global_size(self.n), LossParams.local_size,
             n=self.n, classes=self.classes, loss=self.kernel_name, label_type=label_type)
+        self.params = self.launch.params
 
     def __call__(self, logits, labels, dlogits, row_loss, row_correct, global_n, labels_off=0,
                  wait_for=None):

@@ -49,6 +49,26 @@ class KernelParams:
     def valid_space(cls, features):
         return [p for p in cls.space(features) if p.valid(features)]
 
+    def fallbacks(self, features):
+        """Variants to try, in order, where this one is proven broken on a device: the same
+        point with its vector widths (the VW* tunables) capped at 8, 4 and 1 - a compiler
+        that mis-targets the vector unit fails on the widest vectors first - then the device's
+        defaults, capped the same way. Only valid points, each once."""
+        out = []
+        for base in (self, type(self).defaults(features)):
+            for cap in (None, 8, 4, 1):
+                p = base.capped(cap)
+                if p != self and p not in out and p.valid(features):
+                    out.append(p)
+        return out
+
+    def capped(self, width):
+        """These parameters with every vector width (VW*) at most `width` (None: unchanged)."""
+        if width is None:
+            return self
+        return self.replace(**{k: min(v, width) for k, v in self.as_dict().items()
+                               if k.startswith("VW")})
+
 
 @dataclasses.dataclass(frozen=True)
 class GemmParams(KernelParams):
@@ -122,7 +142,8 @@ class GemmParams(KernelParams):
         # along M go through each 128 x 32 panel of B together (a barrier per KWG step), so it
         # is read from L1 rather than L2/L3. 1x1 work-groups (no panel sharing): -30% at 1024^3,
         # -50% at 2048^3. (The old 16x128 float16 default: -45% even with the same template.)
-        return cls(MWG=128, NWG=32, KWG=128, MDIMC=16, NDIMC=1, VWN=16, USE_LOCAL=0)
+        return cls(MWG=128, NWG=32, KWG=128, MDIMC=16, NDIMC=1, VWN=16,
+                   USE_LOCAL=0).capped(features.get("vector_width", 16))
 
     # Values each tunable takes in the local-memory space (space() below); neighbours() moves
     # along them.
@@ -164,7 +185,8 @@ class GemmParams(KernelParams):
         one-work-item groups of 8 x 32 (measured on PoCL, 2 cores: 6x200704x25 4.8 -> 1.6 ms,
         16x150x25600 (NT) 5.7 -> 1.0 ms, 150x25600x16 (TN) 6.3 -> 0.9 ms)."""
         if not features["local_memory"] and (m < 128 or k < 128):
-            return cls(MWG=8, NWG=32, KWG=128, MDIMC=1, NDIMC=1, VWN=16, USE_LOCAL=0)
+            return cls(MWG=8, NWG=32, KWG=128, MDIMC=1, NDIMC=1, VWN=16,
+                       USE_LOCAL=0).capped(features.get("vector_width", 16))
         if features["local_memory"] and m <= 64:
             # GPU, few rows (the conv layers' filters): 128-row tiles would be half empty.
             # Wide N: 32x128 tiles of 4x8 per work-item (H200, conv 64x262144x576: 34.7 TFLOP/s,

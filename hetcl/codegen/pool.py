@@ -70,16 +70,14 @@ class _MaxPool:
         bucket = f"{n}x{c}x{h}x{w} k{kh}x{kw} s{sh}x{sw}"
         self.params = params or choose(device, PoolParams, self.kernel, bucket,
                                        PoolParams.defaults(device.features))
-        if self.params.PLANES:
-            items = n * c
-        else:
-            items = int(np.prod(self.out_shape if self.kernel == "maxpool_fwd"
-                                else self.in_shape, dtype=np.int64))
+        elements = int(np.prod(self.out_shape if self.kernel == "maxpool_fwd"
+                               else self.in_shape, dtype=np.int64))
         self._launch = Launch(
             device, self.params, self.kernel, [None, None, None],
-            self.params.global_size(items), self.params.local_size(),
+            lambda p: p.global_size(n * c if p.PLANES else elements), PoolParams.local_size,
             tune=(self.kernel, bucket, None),
             kernel=self.kernel, images=n, c=c, h=h, w=w, kh=kh, kw=kw, sh=sh, sw=sw)
+        self.params = self._launch.params
 
 
 class MaxPoolFwd(_MaxPool):

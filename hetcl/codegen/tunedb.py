@@ -16,10 +16,9 @@ The DB is a cache: a corrupt or unreadable file is ignored with a warning, never
 import contextlib
 import json
 import os
-import tempfile
 import warnings
 
-from .cache import cache_dir
+from .cache import cache_dir, write_json
 
 FORMAT = 1
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tuned.json")
@@ -49,11 +48,7 @@ def read(path):
 
 
 def write(path, data):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)  # an interrupted tune leaves the previous complete DB
+    write_json(path, data)  # atomic: an interrupted tune leaves the previous complete DB
 
 
 def pow2(x):
@@ -80,7 +75,9 @@ class TuneDB:
         paths = self.paths or [user_path(), SHIPPED]
         self.dbs = [read(p) for p in paths]
 
-    def lookup(self, device, kernel, bucket):
+    def lookup(self, device, kernel, bucket, exact=False):
+        """The params (a dict) stored for this device (exact: only those), else for one of
+        its vendor and kind, else None."""
         if (kernel, bucket) in self.overlay:
             return self.overlay[kernel, bucket]
         for db in self.dbs:
@@ -88,6 +85,8 @@ class TuneDB:
             hit = own and own["kernels"].get(kernel, {}).get(bucket)
             if hit:
                 return hit["params"]
+        if exact:
+            return None
         p = device.profile
         for db in self.dbs:
             for entry in db["devices"].values():

@@ -39,8 +39,9 @@ class SGD:
         self.params = params or UpdateParams.defaults(device.features)
         self.launch = Launch(device, self.params, "sgd",
                              [None, None, None, np.float32, np.float32, np.float32],
-                             self.params.global_size(self.size), self.params.local_size(),
+                             lambda p: p.global_size(self.size), UpdateParams.local_size,
                              kernel="sgd", size=self.size, nesterov=int(self.nesterov))
+        self.params = self.launch.params
 
     def __call__(self, p, g, v, lr, momentum, weight_decay, wait_for=None):
         return self.launch(p, g, v, float(lr), float(momentum), float(weight_decay),
@@ -58,12 +59,15 @@ class SGDMulti:
         if not 1 <= len(self.sizes) <= self.MAX_TENSORS:
             raise ValueError(f"{len(self.sizes)} tensors: 1 to {self.MAX_TENSORS} per launch")
         self.params = params or UpdateParams.defaults(device.features)
-        per_group = self.params.elements_per_group()
-        groups = sum(-(-n // per_group) for n in self.sizes)
         self.launch = Launch(device, self.params, "sgd_multi",
                              [None] * (3 * len(self.sizes)) + [np.float32] * 3,
-                             (groups * self.params.WGS,), self.params.local_size(),
+                             self._global_size, UpdateParams.local_size,
                              kernel="sgd_multi", sizes=self.sizes, nesterov=int(nesterov))
+        self.params = self.launch.params
+
+    def _global_size(self, params):
+        per_group = params.elements_per_group()
+        return (sum(-(-n // per_group) for n in self.sizes) * params.WGS,)
 
     def __call__(self, tensors, lr, momentum, weight_decay, wait_for=None):
         buffers = [b for triple in tensors for b in triple]
@@ -78,8 +82,9 @@ class Axpby:
         self.size = _size(size)
         self.params = params or UpdateParams.defaults(device.features)
         self.launch = Launch(device, self.params, "axpby", [None, None, np.float32, np.float32],
-                             self.params.global_size(self.size), self.params.local_size(),
+                             lambda p: p.global_size(self.size), UpdateParams.local_size,
                              kernel="axpby", size=self.size)
+        self.params = self.launch.params
 
     def __call__(self, x, y, a, b, wait_for=None):
         return self.launch(x, y, float(a), float(b), wait_for=wait_for)

@@ -1,0 +1,115 @@
+"""Probes of the GEMM, gather, loss and update kernels (see the package's docstring)."""
+import numpy as np
+
+from ..gather import Gather
+from ..gemm import Gemm
+from ..loss import LABEL_TYPES, SigmoidBCE, SoftmaxCE
+from ..update import SGD, Axpby, SGDMulti
+from . import ACTIVATIONS, relative_error
+
+
+def gemm(device, params, trans_a=False, trans_b=False, trans_c=False, epilogue=None):
+    """The prover's check of one GEMM variant (prover.py): the largest error, relative to the
+    largest magnitude, of a tiny problem against numpy. The sizes are off the tile multiples,
+    so edge tiles run too; the template context selects the same program the caller built
+    (trans_c: both transposes without local memory, which Gemm computes as C^T = B A)."""
+    from ...buffers import empty, to_device
+    rng = np.random.default_rng(0)
+    if trans_c:
+        trans_a = trans_b = True
+    m, k = params.MWG + 3, params.KWG + 7
+    n = 2 * epilogue[1] if epilogue else params.NWG + 5
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+    ref = (a.T if trans_a else a) @ (b.T if trans_b else b)
+    op = Gemm(device, m, n, k, trans_a, trans_b, params=params, epilogue=epilogue)
+    if epilogue:
+        bias = rng.standard_normal(m).astype(np.float32)
+        act, s = epilogue
+        ref = ACTIVATIONS[act](ref + bias[:, None]).reshape(m, n // s, s).transpose(1, 0, 2)
+        out = empty(device, ref.shape)
+        op(to_device(device, a), to_device(device, b), out, bias=to_device(device, bias))
+    else:
+        c0 = rng.standard_normal((m, n)).astype(np.float32)
+        out = to_device(device, c0)
+        op(to_device(device, a), to_device(device, b), out, alpha=1.5, beta=0.5)
+        ref = 1.5 * ref + 0.5 * c0
+    return relative_error(out.get(), ref)
+
+
+def gather(device, params, batch, s):
+    """The prover's check of one gather variant (prover.py): the largest error of a gathered
+    batch (batch and sample size as the variant was built for) against numpy, and -1 where a
+    label differs."""
+    from ...buffers import empty, to_device
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, s), dtype=np.uint8)
+    labels = rng.integers(0, 10, 5, dtype=np.uint8)
+    indices = rng.integers(0, 5, batch, dtype=np.int32)
+    op = Gather(device, batch, s, mean=0.25, std=0.5, params=params)
+    x, y = empty(device, (batch, s)), empty(device, (batch,), np.int32)
+    op(to_device(device, images), to_device(device, labels), to_device(device, indices), x, y)
+    if not np.array_equal(y.get(), labels[indices]):
+        return float("inf")
+    ref = (images[indices] / 255.0 - 0.25) / 0.5
+    return float(np.abs(x.get() - ref).max())
+
+
+def loss(device, params, n, classes, loss, label_type):
+    """The prover's check of one loss variant (prover.py), on the n x classes it was built for:
+    the largest error of dlogits and row_loss, relative to the largest magnitude, against
+    numpy (inf where a row_correct differs), the labels read from an offset and the loss
+    divided by a global_n larger than n (a shard)."""
+    from ...buffers import empty, to_device
+    rng = np.random.default_rng(0)
+    logits = (3 * rng.standard_normal((n, classes))).astype(np.float32)
+    labels = rng.integers(0, classes, n + 1).astype(LABEL_TYPES[label_type])  # from element 1
+    global_n = n + 3
+    dlogits = empty(device, (n, classes)).fill(np.nan)
+    row_loss = empty(device, (n,)).fill(np.nan)
+    correct = empty(device, (n,), np.int32).fill(-1)
+    op = {"softmax_ce": SoftmaxCE, "sigmoid_bce": SigmoidBCE}[loss]
+    op(device, n, classes, label_type, params=params)(
+        to_device(device, logits), to_device(device, labels), dlogits, row_loss, correct,
+        global_n, labels_off=1)
+    z, label = logits.astype(np.float64), labels[1:].astype(np.int64)
+    t = np.zeros_like(z)
+    t[np.arange(n), label] = 1.0  # the one-hot target
+    if loss == "softmax_ce":
+        shifted = z - z.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(shifted).sum(axis=1))
+        ref_loss, ref_grad = lse - shifted[np.arange(n), label], np.exp(shifted - lse[:, None]) - t
+    else:
+        ref_loss = (np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))).sum(axis=1)
+        ref_grad = 1 / (1 + np.exp(-z)) - t
+    if not np.array_equal(correct.get(), logits.argmax(axis=1) == label):
+        return float("inf")
+    return max(relative_error(dlogits.get(), ref_grad / global_n),
+               relative_error(row_loss.get(), ref_loss / global_n))
+
+
+def update(device, params, kernel, size=None, sizes=None, nesterov=0):
+    """The prover's check of one update variant (prover.py), on the size(s) it was built for:
+    the largest error, relative to the largest magnitude, of y (axpby, b != 0) or of p and v
+    after one SGD step with momentum and weight decay, against numpy."""
+    from ...buffers import to_device
+    rng = np.random.default_rng(0)
+    if kernel == "axpby":
+        x, y0 = rng.standard_normal((2, size)).astype(np.float32)
+        y = to_device(device, y0)
+        Axpby(device, size, params=params)(to_device(device, x), y, 1.5, 0.5)
+        return relative_error(y.get(), 1.5 * x + 0.5 * y0.astype(np.float64))
+    lr, momentum, weight_decay = 0.1, 0.9, 0.01
+    host = [rng.standard_normal((3, n)).astype(np.float32) for n in sizes or (size,)]  # p, g, v
+    tensors = [tuple(to_device(device, a) for a in pgv) for pgv in host]
+    if kernel == "sgd":
+        SGD(device, size, bool(nesterov), params=params)(*tensors[0], lr, momentum, weight_decay)
+    else:
+        SGDMulti(device, sizes, bool(nesterov), params=params)(tensors, lr, momentum, weight_decay)
+    error = 0.0
+    for (p, g, v), (p_dev, _, v_dev) in zip(host, tensors):
+        d = g + weight_decay * p.astype(np.float64)
+        v = momentum * v + d
+        p = p - lr * (d + momentum * v if nesterov else v)
+        error = max(error, relative_error(p_dev.get(), p), relative_error(v_dev.get(), v))
+    return error

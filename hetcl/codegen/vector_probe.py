@@ -1,0 +1,99 @@
+"""The device feature "vector_width": the widest vector the device's compiler handles, proven.
+
+Drivers report a preferred vector width, but the compiler behind them may target less: PoCL
+built with an LLVM that does not know the CPU compiles for an older one (on a Zen 4 CPU, PyPI's
+PoCL 3.0 with LLVM 14 reports 16-wide floats and targets znver3, without AVX-512), and its
+16-wide kernels then warn, crash the compiler or run as emulated vectors. So hetcl proves it:
+kernels/vector_probe.cl.mako at 16, 8, 4, 2 and 1 floats, each built and run in the prover's
+child process (prove.py), until one builds without a warning and matches numpy. The verdicts
+are cached like every other (verdicts.py), so this costs a child build once per driver.
+"""
+import dataclasses
+import os
+import time
+import warnings
+
+import numpy as np
+import pyopencl as cl
+
+from ..errors import BuildError, ProbeFailed, VariantBroken
+from .params import KernelParams
+from .render import render
+
+WIDTHS = (16, 8, 4, 2, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class VectorProbeParams(KernelParams):
+    """VW: the vector width under test (see the template's header)."""
+    VW: int = 16
+
+    template = "vector_probe.cl.mako"
+
+    def check(self):
+        return None if self.VW in WIDTHS else f"VW={self.VW} is not one of {WIDTHS}"
+
+    def work_group_size(self):
+        return 1
+
+    @classmethod
+    def defaults(cls, features):
+        return cls()
+
+    def fallbacks(self, features):
+        return []  # each width is asked on its own (vector_width)
+
+
+def probe(device, params):
+    """The prover's check (prover.py): the build log must be empty of warnings (ProbeFailed
+    names the first), and the result match numpy. -> the largest error."""
+    from ..buffers import empty, to_device
+    # Built here, not from a cache: a driver's own kernel cache (PoCL's) skips the compiler
+    # and its warnings, so the source carries a comment no cache has seen.
+    source = render(params.template, params) + f"\n// {os.getpid()} {time.time_ns()}\n"
+    with warnings.catch_warnings():  # (pyopencl repeats the log as a warning: read below)
+        warnings.simplefilter("ignore")
+        program = cl.Program(device.context, source).build(devices=[device.cl_device])
+    try:
+        log = program.get_build_info(device.cl_device, cl.program_build_info.LOG)
+    except cl.Error:
+        log = ""
+    warned = [line for line in log.splitlines() if "warning" in line.lower()]
+    if warned:
+        raise ProbeFailed(f"the compiler warns on {params.VW}-wide vectors: "
+                          f"{warned[0].rsplit(': ', 1)[-1].strip()}")
+    n = 64
+    a = np.arange(n * params.VW, dtype=np.int64).astype(np.uint8)
+    a_dev, b = to_device(device, a), empty(device, (n * params.VW,))  # (kept until b.get())
+    kernel = cl.Kernel(program, "vector_probe")
+    kernel.set_args(a_dev.buffer, b.buffer)
+    cl.enqueue_nd_range_kernel(device.queue, kernel, (n,), None)
+    return float(np.abs(b.get() - (a * 2.0 + 1.0)).max())
+
+
+_unproven = {}  # fingerprint -> width found in this process with proving off
+
+
+def vector_width(device):
+    """The widest of WIDTHS whose probe kernel is proven right on `device` (1 at worst). With
+    proving off (HETCL_PROVE=0) the probe runs in this process, once per process."""
+    from . import prove
+    if prove.enabled():
+        for width in WIDTHS:
+            try:
+                prove.build(device, VectorProbeParams(width))
+                return width
+            except VariantBroken:
+                continue
+        return 1
+    if device.fingerprint not in _unproven:
+        _unproven[device.fingerprint] = next(
+            (w for w in WIDTHS if _passes(device, VectorProbeParams(w))), 1)
+    return _unproven[device.fingerprint]
+
+
+def _passes(device, params):
+    try:
+        return probe(device, params) == 0
+    except (BuildError, ProbeFailed, cl.Error):
+        return False
