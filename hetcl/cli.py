@@ -100,7 +100,7 @@ def devices(spec, as_json, bench, check):
     from .device import list_devices, same_host_cpu, select_devices
     # The listing shows every device, a CPU that two platforms give included (marked).
     chosen = list_devices() if spec.strip().lower() == "all" else select_devices(spec)
-    duplicates = same_host_cpu(chosen)
+    duplicates = dict(same_host_cpu(chosen))  # (Devices hash by identity)
     if check:
         return _check_devices(chosen, as_json)
     results = {}

@@ -278,19 +278,19 @@ def _version(text):
 
 
 def same_host_cpu(devices):
-    """{device: the device it duplicates} for CPU devices that a second OpenCL platform gives
+    """[(device, the device it duplicates)] for CPU devices that a second OpenCL platform gives
     for the same cores (e.g. Debian's PoCL and PyPI's, both installed): the CPU devices of the
     platform with the newest driver stay (the first listed on a tie), those of the others are
     duplicates. Training on both would run two drivers on one set of cores."""
     cpus = [d for d in devices if d.profile["kind"] == "cpu"]
     platforms = list(dict.fromkeys(d.profile["platform_index"] for d in cpus))
     if len(platforms) < 2:
-        return {}
+        return []
     best = max(platforms, key=lambda p: (
         max(_version(d.profile["driver_version"]) for d in cpus
             if d.profile["platform_index"] == p), -platforms.index(p)))
     kept = next(d for d in cpus if d.profile["platform_index"] == best)
-    return {d: kept for d in cpus if d.profile["platform_index"] != best}
+    return [(d, kept) for d in cpus if d.profile["platform_index"] != best]
 
 
 def parse_selection(spec, devices):
@@ -311,7 +311,8 @@ def parse_selection(spec, devices):
     chosen = []
     for tok in tokens:
         if tok in ("all", "cpu") and duplicates:
-            matched = [d for d in devices if d not in duplicates
+            left_out = [id(dup) for dup, _ in duplicates]
+            matched = [d for d in devices if id(d) not in left_out
                        and (tok == "all" or d.profile["kind"] == "cpu")]
             _say_left_out(duplicates)
         elif tok == "all":
@@ -342,7 +343,7 @@ _said = set()
 
 def _say_left_out(duplicates):
     """One line per duplicate CPU device, once per process."""
-    for dup, kept in duplicates.items():
+    for dup, kept in duplicates:
         key = (dup.profile["platform"], dup.profile["driver_version"], dup.profile["name"])
         if key not in _said:
             _said.add(key)

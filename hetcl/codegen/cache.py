@@ -90,7 +90,7 @@ def _remove(path):
 
 
 @contextlib.contextmanager
-def _stderr_to_debug_log():
+def quiet_stderr():
     """Inside, what is written to file descriptor 2 is dropped. PoCL's clang prints its
     diagnostics ("1 warning generated.") straight to that descriptor, past Python's
     sys.stderr; the build log keeps them for the debug log. With HETCL_DEBUG set the terminal
@@ -112,7 +112,7 @@ def _stderr_to_debug_log():
 def _quiet_build(program, device, options):
     """Build, keeping the compiler's warnings out of the user's terminal (HETCL_DEBUG shows
     them)."""
-    with warnings.catch_warnings(), _stderr_to_debug_log():
+    with warnings.catch_warnings(), quiet_stderr():
         warnings.simplefilter("ignore", cl.CompilerWarning)
         program.build(options=options, devices=[device.cl_device])
     try:

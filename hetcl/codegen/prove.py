@@ -129,7 +129,9 @@ atexit.register(_shutdown)
 
 
 def _request(device, params, options, directories, context):
-    return {"fingerprint": device.fingerprint, "features": device.features,
+    # hetcl's settings as they are now (the child lives on while a caller changes them)
+    settings = {k: v for k, v in os.environ.items() if k.startswith("HETCL_")}
+    return {"fingerprint": device.fingerprint, "features": device.features, "env": settings,
             "module": type(params).__module__,
             "cls": type(params).__qualname__, "params": params.as_dict(), "options": options,
             "directories": list(directories or ()), "context": context}

@@ -73,6 +73,9 @@ def prove(request, devices):
     if device is None:
         return {"unavailable": "the device is not visible to the prover process"}
     device.features = request["features"]  # the parent's: the same rendered source
+    for key in [k for k in os.environ if k.startswith("HETCL_") and k != "HETCL_PROVER_REPLY_FD"]:
+        del os.environ[key]
+    os.environ.update(request["env"])
     cls = getattr(importlib.import_module(request["module"]), request["cls"])
     params = cls(**request["params"])
     context = _tuples(request["context"])

@@ -17,6 +17,7 @@ import numpy as np
 import pyopencl as cl
 
 from ..errors import BuildError, ProbeFailed, VariantBroken
+from .cache import quiet_stderr
 from .params import KernelParams
 from .render import render
 
@@ -51,7 +52,7 @@ def probe(device, params):
     # Built here, not from a cache: a driver's own kernel cache (PoCL's) skips the compiler
     # and its warnings, so the source carries a comment no cache has seen.
     source = render(params.template, params) + f"\n// {os.getpid()} {time.time_ns()}\n"
-    with warnings.catch_warnings():  # (pyopencl repeats the log as a warning: read below)
+    with warnings.catch_warnings(), quiet_stderr():  # (the log is read below)
         warnings.simplefilter("ignore")
         program = cl.Program(device.context, source).build(devices=[device.cl_device])
     try:
