@@ -25,7 +25,7 @@ import statistics
 
 import numpy as np
 
-from .codegen import tunedb
+from .codegen import launch, tunedb
 from .codegen.gemm import record_launches, record_problems, tuned_params
 from .codegen.tuner import tune_gemm
 from .errors import BuildError, HetclError
@@ -83,9 +83,12 @@ def compare_in_step(model_name, device, batch, key, current, challengers, rounds
     ref = step_executor(model_name, device, batch, key, current)
     out = []
     for params in challengers:
+        seen = len(launch.replaced)
         try:
             ex = step_executor(model_name, device, batch, key, params)
         except (BuildError, ValueError):  # not buildable for this shape or device
+            continue
+        if any(r[2] == params for r in launch.replaced[seen:]):  # proven broken here
             continue
         times = [[], []]
         for _ in range(rounds):
