@@ -140,6 +140,10 @@ def _build_from_source(device, source, options, template, params):
 def _build_from_binary(device, payload, options):
     try:
         program = cl.Program(device.context, [device.cl_device], [payload])
+        # pyopencl's Kernel reads the program's `_source`, which a program made from a binary
+        # lacks: the attribute lookup then falls through to creating a kernel named "_source"
+        # (an OpenCL error, caught, but an API misuse that checkers such as Oclgrind report).
+        program._source = None
         return _quiet_build(program, device, options)
     except cl.Error:
         return None
