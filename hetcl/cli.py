@@ -97,7 +97,8 @@ def _table(rows, headers):
 def devices(spec, as_json, bench, check):
     """List every OpenCL device over all platforms: index, platform:device, kind (cpu, igpu =
     GPU sharing host memory, dgpu, accelerator), compute units, clock, memory, limits, driver."""
-    from .device import list_devices, same_host_cpu, select_devices
+    from .device import list_devices, select_devices
+    from .host_cpu import same_host_cpu
     # The listing shows every device, a CPU that two platforms give included (marked).
     chosen = list_devices() if spec.strip().lower() == "all" else select_devices(spec)
     duplicates = dict(same_host_cpu(chosen))  # (Devices hash by identity)

@@ -10,11 +10,11 @@ kernels need to know about a device is in two places:
 import functools
 import hashlib
 import json
-import warnings
 
 import pyopencl as cl
 
-from .errors import DeviceSelectionError, DeviceWarning, NoPlatformError
+from .errors import DeviceSelectionError, NoPlatformError
+from .host_cpu import same_host_cpu, say_left_out
 
 KINDS = ("cpu", "igpu", "dgpu", "accelerator")
 
@@ -267,32 +267,6 @@ def describe(devices):
                      for d in devices)
 
 
-def _version(text):
-    """The leading numbers of a driver version ("3.1+debian" -> (3, 1)), for comparisons."""
-    numbers = []
-    for part in text.replace("-", ".").replace("+", ".").split("."):
-        if not part.isdigit():
-            break
-        numbers.append(int(part))
-    return tuple(numbers)
-
-
-def same_host_cpu(devices):
-    """[(device, the device it duplicates)] for CPU devices that a second OpenCL platform gives
-    for the same cores (e.g. Debian's PoCL and PyPI's, both installed): the CPU devices of the
-    platform with the newest driver stay (the first listed on a tie), those of the others are
-    duplicates. Training on both would run two drivers on one set of cores."""
-    cpus = [d for d in devices if d.profile["kind"] == "cpu"]
-    platforms = list(dict.fromkeys(d.profile["platform_index"] for d in cpus))
-    if len(platforms) < 2:
-        return []
-    best = max(platforms, key=lambda p: (
-        max(_version(d.profile["driver_version"]) for d in cpus
-            if d.profile["platform_index"] == p), -platforms.index(p)))
-    kept = next(d for d in cpus if d.profile["platform_index"] == best)
-    return [(d, kept) for d in cpus if d.profile["platform_index"] != best]
-
-
 def parse_selection(spec, devices):
     """Pick devices by a spec string. Works on anything with a ``profile`` dict, so it is pure.
 
@@ -314,7 +288,7 @@ def parse_selection(spec, devices):
             left_out = [id(dup) for dup, _ in duplicates]
             matched = [d for d in devices if id(d) not in left_out
                        and (tok == "all" or d.profile["kind"] == "cpu")]
-            _say_left_out(duplicates)
+            say_left_out(duplicates)
         elif tok == "all":
             matched = list(devices)
         elif tok == "gpu":
@@ -336,23 +310,6 @@ def parse_selection(spec, devices):
                 f"no device matches {tok!r}. Devices: {describe(devices)}")
         chosen.extend(d for d in matched if d not in chosen)
     return chosen
-
-
-_said = set()
-
-
-def _say_left_out(duplicates):
-    """One line per duplicate CPU device, once per process."""
-    for dup, kept in duplicates:
-        key = (dup.profile["platform"], dup.profile["driver_version"], dup.profile["name"])
-        if key not in _said:
-            _said.add(key)
-            warnings.warn(
-                f"device {dup.profile['index']} ({dup.profile['name']}, driver "
-                f"{dup.profile['driver_version']}) is the same CPU as device "
-                f"{kept.profile['index']} (driver {kept.profile['driver_version']}) on another "
-                f"OpenCL platform: left out (name it in --devices to use it instead)",
-                DeviceWarning, stacklevel=4)
 
 
 def select_devices(spec="all"):

@@ -20,7 +20,8 @@ from hetcl.cli import main
 from hetcl.codegen import launch, prove, verdicts
 from hetcl.codegen.gemm import gemm
 from hetcl.codegen.params import GemmParams
-from hetcl.device import Device, list_devices, parse_selection, same_host_cpu
+from hetcl.device import Device, list_devices, parse_selection
+from hetcl.host_cpu import same_host_cpu
 from hetcl.errors import DeviceWarning, VariantWarning
 from hetcl.train import TrainConfig, Trainer
 from conftest import DEVICES, subprocess_env
