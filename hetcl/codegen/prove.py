@@ -62,8 +62,11 @@ class _Prover:
     """The child process and its two pipes."""
 
     def __init__(self):
-        self.log = tempfile.TemporaryFile()
+        # Append mode: the child writes at the end whatever offset this process reads from
+        # (the two share the file's offset otherwise).
+        self.log = tempfile.TemporaryFile(mode="a+b")
         self.echoed = 0  # bytes of the log already shown (_echo)
+        self.asked = 0  # size of the log when the request in flight was sent
         read_fd, write_fd = os.pipe()
         env = dict(os.environ, HETCL_PROVER_REPLY_FD=str(write_fd))
         self.proc = subprocess.Popen(
@@ -75,6 +78,7 @@ class _Prover:
 
     def ask(self, request, timeout):
         """The child's reply (a dict), or None with the reason it gave none."""
+        self.asked = os.fstat(self.log.fileno()).st_size
         try:
             self.proc.stdin.write((json.dumps(request) + "\n").encode())
             self.proc.stdin.flush()
@@ -104,7 +108,7 @@ class _Prover:
 
     def _death(self):
         code = self.proc.wait()
-        self.log.seek(0)
+        self.log.seek(self.asked)  # what it printed while working on this request
         tail = [line.strip() for line in self.log.read().decode(errors="replace").splitlines()
                 if line.strip()][-2:]
         how = f"crashed ({_signal_name(code)})" if code < 0 else f"exited with status {code}"
