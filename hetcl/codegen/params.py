@@ -137,13 +137,26 @@ class GemmParams(KernelParams):
             # "GPU GEMM kernel (issue 6)".
             return cls(MWG=128, NWG=128, KWG=16, MDIMC=16, NDIMC=16, VWN=4, USE_LOCAL=1,
                        VWM=4, DBUF=1)
-        # CPU (measured with PoCL on 2 AVX-512 cores, 1024^3): each work-item is an 8 x 32
-        # micro-kernel (16 float16 accumulators = half the zmm registers); 16 work-items stacked
-        # along M go through each 128 x 32 panel of B together (a barrier per KWG step), so it
-        # is read from L1 rather than L2/L3. 1x1 work-groups (no panel sharing): -30% at 1024^3,
-        # -50% at 2048^3. (The old 16x128 float16 default: -45% even with the same template.)
-        return cls(MWG=128, NWG=32, KWG=128, MDIMC=16, NDIMC=1, VWN=16,
-                   USE_LOCAL=0).capped(features.get("vector_width", 16))
+        # CPU (measured with PoCL on 2 AVX-512 cores, 1024^3): each work-item is a register
+        # block (cpu_block); 16 work-items stacked along M go through each panel of B together
+        # (a barrier per KWG step), so it is read from L1 rather than L2/L3. 1x1 work-groups
+        # (no panel sharing): -30% at 1024^3, -50% at 2048^3. (The old 16x128 float16 default:
+        # -45% even with the same template.)
+        mwi, nwg, vwn = cls.cpu_block(features)
+        return cls(MWG=16 * mwi, NWG=nwg, KWG=128, MDIMC=16, NDIMC=1, VWN=vwn, USE_LOCAL=0)
+
+    @staticmethod
+    def cpu_block(features):
+        """(rows, columns, vector width) of a CPU work-item's block of C, from the vector width
+        the device's compiler handles: its accumulators take about half of the vector
+        registers, the rest hold operands. 16-wide (AVX-512, 32 registers): 8 x 32 = 16
+        accumulators. Narrower (AVX2, 16 registers): 6 rows of 2 vectors = 12; on a Zen 3 with
+        AVX2 this 6 x 16 block ran 1.5-1.9x the 8 x 32 one (1024^3: 73.5 vs 48 GFLOP/s;
+        docs/benchmarks.md, "Vector width")."""
+        width = features.get("vector_width", 16)
+        if width >= 16:
+            return 8, 32, 16
+        return 6, 2 * width, width
 
     # Values each tunable takes in the local-memory space (space() below); neighbours() moves
     # along them.
@@ -182,11 +195,12 @@ class GemmParams(KernelParams):
         """The default for one problem shape (the tuning DB overrides it). On CPUs the 128-row
         panels of the default only pay off when M and K are large; the skinny GEMMs of small
         conv layers (M = 6 or 16 filters, K = 25, or K = a batch of pixels) run 3-13x faster as
-        one-work-item groups of 8 x 32 (measured on PoCL, 2 cores: 6x200704x25 4.8 -> 1.6 ms,
-        16x150x25600 (NT) 5.7 -> 1.0 ms, 150x25600x16 (TN) 6.3 -> 0.9 ms)."""
+        one-work-item groups of one register block (measured on PoCL, 2 AVX-512 cores, 8 x 32:
+        6x200704x25 4.8 -> 1.6 ms, 16x150x25600 (NT) 5.7 -> 1.0 ms, 150x25600x16 (TN) 6.3 ->
+        0.9 ms)."""
         if not features["local_memory"] and (m < 128 or k < 128):
-            return cls(MWG=8, NWG=32, KWG=128, MDIMC=1, NDIMC=1, VWN=16,
-                       USE_LOCAL=0).capped(features.get("vector_width", 16))
+            mwi, nwg, vwn = cls.cpu_block(features)
+            return cls(MWG=mwi, NWG=nwg, KWG=128, MDIMC=1, NDIMC=1, VWN=vwn, USE_LOCAL=0)
         if features["local_memory"] and m <= 64:
             # GPU, few rows (the conv layers' filters): 128-row tiles would be half empty.
             # Wide N: 32x128 tiles of 4x8 per work-item (H200, conv 64x262144x576: 34.7 TFLOP/s,
