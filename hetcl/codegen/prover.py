@@ -25,6 +25,7 @@ import pyopencl as cl
 
 from ..device import list_devices
 from ..errors import BuildError, HetclError, ProbeFailed
+from .cache import build
 from .probes import PROBES
 
 TOLERANCE = 1e-4
@@ -68,7 +69,7 @@ def _probe(template):
 
 
 def prove(request, devices):
-    from .cache import build
+    """The verdict on one request (see the module's docstring)."""
     device = devices.get(request["fingerprint"])
     if device is None:
         return {"unavailable": "the device is not visible to the prover process"}
