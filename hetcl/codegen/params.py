@@ -150,9 +150,9 @@ class GemmParams(KernelParams):
         """(rows, columns, vector width) of a CPU work-item's block of C, from the vector width
         the device's compiler handles: its accumulators take about half of the vector
         registers, the rest hold operands. 16-wide (AVX-512, 32 registers): 8 x 32 = 16
-        accumulators. Narrower (AVX2, 16 registers): 6 rows of 2 vectors = 12; on a Zen 3 with
-        AVX2 this 6 x 16 block ran 1.5-1.9x the 8 x 32 one (1024^3: 73.5 vs 48 GFLOP/s;
-        docs/benchmarks.md, "Vector width")."""
+        accumulators. Narrower (AVX2, 16 registers): 6 rows of 2 vectors = 12 (on a Zen 3 with
+        AVX2, faster than 8 x 32 on five of six LeNet-5/MLP GEMM shapes: docs/benchmarks.md,
+        "Vector width")."""
         width = features.get("vector_width", 16)
         if width >= 16:
             return 8, 32, 16
