@@ -1,11 +1,9 @@
 """Keeping the host thread that feeds a GPU on one CPU core while it trains or benchmarks.
 
-A small model's step on a GPU is bound by the host: LeNet-5 at batch 256 on an H200 is about
-0.6 ms of Python and driver calls a step, the thread's CPU time equal to its wall time. Left to
-the OS, that thread moved between the GPU machine's 32 vCPUs (one NUMA node) and 1000-step
-windows ran at either ~630 or ~930 us a step, switching from window to window, so that two
-identical runtimes differed by up to 30% in the same round; pinned to one core, every window
-ran at 605-675 us but for one round (docs/benchmarks.md, issue 5).
+A small model's step on a GPU is bound by the host: the thread that enqueues it spends as much
+CPU time as the step takes. Left to the OS, that thread moves between cores and its step time
+jumps from one window to the next, so that two identical runtimes differ in the same round;
+pinned to one core, its windows agree (docs/benchmarks.md, "Several devices at once").
 
 Only the calling thread is pinned (Linux: the affinity of pid 0 is the calling thread's).
 Threads that exist keep their cores: PoCL starts its workers when the platform is listed, a

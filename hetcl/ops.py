@@ -7,8 +7,8 @@ buffer [C*KH*KW, chunk*OH*OW] stays within a memory budget. Forward and backward
 chunk whose epilogue adds the bias, applies the activation and stores NCHW (no [F, N*OH*OW]
 round trip); the backward turns dy into dz in "fns"
 (activation derivative fused), and dW is a split-K GEMM per chunk, accumulated over chunks.
-(Reading the columns inside the GEMMs instead - implicit im2col - was measured slower on an
-H200: docs/benchmarks.md, "Session 4".) dx from dz: codegen/conv_dx.py (col2im, or for stride 1
+(Reading the columns inside the GEMMs instead - implicit im2col - was measured slower on a GPU:
+docs/benchmarks.md, "cuDNN comparison and tuning".) dx from dz: codegen/conv_dx.py (col2im, or for stride 1
 a convolution of dz with the flipped weights, whichever the tuning DB says is faster).
 """
 import numpy as np
