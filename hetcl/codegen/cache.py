@@ -185,11 +185,12 @@ def program_key(device, params, options="", directories=None, **context):
     return source, hashlib.sha256(blob.encode()).hexdigest()
 
 
-def build(device, params, options="", directories=None, **context):
+def build(device, params, options="", directories=None, keyed=None, **context):
     """The built cl.Program of ``params.template`` for ``device``.
 
     ``context`` holds the shape-specific template options (e.g. trans_a=True); the device's
-    feature flags are always passed as ``features``.
+    feature flags are always passed as ``features``. keyed: program_key's result where the
+    caller has it already.
     """
     template = params.template
     mem_key = _memory_key(device, params, options, directories, context)
@@ -197,7 +198,7 @@ def build(device, params, options="", directories=None, **context):
     if program is not None:
         stats["memory_hits"] += 1
         return program
-    source, key = program_key(device, params, options, directories, **context)
+    source, key = keyed or program_key(device, params, options, directories, **context)
     options = _options(options)
     path = _disk_path(key)
     payload = _read_binary(path)

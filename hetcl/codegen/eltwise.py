@@ -10,7 +10,7 @@ import dataclasses
 import itertools
 
 from .launch import Launch, choose
-from .params import FLOAT_BYTES, KernelParams
+from .params import FLOAT_BYTES, KernelParams, vector_width
 
 ACTIVATIONS = ("none", "relu", "sigmoid")
 LAYOUTS = ("nfs", "fns")
@@ -59,7 +59,7 @@ class EltwiseParams(KernelParams):
             return cls(WGS=256, WPT=1, VW=4)
         # CPU: explicit float16 vectors (measured on PoCL, 2 cores, 256x6x784 relu: 0.36 ms vs
         # 2.7 ms with VW=1 left to PoCL's own vectorisation across work-items).
-        return cls(WGS=64, WPT=1, VW=16).capped(features.get("vector_width", 16))
+        return cls(WGS=64, WPT=1, VW=16).capped(vector_width(features))
 
     @classmethod
     def space(cls, features):
@@ -116,7 +116,7 @@ class BiasGradParams(KernelParams):
             return cls(WGS=256, FPG=1, VW=1, BLOCKED=0)
         # CPU: a few work-items per feature, each streaming through a contiguous block with
         # 16 Kahan lanes (measured on PoCL, 2 cores, 256x6x784: 0.21 ms; one lane: 2.4 ms).
-        return cls(WGS=16, FPG=1, VW=16, BLOCKED=1).capped(features.get("vector_width", 16))
+        return cls(WGS=16, FPG=1, VW=16, BLOCKED=1).capped(vector_width(features))
 
     @classmethod
     def for_shape(cls, features, n, f, s, layout):

@@ -10,7 +10,7 @@ import itertools
 import numpy as np
 
 from .launch import Launch, round_up
-from .params import KernelParams
+from .params import KernelParams, vector_width
 
 VECTOR_WIDTHS = (1, 2, 4, 8, 16)
 
@@ -50,7 +50,7 @@ class GatherParams(KernelParams):
             return cls(WG=64, WPT=1, VW=4)
         # CPU: explicit 16-wide vectors (one uchar16 load, one float16 store), one group per
         # row of up to 16*64 = 1024 bytes: a whole MNIST row per group.
-        return cls(WG=64, WPT=1, VW=16).capped(features.get("vector_width", 16))
+        return cls(WG=64, WPT=1, VW=16).capped(vector_width(features))
 
     @classmethod
     def space(cls, features):

@@ -11,6 +11,7 @@ import pyopencl as cl
 
 from ..errors import NoWorkingVariant, VariantBroken, VariantWarning
 from . import tunedb
+from .params import vector_width
 from .prove import build
 
 _launches = None  # a list while record_launches() is active
@@ -44,15 +45,12 @@ def choose(device, cls, kernel, bucket, default):
     """The tuning DB's `cls` parameters for (kernel, bucket) on this device, if they are valid
     there; else `default`. An entry tuned on another device of the vendor and kind has its
     vector widths capped at this device's (its compiler may target narrower vectors)."""
-    db = tunedb.database()
-    found = db.lookup(device, kernel, bucket, exact=True)
-    borrowed = not found
-    found = found or db.lookup(device, kernel, bucket)
+    found, own = tunedb.database().find(device, kernel, bucket)
     if found:
         try:
             params = cls(**found)
-            if borrowed:
-                params = params.capped(device.features.get("vector_width", 16))
+            if not own:
+                params = params.capped(vector_width(device.features))
             if params.valid(device.features):
                 return params
         except TypeError:  # an entry from another hetcl version: ignore it

@@ -11,6 +11,12 @@ import itertools
 FLOAT_BYTES = 4
 
 
+def vector_width(features):
+    """The widest float vector the device's compiler handles (the device feature, proven by
+    codegen/vector_probe.py); 16, OpenCL's widest, for feature sets that do not name one."""
+    return features.get("vector_width", 16)
+
+
 @dataclasses.dataclass(frozen=True)
 class KernelParams:
     template = None  # file name under kernels/
@@ -131,10 +137,8 @@ class GemmParams(KernelParams):
         if features["local_memory"]:
             # GPU: 128x128 tiles in local memory, 256 work-items each owning an 8x8 block of C
             # (64 accumulators) read from the tiles as float4 vectors of A and B, the next K
-            # tile prefetched while this one is multiplied (DBUF). Measured on an H200 at
-            # 4096^3: 41.9-46.6 TFLOP/s = 84-94% of cuBLAS SGEMM over the four transpose pairs
-            # (the 64x64 4x4 scalar kernel before: 24-27, ~50%); see docs/benchmarks.md,
-            # "GPU GEMM kernel (issue 6)".
+            # tile prefetched while this one is multiplied (DBUF). Against cuBLAS SGEMM: see
+            # docs/benchmarks.md, "GPU GEMM kernel".
             return cls(MWG=128, NWG=128, KWG=16, MDIMC=16, NDIMC=16, VWN=4, USE_LOCAL=1,
                        VWM=4, DBUF=1)
         # CPU (measured with PoCL on 2 AVX-512 cores, 1024^3): each work-item is a register
@@ -150,10 +154,9 @@ class GemmParams(KernelParams):
         """(rows, columns, vector width) of a CPU work-item's block of C, from the vector width
         the device's compiler handles: its accumulators take about half of the vector
         registers, the rest hold operands. 16-wide (AVX-512, 32 registers): 8 x 32 = 16
-        accumulators. Narrower (AVX2, 16 registers): 6 rows of 2 vectors = 12 (on a Zen 3 with
-        AVX2, faster than 8 x 32 on five of six LeNet-5/MLP GEMM shapes: docs/benchmarks.md,
-        "Vector width")."""
-        width = features.get("vector_width", 16)
+        accumulators. Narrower (AVX2, 16 registers): 6 rows of 2 vectors = 12 (measured against
+        8 x 32 in docs/benchmarks.md, "Vector width")."""
+        width = vector_width(features)
         if width >= 16:
             return 8, 32, 16
         return 6, 2 * width, width

@@ -164,8 +164,10 @@ def build(device, params, options="", directories=None, **context):
     program = cache.in_memory(device, params, options, directories, **context)
     if program is not None:
         return program
+    keyed = None  # (source, key) once rendered, so that cache.build does not render again
     if enabled() and not os.environ.get("HETCL_PROVER_REPLY_FD"):  # (the child builds plainly)
-        _, key = cache.program_key(device, params, options, directories, **context)
+        keyed = cache.program_key(device, params, options, directories, **context)
+        key = keyed[1]
         verdict = verdicts.lookup(device, key)
         if verdict is None:
             started = time.perf_counter()
@@ -179,4 +181,4 @@ def build(device, params, options="", directories=None, **context):
         if verdict is not None and not verdict["ok"]:
             stats["broken"] += 1
             raise VariantBroken(str(device), params.template, params, verdict["reason"])
-    return cache.build(device, params, options, directories, **context)
+    return cache.build(device, params, options, directories, keyed=keyed, **context)

@@ -75,26 +75,29 @@ class TuneDB:
         paths = self.paths or [user_path(), SHIPPED]
         self.dbs = [read(p) for p in paths]
 
-    def lookup(self, device, kernel, bucket, exact=False):
-        """The params (a dict) stored for this device (exact: only those), else for one of
-        its vendor and kind, else None."""
+    def lookup(self, device, kernel, bucket):
+        """The params (a dict) stored for this device, else for one of its vendor and kind,
+        else None."""
+        return self.find(device, kernel, bucket)[0]
+
+    def find(self, device, kernel, bucket):
+        """(params, own): the params as lookup() gives them, and whether they were stored for
+        this very device (or set by overlay) rather than borrowed from another one."""
         if (kernel, bucket) in self.overlay:
-            return self.overlay[kernel, bucket]
+            return self.overlay[kernel, bucket], True
         for db in self.dbs:
             own = db["devices"].get(device.fingerprint)
             hit = own and own["kernels"].get(kernel, {}).get(bucket)
             if hit:
-                return hit["params"]
-        if exact:
-            return None
+                return hit["params"], True
         p = device.profile
         for db in self.dbs:
             for entry in db["devices"].values():
                 if entry.get("vendor") == p["vendor"] and entry.get("kind") == p["kind"]:
                     hit = entry["kernels"].get(kernel, {}).get(bucket)
                     if hit:
-                        return hit["params"]
-        return None
+                        return hit["params"], False
+        return None, False
 
 
 _db = None
