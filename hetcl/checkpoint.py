@@ -1,15 +1,21 @@
 """Checkpoints: a directory with weights-<n>.npz (parameters), optim-<n>.npz (optimizer
-buffers) and meta.json (model name, input shape, epoch, step, seed, metrics, and the names and
-checksums of the two arrays files of save number n).
+buffers) and meta.json. meta.json holds the run (model, configuration, data set identity), the
+progress of the last save (epoch, step, history, the interrupted epoch's running totals) with the
+names and checksums of its two arrays files, and under "best" the same for the save with the
+highest test accuracy. "best" names the files of the save it was, so keeping it costs no copy.
 
-Nothing is pickled (np.load(allow_pickle=False)). A save writes the new arrays files under new
-names, then replaces meta.json atomically (temporary file + rename), and only then deletes the
-previous save's files: a crash at any moment - SIGKILL included - leaves meta.json naming a
-complete, matching set, either the old one or the new one.
+A save writes the new arrays files under new names, then replaces meta.json atomically
+(temporary file + rename), and only then deletes the files neither "last" nor "best" names: a
+crash at any moment - SIGKILL included - leaves meta.json naming complete, matching sets.
+
+A checkpoint is data, never instructions: nothing is pickled, file names are checked against
+the one pattern hetcl writes before anything is read or deleted, and every array's name, shape
+and dtype is checked against the model before it reaches a device (check_arrays).
 """
 import hashlib
 import json
 import os
+import re
 import tempfile
 import zipfile
 
@@ -17,25 +23,43 @@ import numpy as np
 
 from .errors import HetclError
 
-FORMAT = 1
+FORMAT = 2
+READS = (1, 2)  # format 1: the same files, no "best", no configuration
+FILE_NAME = re.compile(r"(weights|optim)-[0-9]{1,12}\.npz")
+TEMP_PREFIX = ".tmp-"
 
 
 class CheckpointError(HetclError):
     pass
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path, write):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    """write(f) into a temporary file beside path, then rename it over path. The file gets the
+    mode a plain open() would (mkstemp's is 0600)."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=TEMP_PREFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        _remove(tmp)
         raise
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def _digest(path):
@@ -43,32 +67,96 @@ def _digest(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def save(directory, params, optim_state, meta):
-    os.makedirs(directory, exist_ok=True)
-    meta_path = os.path.join(directory, "meta.json")
-    previous = {}
-    if os.path.isfile(meta_path):
-        try:
-            with open(meta_path) as f:
-                previous = json.load(f).get("files", {})
-        except (OSError, ValueError):
-            previous = {}
-    n = 1 + max([int(v.rsplit("-", 1)[1].split(".")[0]) for v in previous.values()
-                 if "-" in v] or [0])
+def _save_number(name):
+    return int(name.rsplit("-", 1)[1].split(".")[0])
+
+
+def referenced(meta):
+    """The arrays files a (checked) meta names, under "last" and "best"."""
+    names = set(meta.get("files", {}).values())
+    names |= set((meta.get("best") or {}).get("files", {}).values())
+    return names
+
+
+def _check_meta(meta, where):
+    """Refuse a meta.json whose file names are not hetcl's own (a path, '..', another file)."""
+    entries = [meta.get("files", {})] + [(meta.get("best") or {}).get("files", {})]
+    for files in entries:
+        if not isinstance(files, dict):
+            raise CheckpointError(f"checkpoint {where} is corrupt (its file list is not a "
+                                  f"mapping); delete it or resume from another")
+        for kind, name in files.items():
+            if kind not in ("weights", "optim") or not isinstance(name, str) or \
+                    not FILE_NAME.fullmatch(name) or not name.startswith(kind):
+                raise CheckpointError(f"checkpoint {where} names the file {name!r} as "
+                                      f"{kind!r}: hetcl writes only weights-N.npz and "
+                                      f"optim-N.npz inside the directory; refusing it")
+
+
+def read_meta(directory):
+    """-> the checked meta.json of a checkpoint directory. One-line CheckpointError if missing,
+    corrupt, of an unknown format or naming files that are not its own."""
+    path = os.path.join(directory, "meta.json")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"no checkpoint in {directory} (meta.json missing); train with "
+                              f"--checkpoint {directory} first")
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path} is corrupt ({e}); delete it or resume "
+                              f"from another checkpoint") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint {path} is corrupt (not a JSON object)")
+    if meta.get("format") not in READS:
+        raise CheckpointError(f"checkpoint {directory} has format {meta.get('format')}, this "
+                              f"hetcl reads formats {', '.join(map(str, READS))}")
+    _check_meta(meta, path)
+    return meta
+
+
+def _write_arrays(directory, n, params, optim_state):
+    """weights-n.npz and optim-n.npz -> ({kind: name}, {name: sha256}); on any error the files
+    of this save are removed again (no stray files)."""
     files, digests = {}, {}
-    for kind, arrays in (("weights", params), ("optim", optim_state)):
-        name = f"{kind}-{n}.npz"
-        path = os.path.join(directory, name)
-        _atomic_write(path, lambda f, a=arrays: np.savez(f, **a))
-        files[kind], digests[name] = name, _digest(path)
+    try:
+        for kind, arrays in (("weights", params), ("optim", optim_state)):
+            name = f"{kind}-{n}.npz"
+            path = os.path.join(directory, name)
+            files[kind] = name
+            _atomic_write(path, lambda f, a=arrays: np.savez(f, **a))
+            digests[name] = _digest(path)
+    except BaseException:
+        for name in files.values():
+            _remove(os.path.join(directory, name))
+        raise
+    return files, digests
+
+
+def save(directory, params, optim_state, meta, best=False):
+    """Save params and optimizer buffers with meta as the directory's last save; best=True
+    makes it the best one too. Raises OSError (disk full, no permission) with nothing changed."""
+    os.makedirs(directory, exist_ok=True)
+    previous = read_meta(directory) if os.path.isfile(
+        os.path.join(directory, "meta.json")) else {}
+    for name in os.listdir(directory):  # from a run killed mid-write (the caller holds the lock)
+        if name.startswith(TEMP_PREFIX):
+            _remove(os.path.join(directory, name))
+    n = 1 + max([_save_number(v) for v in referenced(previous)] or [0])
+    files, digests = _write_arrays(directory, n, params, optim_state)
     meta = dict(meta, format=FORMAT, files=files, sha256=digests)
-    _atomic_write(meta_path, lambda f: f.write(json.dumps(meta, indent=2).encode()))
-    for name in previous.values():  # the old set is no longer referenced
-        if name not in files.values():
-            try:
-                os.remove(os.path.join(directory, name))
-            except OSError:
-                pass
+    meta["best"] = {"files": files, "sha256": digests, "epoch": meta.get("epoch"),
+                    "step": meta.get("step"), "test_acc": meta.get("test_acc")} \
+        if best else previous.get("best")
+    try:
+        _atomic_write(os.path.join(directory, "meta.json"),
+                      lambda f: f.write(json.dumps(meta, indent=2).encode()))
+    except BaseException:
+        for name in files.values():
+            _remove(os.path.join(directory, name))
+        raise
+    for name in referenced(previous) - referenced(meta):  # names checked by read_meta
+        _remove(os.path.join(directory, name))
 
 
 def _load_npz(path):
@@ -80,29 +168,55 @@ def _load_npz(path):
                               f"directory or resume from another") from None
 
 
-def load(directory):
-    """-> (params, optim_state, meta). One-line CheckpointError if missing or corrupt."""
-    meta_path = os.path.join(directory, "meta.json")
-    if not os.path.isfile(meta_path):
-        raise CheckpointError(f"no checkpoint in {directory} (meta.json missing); train with "
-                              f"--checkpoint {directory} first")
-    try:
-        with open(meta_path) as f:
-            meta = json.load(f)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {meta_path} is corrupt ({e}); delete it or resume "
-                              f"from another checkpoint") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {directory} has format {meta.get('format')}, this "
-                              f"hetcl reads format {FORMAT}")
+def _load_set(directory, entry):
     out = []
     for kind in ("weights", "optim"):
-        name = meta.get("files", {}).get(kind, f"{kind}.npz")
-        path = os.path.join(directory, name)
-        if not os.path.isfile(path):
-            raise CheckpointError(f"checkpoint {directory} is incomplete: {name} is missing")
-        if _digest(path) != meta.get("sha256", {}).get(name):
+        name = entry.get("files", {}).get(kind)
+        path = os.path.join(directory, name or f"{kind}.npz")
+        if not name or not os.path.isfile(path):
+            raise CheckpointError(f"checkpoint {directory} is incomplete: the {kind} file "
+                                  f"{name} is missing")
+        if _digest(path) != entry.get("sha256", {}).get(name):
             raise CheckpointError(f"checkpoint file {path} does not match meta.json (corrupt or "
                                   f"from another run); delete the checkpoint directory")
         out.append(_load_npz(path))
-    return out[0], out[1], meta
+    return out
+
+
+def load(directory, which="last"):
+    """-> (params, optim_state, meta) of the last save or of the best one. One-line
+    CheckpointError if missing or corrupt. A save that lands while this reads (another process
+    evaluating a running training) is met by reading meta.json once more."""
+    for attempt in range(2):
+        meta = read_meta(directory)
+        entry = meta if which == "last" else meta.get("best")
+        if entry is None:
+            raise CheckpointError(f"checkpoint {directory} has no best save (it predates "
+                                  f"them); use the last one")
+        try:
+            params, optim_state = _load_set(directory, entry)
+            return params, optim_state, meta
+        except CheckpointError:
+            if attempt or read_meta(directory) == meta:
+                raise
+
+
+def check_arrays(params, optim_state, shapes, where):
+    """Refuse arrays that do not fit the model before they reach a device: shapes {name: shape}
+    of the model's parameters; the optimizer's buffers are empty or one per parameter."""
+    def check(arrays, what):
+        missing, unknown = sorted(set(shapes) - set(arrays)), sorted(set(arrays) - set(shapes))
+        if missing or unknown:
+            raise CheckpointError(f"checkpoint {where}: its {what} do not fit the model "
+                                  f"(missing {missing}, unknown {unknown})")
+        for name, a in arrays.items():
+            if tuple(a.shape) != tuple(shapes[name]) or a.dtype != np.float32:
+                raise CheckpointError(f"checkpoint {where}: {what} {name} is {a.dtype} "
+                                      f"{tuple(a.shape)}, the model needs float32 "
+                                      f"{tuple(shapes[name])}")
+            if not np.isfinite(a).all():
+                raise CheckpointError(f"checkpoint {where}: {what} {name} holds NaN or Inf; "
+                                      f"resume from another checkpoint")
+    check(params, "parameters")
+    if optim_state:
+        check(optim_state, "optimizer buffers")

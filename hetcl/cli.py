@@ -182,19 +182,40 @@ def devices(spec, as_json, bench, check):
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Save loss and accuracy curves as a PNG (needs hetcl[plot]).")
 @click.option("--checkpoint", type=click.Path(file_okay=False), default=None,
-              help="Save weights, optimizer state and progress here after each epoch (and on "
-                   "Ctrl-C).")
-@click.option("--resume", is_flag=True, help="Continue the run saved in --checkpoint.")
+              help="Save the run here after each epoch (and on Ctrl-C): the last state and the "
+                   "best one by test accuracy. One run per directory at a time; a directory "
+                   "that holds a run needs --resume or --start-over.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run saved in --checkpoint with its saved settings and data "
+                   "(a setting given here that differs is an error; see --override).")
+@click.option("--start-over", is_flag=True,
+              help="Move a run already in --checkpoint aside (to DIR.previous-<time>) and "
+                   "start a new one.")
+@click.option("--override", is_flag=True,
+              help="With --resume: the settings given here replace the saved ones (e.g. more "
+                   "--epochs), and other data is accepted.")
+@click.option("--max-loss", type=float, default=None,
+              help="Stop the run when a step's loss passes this (default 10 x ln(classes), "
+                   "ten times the loss of a uniform guess: 23.0 for 10 classes) or is NaN/Inf; "
+                   "the checkpoint keeps the last good save.")
 @click.option("--parallel", type=click.Choice(["data", "hybrid", "auto"]), default="data",
               show_default=True, help=PARALLEL_HELP)
 def train(devices_spec, **options):
     """Train a model on the selected devices, splitting each mini-batch across them.
 
     Shows a progress bar per epoch (loss, accuracy, images/s) and the test accuracy after each
-    epoch. Ctrl-C saves a checkpoint (with --checkpoint) and stops cleanly."""
+    epoch. Ctrl-C stops after the step in flight and saves (with --checkpoint); a second Ctrl-C
+    stops at once without saving."""
     from .train import TrainConfig, Trainer
+    ctx = click.get_current_context()
+    given = {name for name in options
+             if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
     cfg = TrainConfig(devices=devices_spec, **options)
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, given=given)
+    cfg = trainer.cfg  # (on --resume: the saved run's settings)
+    if trainer.store and trainer.store.moved_to:
+        click.echo(f"hetcl: the earlier run in {cfg.checkpoint} was moved to "
+                   f"{trainer.store.moved_to}", err=True)
     names = ", ".join(f"{d.index}:{d.name}" for d in trainer.rt.devices)
     start = f" from epoch {trainer.epoch + 1} step {trainer.step_in_epoch}" if cfg.resume else ""
     ranks = f" as rank 0 of {trainer.world.size} MPI ranks" if trainer.world else ""
@@ -206,10 +227,8 @@ def train(devices_spec, **options):
     try:
         history = trainer.run()
     except KeyboardInterrupt:
-        saved = f"; saved to {cfg.checkpoint}, --resume continues" if cfg.checkpoint else \
-            "; nothing saved (no --checkpoint)"
         click.echo(f"\nhetcl: interrupted at epoch {trainer.epoch + 1} step "
-                   f"{trainer.step_in_epoch}{saved}", err=True)
+                   f"{trainer.step_in_epoch}; {trainer.stopped}", err=True)
         sys.exit(130)
     if history and trainer.lead:
         last = history[-1]
@@ -222,10 +241,13 @@ def train(devices_spec, **options):
               help="Directory written by `hetcl train --checkpoint`.")
 @click.option("--data", type=click.Path(), default=None, help="Data directory (as for train).")
 @click.option("--devices", "devices_spec", default="all", show_default=True, help=DEVICES_HELP)
-def evaluate(checkpoint, data, devices_spec):
-    """Test accuracy and confusion matrix of a saved model."""
+@click.option("--best", is_flag=True,
+              help="Evaluate the best save (highest test accuracy) instead of the last.")
+def evaluate(checkpoint, data, devices_spec, best):
+    """Test accuracy and confusion matrix of a saved model (default: its last save, on the
+    data it was trained on)."""
     from .train import evaluate as run_evaluate
-    acc, matrix = run_evaluate(checkpoint, data, devices_spec)
+    acc, matrix = run_evaluate(checkpoint, data, devices_spec, "best" if best else "last")
     click.echo(f"test accuracy {100 * acc:.2f}% ({int(matrix.trace())}/{int(matrix.sum())})")
     click.echo("confusion matrix (rows: true class, columns: predicted):")
     width = max(len(str(int(matrix.max()))), 3)
@@ -239,8 +261,8 @@ def evaluate(checkpoint, data, devices_spec):
 @click.option("--model", "models", multiple=True,
               type=click.Choice(MODEL_NAMES),
               help="Model(s) to time (repeat the option); default lenet5 and mlp.")
-@click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option("--steps", type=int, default=20, show_default=True,
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
+@click.option("--steps", type=click.IntRange(1), default=20, show_default=True,
               help="Timed training steps (after a warm-up); more while they take under a "
                    "second, so that short steps give a steady rate.")
 @click.option("--parallel", "modes", multiple=True, type=click.Choice(["data", "hybrid", "auto"]),
@@ -321,8 +343,8 @@ def _bench_ranks(world, devices, models, batch_size, steps):
               type=click.Choice(MODEL_NAMES + ["all"]),
               help="Tune the kernels of these models' training steps (repeatable; default "
                    "lenet5; all = lenet5, mlp and cifar-cnn).")
-@click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option("--candidates", type=int, default=12, show_default=True,
+@click.option("--batch-size", type=click.IntRange(1), default=256, show_default=True)
+@click.option("--candidates", type=click.IntRange(0), default=12, show_default=True,
               help="Parameter sets tried per kernel and shape besides the current choice.")
 @click.option("--kernels", "kinds", multiple=True, type=click.Choice(["splitk", "gemm", "other"]),
               help="Tune only these (repeatable; default all, in this order): split-K slice "

@@ -92,7 +92,9 @@ def read_cifar10(directory):
                 raise DataError(f"CIFAR-10 file {name} is missing from {directory}: it needs "
                                 f"{', '.join(CIFAR_TRAIN + CIFAR_TEST)}")
             blob = _read_bytes(path)
-            if len(blob) == 0 or len(blob) % CIFAR_RECORD:
+            if len(blob) == 0:
+                raise DataError(f"{path} is empty: it holds no images, download it again")
+            if len(blob) % CIFAR_RECORD:
                 raise DataError(f"{path} is truncated: {len(blob)} bytes is not a whole number "
                                 f"of {CIFAR_RECORD}-byte records (1 label + 3072 pixels): "
                                 f"download it again")
@@ -160,6 +162,9 @@ def _load_idx(directory, found):
         if len(x) != len(y):
             raise DataError(f"{images} has {len(x)} images but {labels} has {len(y)} labels: "
                             f"the files come from different sets or one is damaged")
+        if x.size == 0:  # nothing to train on or to evaluate
+            raise DataError(f"{images} holds no images (shape {x.shape}): an empty or damaged "
+                            f"file, download it again")
         _check_labels(y, labels)
         arrays[split] = (x[:, None], y)  # [n, 1, rows, cols]: one channel
     if arrays["train"][0].shape[1:] != arrays["t10k"][0].shape[1:]:

@@ -32,6 +32,12 @@ class ShapeError(HetclError):
     """A layer got an input of a shape it cannot take (names the layer and both shapes)."""
 
 
+class InputError(HetclError, ValueError):
+    """The Python API got a value or dtype it cannot take (a label outside the model's classes,
+    an index outside the data set, float images where uint8 are needed); checked on the host
+    before any kernel runs (inputs.py). Also a ValueError, which callers may already catch."""
+
+
 class DeviceFault(HetclError):
     """A device failed during a step (an OpenCL error, or one injected with HETCL_FAULT)."""
 

@@ -4,6 +4,7 @@ each step sends only the batch's sample indices, and the gather kernel normalise
 and _profiling_restored)."""
 import numpy as np
 
+from . import inputs
 from .executor import Resident
 
 
@@ -15,6 +16,16 @@ class ResidentSteps:
             self._resident[key] = Resident(device, images, labels, mean, std)
         return self._resident[key]
 
+    def _check_resident(self, model, images, labels):
+        """Images, labels and the model checked before a step or an evaluation on a resident
+        set (inputs.py); the labels' range is taken once per set, like its upload."""
+        inputs.check_images(images)
+        inputs.check_sample_shape(model, images.shape[1:], "images")
+        key = (id(images), id(labels))
+        if key not in self._label_ranges:
+            self._label_ranges[key] = inputs.resident_label_range(images, labels)
+        inputs.check_label_range(*self._label_ranges[key], inputs.classes(model))
+
     def train_step_indices(self, model, opt, images, labels, indices, mean=0.0, std=1.0,
                            return_correct=False, defer=False):
         """One SGD step on samples `indices` of a uint8 data set kept on every device; the
@@ -22,8 +33,8 @@ class ResidentSteps:
         at once, without waiting for the step's loss: read it (get()) after enqueueing the next
         step, and the host prepares that step while the devices still compute this one - with
         several GPUs the host's enqueueing is the limit otherwise (docs/benchmarks.md)."""
-        model.build(images.shape[1:])
-        indices = np.asarray(indices, np.int32)
+        self._check_resident(model, images, labels)
+        indices = inputs.indices(indices, len(images))
         feed = lambda ex, a, b: ex.gather(
             self.resident(ex.replica.device, images, labels, mean, std), indices[a:b])
         with self._profiling_restored():
@@ -36,7 +47,7 @@ class ResidentSteps:
 
     def evaluate_indices(self, model, images, labels, mean=0.0, std=1.0, batch_size=256):
         """-> predicted class per sample of a resident uint8 set (on the first device)."""
-        model.build(images.shape[1:])
+        self._check_resident(model, images, labels)
         device = self.first_device()
         data = self.resident(device, images, labels, mean, std)
         n = min(batch_size, len(images))

@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pyopencl as cl
 
+from . import inputs
 from .auto import AutoTrial
 from .buffers import to_device
 from .comm import GradientExchange
@@ -60,6 +61,7 @@ class Runtime(ParallelModes, FaultRecovery, ResidentSteps):
             self.devices = world.pick(self.devices, devices)
         share_contexts(self.devices)
         self._replicas, self._executors, self._resident = {}, {}, {}
+        self._label_ranges = {}  # (id(images), id(labels)) of resident sets -> (min, max)
         self.scheduler = Scheduler([f"{d.index}:{d.name}" for d in self.devices], granule,
                                    adaptive=adaptive, exchange_alone=world is not None)
         self._exchange = GradientExchange()
@@ -98,12 +100,13 @@ class Runtime(ParallelModes, FaultRecovery, ResidentSteps):
         return next(d for i, d in enumerate(self.devices) if i not in self.failed)
 
     def _prepare(self, model, x, y=None):
-        x = np.asarray(x, np.float32)
-        model.build(x.shape[1:])
-        if y is not None and len(y) != len(x):
-            raise ShapeError(f"{len(x)} samples but {len(y)} labels")
+        """x as float32 and the model built for it; x and the labels y of a training batch
+        checked before any kernel runs (inputs.py)."""
+        x = inputs.batch(model, x)
+        if y is not None:
+            inputs.check_labels(model, y, len(x))
+            inputs.check_finite(x)
         return x
-
 
     def forward(self, model, x, batch_size=256):
         """Logits for x (numpy in, numpy out), in batches on the first device."""

@@ -133,7 +133,8 @@ def test_resume_under_mpi_equals_the_uninterrupted_run(small_data, tmp_path):  #
     assert "as rank 0 of 2 MPI ranks" in done.stderr
     first = train(common + ["--epochs", "1", "--checkpoint", part], 2, tmp_path)
     assert first.returncode == 0, first.stderr
-    resumed = train(common + ["--epochs", "2", "--checkpoint", part, "--resume"], 2, tmp_path)
+    resumed = train(common + ["--epochs", "2", "--checkpoint", part, "--resume",
+                             "--override"], 2, tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     (a, meta_a), (b, meta_b) = weights(full), weights(part)
     assert meta_a["epoch"] == meta_b["epoch"] == 2

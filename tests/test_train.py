@@ -73,7 +73,8 @@ def test_resume_equals_uninterrupted(small_data, tmp_path):
     const = dict(lr_schedule="constant", warmup_epochs=0.0)
     full, _ = run(cfg(small_data, epochs=2, **const))
     run(cfg(small_data, tmp_path, epochs=1, **const))
-    resumed, history = run(cfg(small_data, tmp_path, epochs=2, resume=True, **const))
+    resumed, history = run(cfg(small_data, tmp_path, epochs=2, resume=True, override=True,
+                                 **const))
     assert [h["epoch"] for h in history] == [1, 2]
     a, b = full.model.parameters(), resumed.model.parameters()
     assert max(np.abs(a[k] - b[k]).max() for k in a) <= 1e-6
@@ -150,7 +151,8 @@ def test_checkpoint_errors(small_data, tmp_path):
     other = invoke("train", "--model", "lenet5", "--data", small_data, "--checkpoint", ckpt,
                    "--resume", "--devices", "0", "--batch-size", "128", "--seed", "3")
     assert other.exit_code == 1
-    assert other.output.startswith(f"hetcl: error: checkpoint {ckpt} is for model mlp")
+    assert other.output.startswith(f"hetcl: error: --resume continues the run saved in {ckpt}"
+                                   f", but --model lenet5 (saved: mlp)")
     weights = json.load(open(os.path.join(ckpt, "meta.json")))["files"]["weights"]
     with open(os.path.join(ckpt, weights), "r+b") as f:
         f.seek(100)

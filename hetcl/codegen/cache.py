@@ -7,9 +7,12 @@ key changes whenever either does, and a driver update rebuilds everything.
 File layout, <cache dir>/programs/<key>.bin:  b"HETCLBIN1" | sha256(payload) (32 bytes) | payload
 (the driver's binary). A file that is short, has another magic, fails its checksum or that the
 driver refuses is deleted and rebuilt from source: the cache is never fatal. Files are written to
-a temporary name and renamed, so a crash leaves either nothing or a whole file.
+a temporary name and renamed, so a crash leaves either nothing or a whole file. A cache dir that
+cannot be written (no permission, read-only, full, not a directory) is said once per process and
+dir; the programs then live in this process's memory only.
 """
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -26,6 +29,7 @@ from .render import render
 MAGIC = b"HETCLBIN1"
 stats = {"compiled": 0, "disk_hits": 0, "memory_hits": 0, "rebuilt_corrupt": 0}
 _programs = {}
+_unwritable = set()  # the dirs whose write failure was said already (once per process each)
 
 
 def cache_dir():
@@ -62,24 +66,66 @@ def _read_binary(path):
 
 
 def _write_binary(path, payload):
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC + hashlib.sha256(payload).digest() + payload)
-        os.replace(tmp, path)
-    except OSError as e:  # a read-only or full cache dir only costs a rebuild next time
-        debug("kernel cache: cannot write %s (%s)", path, e)
+    _write_atomic(path, MAGIC + hashlib.sha256(payload).digest() + payload)
 
 
 def write_json(path, data):
     """Write `data` as JSON to `path` atomically (a temporary file renamed over it): an
-    interrupted writer leaves the previous complete file."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    interrupted writer leaves the previous complete file. -> whether it was written; where it
+    could not be, a warning says so (once per dir), never an exception."""
+    return _write_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode())
+
+
+def _write_atomic(path, blob):
+    """Write `blob` to a temporary file beside `path` and rename it over `path`. An OSError
+    leaves no temporary file behind, is warned about once and makes this return False: an
+    unwritable cache costs rebuilds, never the run."""
+    directory = os.path.dirname(path)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(blob)
+            os.replace(tmp, path)
+        except BaseException:  # a full disk, or an interrupt: the half-written file goes too
+            _remove(tmp)
+            raise
+    except OSError as e:
+        _warn_unwritable(path, e)
+        return False
+    return True
+
+
+def _warn_unwritable(path, error):
+    """Say, once per process and dir, that nothing can be saved there: otherwise each run
+    compiles every kernel again (tens of seconds) with no hint why."""
+    debug("kernel cache: cannot write %s (%s)", path, error)
+    root = cache_dir()
+    if _inside(path, root):
+        where = root
+        message = (f"hetcl cache {root} cannot be written ({_describe(error)}): nothing is saved, "
+                   f"so kernels are compiled again in every run - set HETCL_CACHE_DIR to a "
+                   f"writable directory")
+    else:  # a path the caller chose (e.g. a tuning DB elsewhere)
+        where = os.path.dirname(path)
+        message = (f"hetcl cannot write {path} ({_describe(error)}); it is not saved - choose "
+                   f"a path in a writable directory")
+    if where not in _unwritable:
+        _unwritable.add(where)
+        warnings.warn(message)
+
+
+def _inside(path, directory):
+    directory = os.path.abspath(directory)
+    return os.path.commonpath([directory, os.path.abspath(path)]) == directory
+
+
+def _describe(error):
+    """The OS error without the path (the warning names the dir)."""
+    if error.errno is not None and error.strerror:
+        return f"{errno.errorcode.get(error.errno, error.errno)}: {error.strerror}"
+    return str(error)
 
 
 def _remove(path):

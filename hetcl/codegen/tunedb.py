@@ -11,9 +11,13 @@ a power of two), so one entry serves the shapes near the one tuned.
 Lookup order: the user's DB (cache dir, written by `hetcl tune`), then the DB shipped with the
 package (hetcl/codegen/tuned.json); in each, the device itself (fingerprint: same device, same
 driver), then any device of the same vendor and kind; otherwise None (the kernel's defaults).
-The DB is a cache: a corrupt or unreadable file is ignored with a warning, never fatal.
+The DB is a cache, never fatal: a corrupt or unreadable file is ignored with a warning; so is each
+malformed part of a readable one (an entry of the wrong type or with a field missing, params the
+kernel's params class does not take), with one warning per file naming the first.
 """
 import contextlib
+import dataclasses
+import importlib
 import json
 import os
 import warnings
@@ -32,19 +36,130 @@ def _empty():
     return {"format": FORMAT, "devices": {}}
 
 
+# The params class of each kernel the DB tunes ("module.Class" under hetcl.codegen), for checking
+# entries. The kernel modules import this one, so the classes are imported when a DB is read.
+_PARAMS = {"gemm": "params.GemmParams", "splitk": "splitk.SplitKParams",
+           "im2col": "conv.Im2ColParams", "col2im": "conv.Col2ImParams",
+           "bias_act": "eltwise.EltwiseParams", "act_bwd": "eltwise.EltwiseParams",
+           "bias_grad": "eltwise.BiasGradParams", "conv_dx": "conv_dx.ConvDxParams",
+           "maxpool_fwd": "pool.PoolParams", "maxpool_bwd": "pool.PoolParams"}
+
+
+def params_class(kernel):
+    """The KernelParams subclass of `kernel`'s entries, or None for a kernel not tuned here."""
+    name = _PARAMS.get(kernel)
+    if name is None:
+        return None
+    module, cls = name.rsplit(".", 1)
+    return getattr(importlib.import_module(f"{__package__}.{module}"), cls)
+
+
 def read(path):
+    """The DB at `path` less its malformed entries (one warning names them); an empty DB where
+    the file is absent, or (with a warning) unreadable or not a tuning DB at all."""
+    data = _load(path)
+    if data is None:
+        return _empty()
+    data, problems = _clean(data)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        warnings.warn(f"tuning DB {path}: {problems[0]}{more}; ignored - {_remedy(path)}",
+                      stacklevel=3)
+    return data
+
+
+def _load(path):
+    """The parsed file if its top level is a format-1 DB, else None."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             data = json.load(f)
-        if data.get("format") != FORMAT or not isinstance(data.get("devices"), dict):
+        if not isinstance(data, dict) or data.get("format") != FORMAT \
+                or not isinstance(data.get("devices"), dict):
             raise ValueError(f"not a format-{FORMAT} tuning DB")
         return data
-    except FileNotFoundError:
-        return _empty()
-    except (OSError, ValueError) as e:
+    except (FileNotFoundError, NotADirectoryError):  # no DB (yet), or no cache dir to hold one
+        return None
+    except (OSError, ValueError, RecursionError) as e:  # (RecursionError: absurdly deep JSON)
         warnings.warn(f"ignoring the tuning DB {path}: {e} (run `hetcl tune` to rebuild it)",
-                      stacklevel=3)
-        return _empty()
+                      stacklevel=4)
+        return None
+
+
+def _remedy(path):
+    if os.path.abspath(path) == os.path.abspath(SHIPPED):
+        return "the DB shipped with hetcl is damaged: reinstall hetcl"
+    return "`hetcl tune` rewrites it"
+
+
+def _clean(data):
+    """(`data` with only its well-formed device entries, kernels and buckets; what was wrong
+    with each part left out). What lookups and record() read is then known to be well-formed."""
+    problems = []
+    devices = {}
+    for fingerprint, entry in data["devices"].items():
+        who = _device_label(fingerprint, entry)
+        if not isinstance(entry, dict):
+            problems.append(f"the entry of device {who} is malformed "
+                            f"({type(entry).__name__}, not an object)")
+        elif not isinstance(entry.get("kernels"), dict):
+            problems.append(f"the entry of device {who} is malformed (no \"kernels\" object)")
+        else:
+            devices[fingerprint] = dict(entry, kernels=_clean_kernels(entry["kernels"], who,
+                                                                      problems))
+    return dict(data, devices=devices), problems
+
+
+def _clean_kernels(kernels, who, problems):
+    """The well-formed buckets of one device's kernels; each part left out adds to `problems`."""
+    out = {}
+    for kernel, buckets in kernels.items():
+        if not isinstance(buckets, dict):
+            problems.append(f"kernel '{kernel}' of device {who} is malformed "
+                            f"({type(buckets).__name__}, not an object of shape buckets)")
+            continue
+        out[kernel] = {}
+        for bucket, hit in buckets.items():
+            reason = _entry_problem(kernel, hit)
+            if reason:
+                problems.append(f"entry '{kernel} {bucket}' for device {who} is malformed "
+                                f"({reason})")
+            else:
+                out[kernel][bucket] = hit
+    return out
+
+
+def _device_label(fingerprint, entry):
+    name = entry.get("name") if isinstance(entry, dict) else None
+    return f"{name!r} ({fingerprint})" if isinstance(name, str) else fingerprint
+
+
+def _entry_problem(kernel, hit):
+    """Why a bucket's entry cannot be used, or None."""
+    if not isinstance(hit, dict):
+        return f"{type(hit).__name__}, not an object"
+    if "params" not in hit:
+        return "no \"params\""
+    return _params_problem(kernel, hit["params"])
+
+
+def _params_problem(kernel, params):
+    """Why `params` cannot make `kernel`'s params object, or None. A name the class lacks is
+    a problem, a name it has that is missing is not (the class's default fills it in)."""
+    if not isinstance(params, dict):
+        return f"params is {type(params).__name__}, not an object"
+    for name, value in params.items():
+        if type(value) is not int:  # every tunable is an integer; JSON's true/false are not
+            return f"{name}={value!r} is not an integer"
+    cls = params_class(kernel)
+    if cls is None:  # another hetcl's kernel: never looked up here, so kept as it is
+        return None
+    unknown = sorted(set(params) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        return f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}"
+    try:
+        return cls(**params).check()
+    except (TypeError, ValueError, ArithmeticError) as e:  # values its check() never expected
+        return f"{cls.__name__} rejects it: {e}"
 
 
 def write(path, data):
