@@ -10,6 +10,12 @@ import pytest
 
 # Before hetcl reads it: tests never touch (or depend on) the user's kernel cache.
 os.environ.setdefault("HETCL_CACHE_DIR", tempfile.mkdtemp(prefix="hetcl-test-cache-"))
+# The kernel tests check every kernel against numpy themselves, so they build in-process:
+# proving each first build in a child as well would repeat that check (its cost in the cold
+# suite: docs/benchmarks.md, "Test suite").
+# test_prove.py turns proving on, test_probes.py runs the probes, and tools/ci_pypi_pocl.sh
+# proves on the PyPI PoCL build, whose compiler is the one known to crash.
+os.environ.setdefault("HETCL_PROVE", "0")
 
 from hetcl.codegen import tunedb  # noqa: E402
 from hetcl.device import list_devices  # noqa: E402
