@@ -136,6 +136,15 @@ def test_cli_says_what_was_saved(small_data, tmp_path, monkeypatch):
 
 
 # --- divergence ---------------------------------------------------------------------------------
+def test_lr_100_stops_with_the_rule_in_the_message(small_data):
+    result = invoke("train", "--model", "mlp", "--data", small_data, "--devices", "0",
+                    "--lr", "100")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "hetcl: error: the loss reached" in result.output
+    assert "(a run stops at a NaN, an Inf or a loss above 23.03, --max-loss); lower --lr " \
+           "(now 100.0)" in result.output
+
+
 def test_an_exploding_loss_stops_the_run_and_keeps_the_good_save(small_data, tmp_path):
     _, history = run(cfg(small_data, tmp_path, epochs=1))
     before = meta_of(tmp_path / "ckpt")
