@@ -17,12 +17,13 @@ the last core the process may use; "off" - never; a number - that core.
 import contextlib
 import os
 
+from . import settings
 from .errors import HetclError
 
 
 def chosen_core(allowed, setting=None):
     """The core to pin to, out of the set the thread may run on; None: do not pin."""
-    setting = (os.environ.get("HETCL_PIN_HOST", "auto") if setting is None else setting)
+    setting = settings.pin_host() if setting is None else setting
     setting = setting.strip().lower()
     if setting == "off":
         return None

@@ -135,7 +135,7 @@ class TrainLoop:
 
     @property
     def modes(self):
-        return {name: "data" if h is None else "hybrid" for name, h in self.rt._hybrid.items()}
+        return self.rt.modes()
 
 
 def train_throughput(model_name, devices, batch_size=256, steps=20, warmup=None, seed=0,

@@ -31,6 +31,7 @@ import pyopencl as cl
 from .buffers import empty, pinned_empty
 from .codegen.update import Axpby
 from .device import event_seconds
+from .trace import Tracer
 
 
 class LayerRead(NamedTuple):
@@ -54,7 +55,8 @@ class _Run:
 
 
 class GradientExchange:
-    def __init__(self):
+    def __init__(self, tracer=None):
+        self.tracer = tracer or Tracer()  # trace.py
         self._host = {}     # (parity, device index, name) -> pinned host buffer reads land in
         self._staging = {}  # (device index, peer position, name) -> peer's copy on that device
         self._axpby = {}    # (device index, size) -> y = x + y kernel
@@ -110,6 +112,11 @@ class GradientExchange:
         """Enqueue, on the device at `position`, the fixed-order sum of layer k's gradients.
         chained: the devices share a context, so each upload waits on its peer's read event
         (else the host has waited for the reads)."""
+        started = time.perf_counter()
+        self._enqueue_sum(position, name, k, chained)
+        self.tracer.phase("sum", time.perf_counter() - started)
+
+    def _enqueue_sum(self, position, name, k, chained):
         run = self.runs[position]
         device, own, nbytes = run.device, run.reads[k].grad, run.reads[k].nbytes
         terms = []
@@ -176,6 +183,15 @@ class GradientExchange:
         -> per device: (seconds its kernels ran up to its last backward kernel, seconds of
                         gradient transfers), or None without `measure`; uploads and sums are
                         left in flight."""
+        started = time.perf_counter()
+        firsts = [(run.device.kernel_events or [None])[0] for run in self.runs]
+        times = self._reduce(world, measure)
+        self.tracer.phase("exchange", time.perf_counter() - started, measured=measure)
+        if times is not None:
+            self.tracer.exchanged(self.runs, times, firsts)
+        return times
+
+    def _reduce(self, world, measure):
         names = [read.name for read in self.runs[0].reads]
         in_flight = []  # MPI: (k, request, host array) in layer order
         chained = world is None and all(run.device.context is self.runs[0].device.context

@@ -174,27 +174,33 @@ class Executor:
     def forward(self, x=None):
         if x is not None:
             self.set_input(x)
-        for _ in self._forward_nodes():
+        for _ in self.forward_nodes():
             pass
         return self.out[self.replica.model.output_node]
 
-    def _forward_nodes(self):
+    def forward_nodes(self):
+        """The forward pass as a generator, one node enqueued per next() (see enqueue_step)."""
         for index, op in self.ops.items():
             node = self.nodes[index]
             op.forward([self.out[i] for i in node.inputs], self.out[index],
                        self._node_params(node, self.replica.params))
             yield
 
+    def begin_step(self):
+        """Count a step (the scheduler leaves an executor's first step unmeasured: it built
+        the kernels)."""
+        self.steps += 1
+
     def enqueue_step(self, global_n, on_node=None):
         """Forward, loss and backward as a generator that enqueues one node per next() call:
         a runtime driving several devices takes turns between them, so that every device gets
         work from the start instead of waiting for the host to enqueue the others' whole step.
         Its return value (StopIteration.value) is what loss() returned."""
-        self.steps += 1
-        yield from self._forward_nodes()
+        self.begin_step()
+        yield from self.forward_nodes()
         done = self.loss(global_n)
         yield
-        yield from self._backward_nodes(on_node)
+        yield from self.backward_nodes(on_node)
         return done
 
     def loss(self, global_n, logits=None, dlogits=None):
@@ -214,10 +220,10 @@ class Executor:
     def backward(self, on_node=None):
         """Enqueue the backward pass, last node first. on_node(parameter names) is called as
         soon as a node's gradients are enqueued (the all-reduce reads them back from there)."""
-        for _ in self._backward_nodes(on_node):
+        for _ in self.backward_nodes(on_node):
             pass
 
-    def _backward_nodes(self, on_node):
+    def backward_nodes(self, on_node):
         for node in reversed(self.nodes[1:self.upto]):
             aliased = node.fused_into is not None or getattr(node.layer, "alias", False)
             dxs, adds = [], []

@@ -108,6 +108,11 @@ class Graph:
             self._pull = None
         return {k: v.copy() for k, v in self._params.items()}
 
+    def fresher_on_devices(self, pull):
+        """The devices hold newer parameters than the host (a runtime updated them): the next
+        parameters() call takes them from pull() -> {name: array}."""
+        self._pull = pull
+
     def load_parameters(self, params):
         self._check_built()
         missing = set(self._params) - set(params)

@@ -19,7 +19,7 @@ width and O_l = output width of dense layer l, L dense layers, N devices):
 hybrid_plan.py holds the dense tail, the column split and transfer_bytes(): the bytes this
 moves (reads plus uploads), and that of data parallelism (comm.py). Fewer bytes is not always
 faster: data parallelism's transfers overlap the backward pass, hybrid's host round trips do
-not; so `auto` (modes.py, auto.py) times both.
+not; so `auto` (model_state.py, auto.py) times both.
 """
 import numpy as np
 
@@ -194,24 +194,46 @@ class Hybrid:
         (with `measure`, else None)."""
         self._prepare(plan)
         self.bytes, self.last_positions = 0, [pos for pos, _, _ in plan]
-        devices = self.rt.devices
         runs = [(pos, a, b, self.executor(pos, b - a)) for pos, a, b in plan]
         for pos, a, b, ex in runs:
-            ex.steps += 1
+            ex.begin_step()
             if measure:
-                devices[pos].kernel_events = []
+                self.rt.devices[pos].kernel_events = []
             feed(ex, a, b)
-        interleave([ex._forward_nodes() for *_, ex in runs])
+        interleave([ex.forward_nodes() for *_, ex in runs])
         x = self._staging("x0", (n, self.widths[0]))
         self._wait([self._read(ex.out[self.upto - 1], x[a:b]) for _, a, b, ex in runs])
-        inputs = []  # per layer: per run, the device's copy of the layer's input [n, F_l]
+        logits, inputs = self._forward_tail(runs, n, x)
+        done, dz = self._loss(runs, n, logits)
+        dy = self._backward_tail(runs, n, inputs, dz)
+        if dy is not None:  # each device's rows of the head's output gradient
+            for pos, a, b, ex in runs:
+                self._upload(ex.grad[self.upto - 1], dy[a:b])
+        if exchange:
+            exchange.begin()
+        interleave([ex.backward_nodes(exchange.reader(ex) if exchange else None)
+                    for *_, ex in runs])
+        loss = correct = 0
+        for (*_, ex), event in zip(runs, done):
+            l, c = ex.results(event)
+            loss, correct = loss + l, correct + c
+        if exchange:
+            exchange.reduce(None, measure=False)
+            self.bytes += exchange.bytes
+        times = self._busy_times(runs) if measure else None
+        updates = [ex.replica for *_, ex in runs] + [self.slices[pos] for pos, *_ in runs]
+        return loss, correct, updates, times
+
+    def _forward_tail(self, runs, n, x):
+        """The dense layers on the whole batch, each device its columns. -> the logits on the
+        host [n, classes], and per layer each run's device copy of the layer's input."""
+        inputs = []
         for layer in range(len(self.tail)):
             ins = [self._array(pos, f"in{layer}", (n, self.widths[layer])) for pos, *_ in runs]
             for arr in ins:
                 self._upload(arr, x)
             inputs.append(ins)
-            width = self.widths[layer + 1]
-            y = self._staging(f"y{layer}", (n, width))
+            y = self._staging(f"y{layer}", (n, self.widths[layer + 1]))
             parts, events = [], []
             for (pos, *_), arr in zip(runs, ins):
                 cols = self.cols[layer][pos]
@@ -226,7 +248,11 @@ class Hybrid:
             for start, part in parts:
                 y[:, start:start + part.shape[1]] = part
             x = y
-        # the loss of each device's rows, on the device (its labels are there)
+        return x, inputs
+
+    def _loss(self, runs, n, x):
+        """The loss of each device's rows, on the device (its labels are there).
+        -> the loss results' events, the logits' gradient on the host [n, classes]"""
         classes = self.widths[-1]
         dz, done, events = self._staging("dz", (n, classes)), [], []
         for pos, a, b, ex in runs:
@@ -236,57 +262,57 @@ class Hybrid:
             done.append(ex.loss(n, logits, dlogits))
             events.append(self._read(dlogits, dz[a:b]))
         self._wait(events)
-        dy = dz
+        return done, dz
+
+    def _backward_tail(self, runs, n, inputs, dy):
+        """Each device's slice gradients over the whole batch; the partial input gradients
+        summed on the host in device order (the same sum for every replica).
+        -> the head's output gradient [n, F_0], or None where the head trains nothing"""
         head_needs_grad = runs[0][3].needs_grad[self.upto - 1]  # (trainable layers before)
         for layer in reversed(range(len(self.tail))):
             wants_dx = layer > 0 or head_needs_grad
-            width = self.widths[layer]
             partials, events = [], []
             for k, (pos, *_) in enumerate(runs):
-                cols = self.cols[layer][pos]
-                if not cols:
-                    continue
-                start = self._offsets(layer)[pos]
-                grad_out = self._array(pos, f"dy{layer}", (n, cols))
-                self._upload(grad_out, np.ascontiguousarray(dy[:, start:start + cols]))
-                dx = self._array(pos, f"dx{layer}", (n, width)) if wants_dx else None
-                self._op(pos, layer, n).backward(
-                    [inputs[layer][k]], self._array(pos, f"out{layer}", (n, cols)), grad_out,
-                    [dx], self._params(pos, layer, "params"), self._params(pos, layer, "grads"))
-                if dx is not None:
-                    part = self._staging(f"dx{layer}.{pos}", (n, width))
-                    events.append(self._read(dx, part))
-                    partials.append(part)
+                part = self._slice_backward(pos, layer, n, inputs[layer][k], dy, wants_dx)
+                if part is not None:
+                    events.append(part[0])
+                    partials.append(part[1])
             if not wants_dx:
-                break
+                return None
             self._wait(events)
-            dy = self._staging(f"sum{layer}", (n, width))
+            dy = self._staging(f"sum{layer}", (n, self.widths[layer]))
             np.copyto(dy, partials[0])
-            for part in partials[1:]:  # in device order, the same sum on every replica
+            for part in partials[1:]:
                 np.add(dy, part, out=dy)
-        if wants_dx:  # each device's rows of the head's output gradient, then its backward
-            for pos, a, b, ex in runs:
-                self._upload(ex.grad[self.upto - 1], dy[a:b])
-        if exchange:
-            exchange.begin()
-        interleave([ex._backward_nodes(exchange.reader(ex) if exchange else None)
-                     for *_, ex in runs])
-        loss = correct = 0
-        for (*_, ex), event in zip(runs, done):
-            l, c = ex.results(event)
-            loss, correct = loss + l, correct + c
-        if exchange:
-            exchange.reduce(None, measure=False)
-            self.bytes += exchange.bytes
-        times = None
-        if measure:  # each device's busy time over the whole step (head and dense slice)
-            times = []
-            for pos, *_ in runs:
-                devices[pos].queue.finish()
-                times.append((sum(map(event_seconds, devices[pos].kernel_events)), 0.0))
-                devices[pos].kernel_events = None
-        updates = [ex.replica for *_, ex in runs] + [self.slices[pos] for pos, *_ in runs]
-        return loss, correct, updates, times
+        return dy
+
+    def _slice_backward(self, pos, layer, n, layer_input, dy, wants_dx):
+        """One device's slice of a dense layer backward. -> (read event, host array) of its
+        partial input gradient, or None (no columns here, or no input gradient wanted)"""
+        cols = self.cols[layer][pos]
+        if not cols:
+            return None
+        start, width = self._offsets(layer)[pos], self.widths[layer]
+        grad_out = self._array(pos, f"dy{layer}", (n, cols))
+        self._upload(grad_out, np.ascontiguousarray(dy[:, start:start + cols]))
+        dx = self._array(pos, f"dx{layer}", (n, width)) if wants_dx else None
+        self._op(pos, layer, n).backward(
+            [layer_input], self._array(pos, f"out{layer}", (n, cols)), grad_out, [dx],
+            self._params(pos, layer, "params"), self._params(pos, layer, "grads"))
+        if dx is None:
+            return None
+        part = self._staging(f"dx{layer}.{pos}", (n, width))
+        return self._read(dx, part), part
+
+    def _busy_times(self, runs):
+        """Each device's busy time over the whole step (head and dense slice)."""
+        times = []
+        for pos, *_ in runs:
+            device = self.rt.devices[pos]
+            device.queue.finish()
+            times.append((sum(map(event_seconds, device.kernel_events)), 0.0))
+            device.kernel_events = None
+        return times
 
     def _params(self, pos, layer, kind):
         name = self.tail[layer].layer.name

@@ -1,17 +1,13 @@
 """Debug logging switched on by HETCL_DEBUG: 1 logs compiles and cache hits, 2 also prints the
 rendered kernel sources. Messages go to stderr through the 'hetcl' logger."""
 import logging
-import os
 import sys
+
+from .settings import debug_level  # (read by the modules that log)
 
 logger = logging.getLogger("hetcl")
 
 
-def debug_level():
-    try:
-        return int(os.environ.get("HETCL_DEBUG", "0") or 0)
-    except ValueError:
-        return 0
 
 
 def _configure():

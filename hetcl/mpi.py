@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from . import settings
 from .errors import HetclError
 
 # Set by the launchers: MPICH/Intel MPI (Hydra PMI), Open MPI, Slurm's srun with PMIx.
@@ -56,15 +57,10 @@ class World:
         local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
         self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
         local.Free()
-        self.mode = os.environ.get("HETCL_MPI_ALLREDUCE", "thread")
-        if self.mode not in ("thread", "nonblocking"):
-            raise HetclError(f"HETCL_MPI_ALLREDUCE={self.mode!r}: use thread or nonblocking")
+        self.mode = settings.mpi_allreduce()
         self._worker = None
-        env = os.environ.get("HETCL_MPI_TIMEOUT")
-        try:
-            self.timeout = float(timeout if timeout is not None else env or DEFAULT_TIMEOUT)
-        except ValueError:
-            raise HetclError(f"HETCL_MPI_TIMEOUT={env!r} is not a number of seconds") from None
+        self.timeout = float(timeout) if timeout is not None else \
+            settings.mpi_timeout(DEFAULT_TIMEOUT)
 
     def pick(self, devices, spec):
         """This rank's devices: with "gpu"/"dgpu" on a node with several GPUs, the one that
@@ -187,7 +183,7 @@ def detect(timeout=None):
     """The MPI world when started by mpirun with several processes, else None. An uncaught
     exception on a rank then aborts the job (as `python -m mpi4py` does)."""
     global _world
-    if os.environ.get("HETCL_MPI", "1") == "0" or launched_size() <= 1:
+    if not settings.mpi() or launched_size() <= 1:
         return None
     try:
         from mpi4py import MPI

@@ -1,7 +1,7 @@
 """Training and evaluation on a uint8 data set uploaded once to each device (executor.Resident):
 each step sends only the batch's sample indices, and the gather kernel normalises
-(x/255 - mean)/std on the device. A mixin of runtime.Runtime (its _step, _update, executor()
-and _profiling_restored)."""
+(x/255 - mean)/std on the device. A base of runtime.Runtime, using its step_on_devices,
+apply_update, executor() and _profiling_restored."""
 import numpy as np
 
 from . import inputs
@@ -38,8 +38,8 @@ class ResidentSteps:
         feed = lambda ex, a, b: ex.gather(
             self.resident(ex.replica.device, images, labels, mean, std), indices[a:b])
         with self._profiling_restored():
-            result, replicas = self._step(model, len(indices), feed, defer=defer)
-            self._update(model, opt, replicas)
+            result, replicas = self.step_on_devices(model, len(indices), feed, defer=defer)
+            self.apply_update(model, opt, replicas)
         if defer:
             return result
         loss, correct = result.get()

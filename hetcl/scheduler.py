@@ -15,11 +15,10 @@ device and proposes the next split.
   device, which one stays is measured (a trial of each alone), not modelled: speeds measured
   while devices share cores mislead the model. A device stays only where steps
   are faster with it, with no margin in its favour: all devices together should never be
-  slower than the best of them alone (with a 5% margin, two PoCL devices on the same cores
-  kept both at 4-10% below one alone). A dropped device is probed again (given a
-  share) after `probe_every` steps and `probe_seconds` of training, whichever is later; each
-  probe that ends with the device dropped again doubles both (a probe of a CPU beside a GPU
-  costs tens of slow steps: LeNet-5 steps of 1 ms lost 12% to probes every 500 steps).
+  slower than the best of them alone (docs/benchmarks.md, "Several devices", has the figures
+  behind these rules). A dropped device is probed again (given a share) after `probe_every`
+  steps and `probe_seconds` of training, whichever is later; each probe that ends with the
+  device dropped again doubles both (a probe of a CPU beside a GPU costs tens of slow steps).
 """
 import collections
 
@@ -192,38 +191,48 @@ class Scheduler:
     def _explore(self):
         """Trials: each active device in turn is left out for a few measured steps; then the
         fastest configuration is kept (all devices unless one is clearly faster without)."""
-        key = tuple(self.active)
         if self.trial is not None:
-            i, base, todo, results = self.trial
-            self.trial_age += 1
-            # A trial that cannot collect its samples (steps keep being rejected) ends anyway.
-            if len(self.timing.get(key, [])) < self.trial_steps and \
-                    self.trial_age < 4 * (self.trial_steps + self.settle):
-                return
-            self.trial_age = 0
-            results[i] = self._mean_time(key) or float("inf")
-            self.active[i] = True
-            if todo:
-                self.active[todo[0]] = False
-                self.timing.pop(tuple(self.active), None)  # this trial's own samples only
-                self.trial = (todo[0], base, todo[1:], results)
-                return
-            self.trial = None
-            self.next_trial = (self.steps + self.probe_every, self.elapsed + self.probe_seconds)
-            with_all = self._mean_time(base)
-            best = min(results, key=results.get)
-            if results[best] < with_all:
-                n = self.current[0] if self.current else 0
-                modelled = self.predict(self._proportional(n, self._weights(without=best))) < \
-                    self.predict(self._proportional(n, self._weights()))
-                self._drop(best, f"scheduler: dropping {self.names[best]}: measured steps take "
-                                 f"{1e3 * with_all:.1f} ms with it and "
-                                 f"{1e3 * results[best]:.1f} ms without it (it computes "
-                                 f"{self.speed[best] or 0:.0f} samples/s and its gradient "
-                                 f"exchange costs {1e3 * self.exchange[best]:.1f} ms" +
-                                 ("" if modelled else "; devices that share hardware slow each "
-                                                      "other") + ")")
+            self._continue_trial(tuple(self.active))
+        else:
+            self._start_trial(tuple(self.active))
+
+    def _continue_trial(self, key):
+        i, base, todo, results = self.trial
+        self.trial_age += 1
+        # A trial that cannot collect its samples (steps keep being rejected) ends anyway.
+        if len(self.timing.get(key, [])) < self.trial_steps and \
+                self.trial_age < 4 * (self.trial_steps + self.settle):
             return
+        self.trial_age = 0
+        results[i] = self._mean_time(key) or float("inf")
+        self.active[i] = True
+        if todo:
+            self.active[todo[0]] = False
+            self.timing.pop(tuple(self.active), None)  # this trial's own samples only
+            self.trial = (todo[0], base, todo[1:], results)
+            return
+        self.trial = None
+        self.next_trial = (self.steps + self.probe_every, self.elapsed + self.probe_seconds)
+        self._finish_trial(base, results)
+
+    def _finish_trial(self, base, results):
+        """Drop the device whose absence made the steps fastest, if faster than with all."""
+        with_all = self._mean_time(base)
+        best = min(results, key=results.get)
+        if results[best] >= with_all:
+            return
+        n = self.current[0] if self.current else 0
+        modelled = self.predict(self._proportional(n, self._weights(without=best))) < \
+            self.predict(self._proportional(n, self._weights()))
+        self._drop(best, f"scheduler: dropping {self.names[best]}: measured steps take "
+                         f"{1e3 * with_all:.1f} ms with it and "
+                         f"{1e3 * results[best]:.1f} ms without it (it computes "
+                         f"{self.speed[best] or 0:.0f} samples/s and its gradient "
+                         f"exchange costs {1e3 * self.exchange[best]:.1f} ms" +
+                         ("" if modelled else "; devices that share hardware slow each "
+                                              "other") + ")")
+
+    def _start_trial(self, key):
         # Devices that have work (an active one under a granule has none: nothing to measure)
         shards = self._shards()
         act = [i for i, a in enumerate(self.active) if a and shards[i]]

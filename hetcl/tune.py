@@ -27,12 +27,11 @@ import numpy as np
 
 from .codegen import launch, tunedb
 from .codegen.gemm import record_launches, record_problems, tuned_params
-from .codegen.tuner import tune_gemm
+from .codegen.tuner import MARGIN, tune_gemm
 from .errors import BuildError, HetclError
 from .device import event_seconds
 from .models import INPUT_SHAPES, build_model
 from .runtime import Runtime
-MARGIN = 0.97  # a challenger must take at most this fraction of the current choice's time
 
 
 def model_gemm_problems(model_name, device, batch):

@@ -62,7 +62,7 @@ def test_hybrid_trains_like_data_parallelism(make, n, split, lr):
     tol = 1e-5 if all(not d.features["simt"] for d in DEVICES[:2]) else 1e-4
     for k in a:
         assert np.isfinite(a[k]).all() and rel(b[k], a[k]) < tol, k
-    heads = [rt._hybrid[id(hybrid)].heads[p].download() for p in (0, 1)]
+    heads = [rt.state(hybrid).hybrid.heads[p].download() for p in (0, 1)]
     for k in heads[0]:  # the data-parallel part stays bitwise identical on both devices
         assert np.array_equal(heads[0][k], heads[1][k]), k
 
@@ -86,7 +86,7 @@ def test_a_new_split_reslices_weights_and_momentum():
     ma, mb = rt_data.optimizer_state(data), rt.optimizer_state(hybrid)
     for k in a:
         assert rel(b[k], a[k]) < 1e-5 and rel(mb[k], ma[k]) < 1e-5, k
-    assert rt._hybrid[id(hybrid)].cols[0] == [60, 60]
+    assert rt.state(hybrid).hybrid.cols[0] == [60, 60]
 
 
 def test_gradients_are_assembled_from_the_slices():
@@ -110,7 +110,7 @@ def test_auto_times_both_keeps_the_faster_and_trains_the_same():
     ms = {m: float(msg.split(f"{m} ")[-1].split(" ms")[0]) for m in ("data", "hybrid")}
     picked = msg.split()[2]
     assert ms[picked] == min(ms.values())
-    assert (rt._hybrid[id(auto)] is not None) == (picked == "hybrid")
+    assert (rt.state(auto).hybrid is not None) == (picked == "hybrid")
     a, b = data.parameters(), auto.parameters()
     for k in a:
         assert rel(b[k], a[k]) < 1e-5, k
@@ -130,12 +130,13 @@ def test_hybrid_training_resumes_to_the_same_parameters(small_data, tmp_path):  
     const = dict(lr_schedule="constant", warmup_epochs=0.0, devices="0,1", parallel="hybrid")
     full, _ = run(cfg(small_data, epochs=2, **const))
     run(cfg(small_data, tmp_path, epochs=1, **const))
-    resumed, history = run(cfg(small_data, tmp_path, epochs=2, resume=True, **const))
+    resumed, history = run(cfg(small_data, tmp_path, epochs=2, resume=True, override=True,
+                                 **const))
     assert [h["epoch"] for h in history] == [1, 2]
     a, b = full.model.parameters(), resumed.model.parameters()
     for k in a:
         assert rel(b[k], a[k]) < 1e-4, k
-    assert full.rt._hybrid[id(full.model)] is not None
+    assert full.rt.state(full.model).hybrid is not None
 
 
 def test_a_device_failing_in_a_hybrid_step_stops_with_a_clear_error(monkeypatch):

@@ -18,12 +18,10 @@ each result checked against cuBLAS's; --json writes every measurement.
 import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hetcl.buffers import empty, to_device  # noqa: E402
 from hetcl.codegen.gemm import Gemm, tuned_params  # noqa: E402

@@ -6,12 +6,9 @@ process; the block GemmParams.cpu_block picks for the device is marked.
     python tools/bench_gemm_blocks.py [--device 0]
 """
 import argparse
-import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hetcl.bench import median_time  # noqa: E402
 from hetcl.buffers import empty, to_device  # noqa: E402

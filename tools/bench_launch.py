@@ -8,13 +8,10 @@ enqueue_nd_range_kernel alone on the same kernel; the device work is tiny, so th
     python tools/bench_launch.py --devices 0
 """
 import argparse
-import os
-import sys
 import time
 
 import pyopencl as cl
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hetcl.buffers import empty  # noqa: E402
 from hetcl.codegen.gemm import Gemm  # noqa: E402

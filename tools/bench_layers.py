@@ -25,7 +25,6 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import hetcl  # noqa: E402
 from hetcl.buffers import empty, to_device  # noqa: E402

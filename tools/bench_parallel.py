@@ -10,11 +10,8 @@ rounds, then which mode `auto` picks and whether that is the faster one.
 same cores would otherwise be cut to one and both modes would time a single device.
 """
 import argparse
-import os
 import statistics
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hetcl.bench import INPUT_SHAPES, cpu_model, train_throughput  # noqa: E402
 from hetcl.device import select_devices  # noqa: E402

@@ -9,12 +9,10 @@ hetcl gathers its batches from uint8 images resident on the devices, as `hetcl t
 """
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hetcl.bench import INPUT_SHAPES, train_throughput  # noqa: E402
 from hetcl.device import select_devices  # noqa: E402

@@ -14,7 +14,6 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hetcl.bench import INPUT_SHAPES, cpu_model, train_throughput  # noqa: E402
 from hetcl.codegen import tunedb  # noqa: E402

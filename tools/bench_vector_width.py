@@ -14,10 +14,8 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("HETCL_CACHE_DIR", tempfile.mkdtemp(prefix="hetcl-vw-"))
 
 from hetcl.bench import TrainLoop  # noqa: E402

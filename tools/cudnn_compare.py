@@ -11,7 +11,6 @@ hetcl time / cuDNN time (lower is better for hetcl). The fair cuDNN column is FP
 TF32-on is an extra column. Without CUDA or an NVIDIA OpenCL GPU it says which and exits 0.
 """
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -19,7 +18,6 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TOL = 1e-4
 MODELS = ("lenet5", "cifar-cnn")

@@ -14,11 +14,8 @@ driver or the device), a longer CPU time means the same calls cost more.
     POCL_DEVICES="pthread basic" python tools/profile_gap.py --devices all --best 1 --model mlp
 """
 import argparse
-import os
 import statistics
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hetcl.bench import INPUT_SHAPES, TrainLoop  # noqa: E402
 from hetcl.device import select_devices, share_contexts  # noqa: E402

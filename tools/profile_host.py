@@ -10,12 +10,9 @@ time. On a fast GPU small models are host-bound, so this is where their step tim
 """
 import argparse
 import cProfile
-import os
 import pstats
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hetcl.bench import INPUT_SHAPES, random_data  # noqa: E402
 from hetcl.models import build_model  # noqa: E402

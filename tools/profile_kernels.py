@@ -11,13 +11,10 @@ waiting for the host or between kernels.
 """
 import argparse
 import collections
-import os
 import sys
 import time
 
-import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hetcl.bench import INPUT_SHAPES, cpu_model, random_data  # noqa: E402
 from hetcl.codegen.launch import record_launches  # noqa: E402

@@ -22,6 +22,7 @@ import warnings
 
 import pyopencl as cl
 
+from .. import settings
 from ..errors import BuildError
 from ..log import debug, debug_level
 from .render import render
@@ -34,11 +35,7 @@ _unwritable = set()  # the dirs whose write failure was said already (once per p
 
 def cache_dir():
     """User cache dir for kernel binaries and the tuning DB (HETCL_CACHE_DIR overrides)."""
-    override = os.environ.get("HETCL_CACHE_DIR")
-    if override:
-        return override
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "hetcl")
+    return settings.cache_dir()
 
 
 def _disk_path(key):
@@ -207,7 +204,7 @@ def _binary_for(program, device):
 
 
 def _options(options):
-    extra = os.environ.get("HETCL_BUILD_OPTIONS", "").strip()  # e.g. -cl-opt-disable to debug
+    extra = settings.build_options()
     return f"{options} {extra}".strip() if extra else options
 
 

@@ -10,12 +10,10 @@ import dataclasses
 import itertools
 
 from .launch import Launch, choose
-from .params import FLOAT_BYTES, KernelParams, vector_width
+from .params import FLOAT_BYTES, INT_MAX, VECTOR_WIDTHS, KernelParams, vector_width
 
 ACTIVATIONS = ("none", "relu", "sigmoid")
 LAYOUTS = ("nfs", "fns")
-VECTOR_WIDTHS = (1, 2, 4, 8, 16)
-INT_MAX = 2 ** 31 - 1
 
 
 @dataclasses.dataclass(frozen=True)

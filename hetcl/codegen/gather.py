@@ -10,9 +10,8 @@ import itertools
 import numpy as np
 
 from .launch import Launch, round_up
-from .params import KernelParams, vector_width
+from .params import VECTOR_WIDTHS, KernelParams, vector_width
 
-VECTOR_WIDTHS = (1, 2, 4, 8, 16)
 
 
 @dataclasses.dataclass(frozen=True)

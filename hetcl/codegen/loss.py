@@ -12,7 +12,7 @@ import itertools
 import numpy as np
 
 from .launch import Launch
-from .params import FLOAT_BYTES, KernelParams
+from .params import FLOAT_BYTES, INT_MAX, KernelParams
 
 LABEL_TYPES = {"int": np.int32, "uchar": np.uint8}
 INT_BYTES = 4
@@ -73,7 +73,7 @@ class _Loss:
         self.n, self.classes = int(n), int(classes)
         if self.n < 1 or self.classes < 1:
             raise ValueError(f"n={self.n}, classes={self.classes}: both must be >= 1")
-        if self.n * self.classes > 2 ** 31 - 1:
+        if self.n * self.classes > INT_MAX:
             raise ValueError(f"n*classes = {self.n * self.classes} is too many for one launch")
         if label_type not in LABEL_TYPES:
             raise ValueError(f"label_type={label_type!r}: expected one of {tuple(LABEL_TYPES)}")

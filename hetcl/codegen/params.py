@@ -9,6 +9,8 @@ import dataclasses
 import itertools
 
 FLOAT_BYTES = 4
+VECTOR_WIDTHS = (1, 2, 4, 8, 16)  # OpenCL's float vector widths (float3 left out)
+INT_MAX = 2 ** 31 - 1  # the kernels index with 32-bit ints
 
 
 def vector_width(features):

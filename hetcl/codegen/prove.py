@@ -28,7 +28,8 @@ import sys
 import tempfile
 import time
 
-from ..errors import HetclError, VariantBroken
+from .. import settings
+from ..errors import VariantBroken
 from ..log import debug, debug_level
 from . import cache, verdicts
 
@@ -37,18 +38,7 @@ _child = None  # the running _Prover
 
 
 def enabled():
-    return os.environ.get("HETCL_PROVE", "1").strip().lower() not in ("0", "off", "no")
-
-
-def _timeout():
-    raw = os.environ.get("HETCL_PROVE_TIMEOUT", "300")
-    try:
-        value = float(raw)
-    except ValueError:
-        value = 0
-    if not value > 0:
-        raise HetclError(f"HETCL_PROVE_TIMEOUT={raw!r} is not a positive number of seconds")
-    return value
+    return settings.prove()
 
 
 def _signal_name(code):
@@ -68,7 +58,7 @@ class _Prover:
         self.echoed = 0  # bytes of the log already shown (_echo)
         self.asked = 0  # size of the log when the request in flight was sent
         read_fd, write_fd = os.pipe()
-        env = dict(os.environ, HETCL_PROVER_REPLY_FD=str(write_fd))
+        env = dict(os.environ, **{settings.PROVER_REPLY_FD: str(write_fd)})
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from hetcl.codegen.prover import main; main()"],
             stdin=subprocess.PIPE,
@@ -134,8 +124,8 @@ atexit.register(_shutdown)
 
 def _request(device, params, options, directories, context):
     # hetcl's settings as they are now (the child lives on while a caller changes them)
-    settings = {k: v for k, v in os.environ.items() if k.startswith("HETCL_")}
-    return {"fingerprint": device.fingerprint, "features": device.features, "env": settings,
+    return {"fingerprint": device.fingerprint, "features": device.features,
+            "env": settings.current(),
             "module": type(params).__module__,
             "cls": type(params).__qualname__, "params": params.as_dict(), "options": options,
             "directories": list(directories or ()), "context": context}
@@ -148,7 +138,7 @@ def _run_child(request):
     if _child is None or _child.proc.poll() is not None:
         _shutdown()
         _child = _Prover()
-    reply, death = _child.ask(request, _timeout())
+    reply, death = _child.ask(request, settings.prove_timeout())
     if reply is None:
         _shutdown()
         return {"ok": False, "reason": death}
@@ -165,7 +155,7 @@ def build(device, params, options="", directories=None, **context):
     if program is not None:
         return program
     keyed = None  # (source, key) once rendered, so that cache.build does not render again
-    if enabled() and not os.environ.get("HETCL_PROVER_REPLY_FD"):  # (the child builds plainly)
+    if enabled() and not settings.prover_reply_fd():  # (the child builds plainly)
         keyed = cache.program_key(device, params, options, directories, **context)
         key = keyed[1]
         verdict = verdicts.lookup(device, key)

@@ -23,6 +23,7 @@ import time
 
 import pyopencl as cl
 
+from .. import settings
 from ..device import list_devices
 from ..errors import BuildError, HetclError, ProbeFailed
 from .cache import build
@@ -42,11 +43,8 @@ def _tuples(value):
 
 def fault_for(template, params, device):
     """The injected fault (abort, segv, hang, wrong) for this variant, or None."""
-    for spec in os.environ.get("HETCL_PROVE_FAULT", "").split(";"):
-        fields = (spec.strip().split(":") + ["", "", ""])[:4]
-        kind, tmpl, needle, dev = fields
-        if kind and tmpl in ("", template) and needle in str(params) and \
-                dev in ("", str(device.index)):
+    for kind, tmpl, needle, dev in settings.prove_faults():
+        if tmpl in ("", template) and needle in str(params) and dev in ("", str(device.index)):
             return kind
     return None
 
@@ -74,9 +72,7 @@ def prove(request, devices):
     if device is None:
         return {"unavailable": "the device is not visible to the prover process"}
     device.features = request["features"]  # the parent's: the same rendered source
-    for key in [k for k in os.environ if k.startswith("HETCL_") and k != "HETCL_PROVER_REPLY_FD"]:
-        del os.environ[key]
-    os.environ.update(request["env"])
+    settings.replace_all(request["env"])
     cls = getattr(importlib.import_module(request["module"]), request["cls"])
     params = cls(**request["params"])
     context = _tuples(request["context"])
@@ -105,7 +101,7 @@ def prove(request, devices):
 
 
 def main():
-    replies = os.fdopen(int(os.environ["HETCL_PROVER_REPLY_FD"]), "w")
+    replies = os.fdopen(int(settings.prover_reply_fd()), "w")
     try:
         devices = {d.fingerprint: d for d in list_devices()}
     except HetclError:  # no platform here: every request is answered "unavailable"

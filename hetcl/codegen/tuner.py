@@ -15,6 +15,10 @@ from ..device import event_seconds
 from .gemm import Gemm, tuned_params
 from .params import GemmParams
 
+# A challenger must take at most this fraction of the current choice's time to replace it
+# (closer than that is the noise of a timing).
+MARGIN = 0.97
+
 
 def _ms(run):
     event = run()
@@ -100,8 +104,8 @@ def tune_gemm(device, problem, count=12, reps=5, progress=None):
                       if p not in results][:count]
     before = results[current]
     best = min(results, key=results.get)
-    if best != current and results[best] <= before * 0.97:
+    if best != current and results[best] <= before * MARGIN:
         before, results[best] = confirm(device, problem, current, best, buffers)
-    if results[best] > before * 0.97:  # within noise of what we had: keep it
+    if results[best] > before * MARGIN:  # within noise of what we had: keep it
         return current, before, before
     return best, results[best], before

@@ -10,6 +10,7 @@ import numpy as np
 
 from .eltwise import EltwiseParams
 from .launch import Launch
+from .params import INT_MAX
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,7 +24,7 @@ def _size(size):
     size = int(size)
     if size < 1:
         raise ValueError(f"size={size} must be >= 1")
-    if size + 4096 > 2 ** 31 - 1:
+    if size + 4096 > INT_MAX:
         raise ValueError(f"size={size} is too many elements for one launch")
     return size
 

@@ -18,10 +18,10 @@ import pyopencl as cl
 
 from ..errors import BuildError, ProbeFailed, VariantBroken
 from .cache import quiet_stderr
-from .params import KernelParams
+from .params import VECTOR_WIDTHS, KernelParams
 from .render import render
 
-WIDTHS = (16, 8, 4, 2, 1)
+WIDTHS = tuple(sorted(VECTOR_WIDTHS, reverse=True))  # widest first
 
 
 @dataclasses.dataclass(frozen=True)
