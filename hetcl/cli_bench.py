@@ -109,7 +109,7 @@ def tune(devices_spec, models, batch_size, candidates, kinds):
     Safe to interrupt: results are saved as they come."""
     from .codegen import tunedb
     from .device import select_devices
-    from .tune import KINDS, tune as run_tune
+    from .tune import STAGES, tune as run_tune
     # "all": the models trained on real data sets (cifar-cnn-wide is a benchmark model: its
     # 50M-parameter dense layers would make a CPU tune take hours; name it to tune it)
     names = ["lenet5", "mlp", "cifar-cnn"] if "all" in models else list(models or ["lenet5"])
@@ -117,7 +117,7 @@ def tune(devices_spec, models, batch_size, candidates, kinds):
     def report(msg, end=False):
         click.echo(msg, err=True, nl=not end)
     rows = run_tune(select_devices(devices_spec), names, batch_size, candidates, report,
-                    kinds=tuple(kinds) or KINDS)
+                    kinds=tuple(kinds) or STAGES)
     click.echo(table([[f"{d.index}: {d.name}", label, f"{before:.3f}", f"{ms:.3f}",
                         f"{before / ms:.2f}x", str(best)]
                        for d, _, label, best, ms, before in rows],

@@ -16,18 +16,19 @@ width and O_l = output width of dense layer l, L dense layers, N devices):
             dX_l [B, F_l]; the host sums the partials in device order (fixed: replicas stay
             bitwise identical) and hands on the columns (l > 0) or device d's rows (l = 0)
 
-hybrid_plan.py holds the dense tail, the column split and transfer_bytes(): the bytes this
-moves (reads plus uploads), and that of data parallelism (comm.py). Fewer bytes is not always
-faster: data parallelism's transfers overlap the backward pass, hybrid's host round trips do
-not; so `auto` (model_state.py, auto.py) times both.
+hybrid_plan.py holds the dense tail, the column split and the bytes each mode moves;
+hybrid_transfers.py the step's buffers. Fewer bytes is not always faster: data parallelism's
+transfers overlap the backward pass, hybrid's host round trips do not; so `auto` times both.
 """
 import numpy as np
 
-from .buffers import empty, pinned_empty, to_device
+from .buffers import empty, to_device
 from .device import event_seconds
 from .errors import HetclError
-from .executor import Executor, Replica, interleave
+from .executor import Executor, interleave
+from .replica import Replica
 from .hybrid_plan import columns, dense_tail
+from .hybrid_transfers import Transfers
 from .log import logger
 from .ops import DenseOp
 
@@ -64,9 +65,7 @@ class Hybrid:
             [self.tail[-1].layer.out_features]
         self.heads, self.slices, self.executors, self.ops = {}, {}, {}, {}
         self.cols, self.version = None, None
-        self._host = {}       # name -> host staging array
-        self._buf = {}        # (device position, name, shape) -> DeviceArray
-        self.bytes = 0        # bytes moved in the last step
+        self.io = Transfers(runtime.devices)  # buffers, and the bytes the last step moved
         self.last_positions = []  # devices that took part in it
 
     # --- parameters ----------------------------------------------------------------------------
@@ -155,17 +154,6 @@ class Hybrid:
         logger.info("hybrid: dense outputs split %s", cols)
 
     # --- the step ------------------------------------------------------------------------------
-    def _array(self, pos, name, shape):
-        key = (pos, name, tuple(shape))
-        if key not in self._buf:
-            self._buf[key] = empty(self.rt.devices[pos], shape)
-        return self._buf[key]
-
-    def _staging(self, name, shape):
-        if name not in self._host or self._host[name].shape != tuple(shape):
-            self._host[name] = pinned_empty(self.rt.devices[0], shape)
-        return self._host[name]
-
     def _op(self, pos, layer, n):
         node, out = self.tail[layer], self.cols[layer][pos]
         key = (pos, layer, n, out)
@@ -173,14 +161,6 @@ class Hybrid:
             self.ops[key] = DenseOp(self.rt.devices[pos], n, node.layer.in_features, out,
                                     node.act)
         return self.ops[key]
-
-    def _read(self, array, out):
-        self.bytes += array.nbytes
-        return array.get_async(out)
-
-    def _upload(self, array, host):
-        self.bytes += array.nbytes
-        array.set(host, wait=True)  # (blocking: the host staging arrays are reused)
 
     def executor(self, pos, n):
         key = (pos, n)
@@ -193,7 +173,7 @@ class Hybrid:
         -> loss, correct count, the replicas and slices to update, per-device busy seconds
         (with `measure`, else None)."""
         self._prepare(plan)
-        self.bytes, self.last_positions = 0, [pos for pos, _, _ in plan]
+        self.io.bytes, self.last_positions = 0, [pos for pos, _, _ in plan]
         runs = [(pos, a, b, self.executor(pos, b - a)) for pos, a, b in plan]
         for pos, a, b, ex in runs:
             ex.begin_step()
@@ -201,14 +181,14 @@ class Hybrid:
                 self.rt.devices[pos].kernel_events = []
             feed(ex, a, b)
         interleave([ex.forward_nodes() for *_, ex in runs])
-        x = self._staging("x0", (n, self.widths[0]))
-        self._wait([self._read(ex.out[self.upto - 1], x[a:b]) for _, a, b, ex in runs])
+        x = self.io.staging("x0", (n, self.widths[0]))
+        self.io.wait([self.io.read(ex.out[self.upto - 1], x[a:b]) for _, a, b, ex in runs])
         logits, inputs = self._forward_tail(runs, n, x)
         done, dz = self._loss(runs, n, logits)
         dy = self._backward_tail(runs, n, inputs, dz)
         if dy is not None:  # each device's rows of the head's output gradient
             for pos, a, b, ex in runs:
-                self._upload(ex.grad[self.upto - 1], dy[a:b])
+                self.io.upload(ex.grad[self.upto - 1], dy[a:b])
         if exchange:
             exchange.begin()
         interleave([ex.backward_nodes(exchange.reader(ex) if exchange else None)
@@ -219,7 +199,7 @@ class Hybrid:
             loss, correct = loss + l, correct + c
         if exchange:
             exchange.reduce(None, measure=False)
-            self.bytes += exchange.bytes
+            self.io.bytes += exchange.bytes
         times = self._busy_times(runs) if measure else None
         updates = [ex.replica for *_, ex in runs] + [self.slices[pos] for pos, *_ in runs]
         return loss, correct, updates, times
@@ -229,22 +209,22 @@ class Hybrid:
         host [n, classes], and per layer each run's device copy of the layer's input."""
         inputs = []
         for layer in range(len(self.tail)):
-            ins = [self._array(pos, f"in{layer}", (n, self.widths[layer])) for pos, *_ in runs]
+            ins = [self.io.array(pos, f"in{layer}", (n, self.widths[layer])) for pos, *_ in runs]
             for arr in ins:
-                self._upload(arr, x)
+                self.io.upload(arr, x)
             inputs.append(ins)
-            y = self._staging(f"y{layer}", (n, self.widths[layer + 1]))
+            y = self.io.staging(f"y{layer}", (n, self.widths[layer + 1]))
             parts, events = [], []
             for (pos, *_), arr in zip(runs, ins):
                 cols = self.cols[layer][pos]
                 if not cols:
                     continue
-                out = self._array(pos, f"out{layer}", (n, cols))
+                out = self.io.array(pos, f"out{layer}", (n, cols))
                 self._op(pos, layer, n).forward([arr], out, self._params(pos, layer, "params"))
-                part = self._staging(f"y{layer}.{pos}", (n, cols))
-                events.append(self._read(out, part))
+                part = self.io.staging(f"y{layer}.{pos}", (n, cols))
+                events.append(self.io.read(out, part))
                 parts.append((self._offsets(layer)[pos], part))
-            self._wait(events)
+            self.io.wait(events)
             for start, part in parts:
                 y[:, start:start + part.shape[1]] = part
             x = y
@@ -254,14 +234,14 @@ class Hybrid:
         """The loss of each device's rows, on the device (its labels are there).
         -> the loss results' events, the logits' gradient on the host [n, classes]"""
         classes = self.widths[-1]
-        dz, done, events = self._staging("dz", (n, classes)), [], []
+        dz, done, events = self.io.staging("dz", (n, classes)), [], []
         for pos, a, b, ex in runs:
-            logits = self._array(pos, "logits", (b - a, classes))
-            dlogits = self._array(pos, "dlogits", (b - a, classes))
-            self._upload(logits, np.ascontiguousarray(x[a:b]))
+            logits = self.io.array(pos, "logits", (b - a, classes))
+            dlogits = self.io.array(pos, "dlogits", (b - a, classes))
+            self.io.upload(logits, np.ascontiguousarray(x[a:b]))
             done.append(ex.loss(n, logits, dlogits))
-            events.append(self._read(dlogits, dz[a:b]))
-        self._wait(events)
+            events.append(self.io.read(dlogits, dz[a:b]))
+        self.io.wait(events)
         return done, dz
 
     def _backward_tail(self, runs, n, inputs, dy):
@@ -279,8 +259,8 @@ class Hybrid:
                     partials.append(part[1])
             if not wants_dx:
                 return None
-            self._wait(events)
-            dy = self._staging(f"sum{layer}", (n, self.widths[layer]))
+            self.io.wait(events)
+            dy = self.io.staging(f"sum{layer}", (n, self.widths[layer]))
             np.copyto(dy, partials[0])
             for part in partials[1:]:
                 np.add(dy, part, out=dy)
@@ -293,16 +273,16 @@ class Hybrid:
         if not cols:
             return None
         start, width = self._offsets(layer)[pos], self.widths[layer]
-        grad_out = self._array(pos, f"dy{layer}", (n, cols))
-        self._upload(grad_out, np.ascontiguousarray(dy[:, start:start + cols]))
-        dx = self._array(pos, f"dx{layer}", (n, width)) if wants_dx else None
+        grad_out = self.io.array(pos, f"dy{layer}", (n, cols))
+        self.io.upload(grad_out, np.ascontiguousarray(dy[:, start:start + cols]))
+        dx = self.io.array(pos, f"dx{layer}", (n, width)) if wants_dx else None
         self._op(pos, layer, n).backward(
-            [layer_input], self._array(pos, f"out{layer}", (n, cols)), grad_out, [dx],
+            [layer_input], self.io.array(pos, f"out{layer}", (n, cols)), grad_out, [dx],
             self._params(pos, layer, "params"), self._params(pos, layer, "grads"))
         if dx is None:
             return None
-        part = self._staging(f"dx{layer}.{pos}", (n, width))
-        return self._read(dx, part), part
+        part = self.io.staging(f"dx{layer}.{pos}", (n, width))
+        return self.io.read(dx, part), part
 
     def _busy_times(self, runs):
         """Each device's busy time over the whole step (head and dense slice)."""
@@ -318,8 +298,3 @@ class Hybrid:
         name = self.tail[layer].layer.name
         table = getattr(self.slices[pos], kind)
         return {k: table[f"{name}.{k}"] for k in ("weight", "bias")}
-
-    @staticmethod
-    def _wait(events):
-        for event in events:
-            event.wait()

@@ -10,7 +10,7 @@ import numpy as np
 
 from .errors import InputError, ShapeError
 
-# Resident data sets keep their labels as uint8 on the device (executor.Resident).
+# Resident data sets keep their labels as uint8 on the device (replica.Resident).
 RESIDENT_LABEL_LIMIT = 256
 
 

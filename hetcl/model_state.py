@@ -12,7 +12,8 @@ import numpy as np
 
 from .auto import AutoTrial
 from .buffers import to_device
-from .executor import Executor, Replica
+from .executor import Executor
+from .replica import Replica
 from .hybrid import Hybrid
 from .log import logger
 

@@ -1,11 +1,11 @@
-"""Training and evaluation on a uint8 data set uploaded once to each device (executor.Resident):
+"""Training and evaluation on a uint8 data set uploaded once to each device (replica.Resident):
 each step sends only the batch's sample indices, and the gather kernel normalises
 (x/255 - mean)/std on the device. A base of runtime.Runtime, using its step_on_devices,
 apply_update, executor() and _profiling_restored."""
 import numpy as np
 
 from . import inputs
-from .executor import Resident
+from .replica import Resident
 
 
 class ResidentSteps:

@@ -1,28 +1,24 @@
 """Split each global batch across devices in proportion to their measured throughput.
 
-Pure Python (no OpenCL): the runtime reports, after each step, how long each device computed
-its shard and how long its gradient exchange took; the scheduler keeps a smoothed samples/s per
-device and proposes the next split.
-
+Pure Python (no OpenCL): the runtime reports each device's compute and exchange seconds after
+each step; the scheduler keeps a smoothed samples/s per device and proposes the next split.
 * Calibration: the first step splits evenly (nothing is known yet).
 * Re-balancing: shards proportional to the smoothed throughput, so that all devices finish
-  together; rounded to a granule (every distinct shard size costs a kernel build, so sizes are
-  kept to multiples of the granule and a new split is only taken when it is predicted to be
-  at least `hysteresis` faster than the current one).
-* Dropping: a device whose share makes the step slower - its exchange cost is more than the
-  compute time it saves the others, or, measured, steps run faster without it (devices that
-  share hardware) - gets nothing, with a log line saying why. Where that would leave one
-  device, which one stays is measured (a trial of each alone), not modelled: speeds measured
-  while devices share cores mislead the model. A device stays only where steps
-  are faster with it, with no margin in its favour: all devices together should never be
-  slower than the best of them alone (docs/benchmarks.md, "Several devices", has the figures
-  behind these rules). A dropped device is probed again (given a share) after `probe_every`
-  steps and `probe_seconds` of training, whichever is later; each probe that ends with the
-  device dropped again doubles both (a probe of a CPU beside a GPU costs tens of slow steps).
+  together, in whole granules (shards.py); a new split is taken only when it is predicted to
+  be at least `hysteresis` faster than the current one.
+* Dropping: a device whose share makes the step slower - its exchange costs more than the
+  compute it saves the others, or, measured, steps run faster without it (devices that share
+  hardware) - gets nothing, with a log line saying why. Which device stays where one would be
+  left is measured (a trial of each alone), not modelled. A device stays only where steps are
+  faster with it, with no margin in its favour: all devices together should never be slower
+  than the best of them alone (the figures behind these rules: docs/benchmarks.md, "Several
+  devices"). A dropped device is probed again after `probe_every` steps and `probe_seconds`
+  of training, whichever is later; each probe that ends with it dropped again doubles both.
 """
 import collections
 
 from .log import logger
+from .shards import proportional_shards
 
 
 class Scheduler:
@@ -101,28 +97,12 @@ class Scheduler:
                 for i, (sp, a) in enumerate(zip(self.speed, self.active))]
 
     def _proportional(self, n, weights):
-        total = sum(weights)
-        k = len(weights)
-        if total <= 0:
-            weights, total = [1.0] * k, float(k)
-        g = max(1, min(self.granule, n // max(1, sum(w > 0 for w in weights))))
-        ideal = [n * w / total for w in weights]
-        shards = [int(x // g) * g for x in ideal]
-        # Hand out what rounding left, a granule at a time, to the largest shortfalls; the
-        # final remainder (< g) goes to the fastest device.
-        rest = n - sum(shards)
-        while rest >= g:
-            i = max(range(k), key=lambda j: (ideal[j] - shards[j]) if weights[j] > 0 else -1e30)
-            shards[i] += g
-            rest -= g
-        shards[max(range(k), key=lambda j: weights[j])] += rest
-        return shards
+        return proportional_shards(n, weights, self.granule)
 
     def predict(self, shards):
         """Predicted step seconds: the slowest device's compute + exchange. A device that
         takes the whole batch exchanges nothing (unless `exchange_alone`: under MPI it still
-        sums with the other ranks); counting its exchange anyway made two PoCL devices on the
-        same cores keep the slower one (1.0 ms steps against 0.63 ms for the faster alone)."""
+        sums with the other ranks)."""
         alone = sum(1 for s in shards if s) == 1 and not self.exchange_alone
         t = 0.0
         for s, speed, ex in zip(shards, self.speed, self.exchange):
@@ -151,8 +131,8 @@ class Scheduler:
         self.elapsed += step_seconds or 0.0
         if self.trial is None and sum(1 for s in self._shards() if s) < 2:
             # One device computes (the others are dropped or under a granule): nothing to
-            # compare, and a probe needs only steps and seconds. (The median and the trial
-            # checks took 10-13 us a step: 2% of a host-bound LeNet-5 step on an H200.)
+            # compare, and a probe needs only steps and seconds (the median and the trial
+            # checks cost a host-bound step measurable time).
             self._last_key = None  # a probe's first steps are then not timed (settle)
             return
         self._observe(step_seconds)
@@ -270,8 +250,7 @@ class Scheduler:
                 return
             if len(act) == 2:
                 # Down to one device: which one to keep is measured (a trial, at once; once
-                # per set of devices). Speeds measured while devices share cores are off: the
-                # model kept PoCL's "basic" over "pthread" (1.0 ms steps vs 0.63 for it alone).
+                # per set of devices): speeds measured while devices share cores mislead.
                 if self._trial_asked != tuple(self.active):
                     self._trial_asked = tuple(self.active)
                     self.next_trial = (self.steps, self.elapsed)

@@ -76,7 +76,7 @@ def hybrid(rt, state, plan, n, feed, exchange, measure, offset, wait):
                          f"with --parallel data to train on without it") from e
     executors = [(i, state.hybrid.executor(i, b - a)) for i, a, b in plan]
     return Outcome(StepResult(value=(loss, correct)), updated, executors, times,
-                   state.hybrid.bytes)
+                   state.hybrid.io.bytes)
 
 
 STRATEGIES = {"data": data_parallel, "hybrid": hybrid}

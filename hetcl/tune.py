@@ -121,13 +121,13 @@ def _best(current, results):
     return current, float("nan"), float("nan")
 
 
-KINDS = ("splitk", "gemm", "other")  # what a tune can be limited to, in the order it runs
+STAGES = ("splitk", "gemm", "other")  # what a tune can be limited to, in the order it runs
 
 
 def tune(devices, model_names, batch=256, count=12, report=print, db_path=None, rounds=12,
-         kinds=KINDS):
+         kinds=STAGES):
     """-> list of (device, (kernel, bucket), label, best params, ms, ms before) rows.
-    rounds: alternations per comparison inside the training step. kinds: a subset of KINDS
+    rounds: alternations per comparison inside the training step. kinds: a subset of STAGES
     (e.g. only "other" to re-tune the non-GEMM kernels after a change to them)."""
     rows = []
     for device in devices:

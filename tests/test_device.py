@@ -3,7 +3,8 @@ import types
 
 import pytest
 
-from hetcl.device import features, fingerprint, list_devices, parse_selection, select_devices
+from hetcl.device import list_devices, parse_selection, select_devices
+from hetcl.device_profile import features, fingerprint
 from hetcl.errors import DeviceSelectionError
 
 

@@ -217,7 +217,7 @@ def test_gradient_layout_is_the_same_on_every_device():
     """The all-reduce adds whole layer regions across devices (and MPI ranks), so a layer's
     layout must not follow a device's own sub-buffer alignment (32 floats on PoCL, 128 on
     NVIDIA's driver: a GPU beside the CPU once failed with 874 against 906 elements)."""
-    from hetcl.executor import GRAD_ALIGN, Replica
+    from hetcl.replica import GRAD_ALIGN, Replica
     model = lenet5(seed=1).build()
     params = model.parameters()
     layouts = []
