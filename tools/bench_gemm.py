@@ -98,63 +98,96 @@ def problem_label(m, n, k, ta, tb, batch):
     return f"{'T' if ta else 'N'}{'T' if tb else 'N'} {m}x{n}x{k}" + (f" x{batch}" if batch > 1 else "")
 
 
+def cuda_operands(torch, m, n, k, ta, tb, batch):
+    """Seeded batched operands on the GPU: -> (a, b, op(a), op(b)), op being the transpose
+    where asked (a view, so cuBLAS sees the same layout hetcl's kernel reads)."""
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    a = torch.randn(batch, *((k, m) if ta else (m, k)), device="cuda", generator=gen)
+    b = torch.randn(batch, *((n, k) if tb else (k, n)), device="cuda", generator=gen)
+    return a, b, (a.transpose(1, 2) if ta else a), (b.transpose(1, 2) if tb else b)
+
+
+def time_cublas(torch, x, y, out, reps):
+    """Median ms of reps torch.bmm calls into out (CUDA events), after one untimed call."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(reps + 1):
+        start.record()
+        torch.bmm(x, y, out=out)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return float(np.median(times[1:]))
+
+
+def candidate_params(device, cand, m, n, k, ta, tb, batch):
+    """'default' = GemmParams.for_shape, 'db' = the tuning DB's choice, else GemmParams text."""
+    if cand == "default":
+        return GemmParams.for_shape(device.features, m, n, k)
+    if cand == "db":
+        return tuned_params(device, m, n, k, ta, tb, batch)
+    return parse_params(cand)
+
+
+def time_candidate(device, problem, params, a_dev, b_dev, c, ref_np, reps):
+    """One checked run of the candidate's kernel, then its median time: -> (ms, rel err)."""
+    m, n, k, ta, tb, batch = problem
+    op = Gemm(device, m, n, k, ta, tb, batch=batch, params=params)
+    strides = dict(a_stride=m * k, b_stride=k * n, c_stride=m * n)
+    c.fill(np.nan)
+    op(a_dev, b_dev, c, **strides).wait()
+    out = c.get()
+    err = float(np.linalg.norm(out - ref_np) / max(np.linalg.norm(ref_np), 1e-30))
+    ms = median_time(lambda: op(a_dev, b_dev, c, **strides), reps) * 1e3
+    return ms, err
+
+
+def compare_problem(torch, device, problem, what, candidates, reps):
+    """cuBLAS, then every valid candidate on one problem; prints a table row per candidate and
+    returns their dicts."""
+    m, n, k, ta, tb, batch = problem
+    a, b, x, y = cuda_operands(torch, m, n, k, ta, tb, batch)
+    ref = torch.bmm(x, y)
+    cublas_ms = time_cublas(torch, x, y, ref, reps)
+    flops = 2.0 * m * n * k * batch
+    ref_np = ref.cpu().numpy().reshape(batch * m, n)
+    a_dev, b_dev = to_device(device, a.cpu().numpy()), to_device(device, b.cpu().numpy())
+    c = empty(device, (batch * m, n))
+    label = problem_label(m, n, k, ta, tb, batch)
+    rows = []
+    for cand in candidates:
+        params = candidate_params(device, cand, m, n, k, ta, tb, batch)
+        if not params.valid(device.features):
+            continue
+        ms, err = time_candidate(device, problem, params, a_dev, b_dev, c, ref_np, reps)
+        check = "ok" if err < TOL else f"**FAIL** ({err:.1e})"
+        row = dict(what=what, problem=[m, n, k, ta, tb, batch], candidate=cand,
+                   params=params.as_dict(), ms=ms, cublas_ms=cublas_ms, err=err,
+                   tflops=flops / ms * 1e-9, cublas_tflops=flops / cublas_ms * 1e-9)
+        rows.append(row)
+        print(f"| {what} | {label} | {cand if cand in ('default', 'db') else params} "
+              f"| {ms:.4f} | {row['tflops']:.2f} | {row['cublas_tflops']:.2f} "
+              f"| {cublas_ms / ms:.2f} | {check} |", flush=True)
+    return rows
+
+
 def compare_cublas(device, problems, candidates, reps, log):
     """Per problem: cuBLAS, then every candidate ('default' = GemmParams.for_shape, 'db' = the
-    tuning DB's choice, else GemmParams). Prints a markdown table; returns a list of dicts."""
+    tuning DB's choice, else GemmParams). Prints a markdown table; returns a list of dicts
+    (also appended to log)."""
     import torch
     torch.backends.cuda.matmul.allow_tf32 = False
     results = []
     print("| problem | GEMM | params | ms | TFLOP/s | cuBLAS TFLOP/s | hetcl/cuBLAS | check |")
     print("|---|---|---|---:|---:|---:|---:|---|")
     for m, n, k, ta, tb, batch, what in problems:
-        gen = torch.Generator(device="cuda").manual_seed(0)
-        a = torch.randn(batch, *((k, m) if ta else (m, k)), device="cuda", generator=gen)
-        b = torch.randn(batch, *((n, k) if tb else (k, n)), device="cuda", generator=gen)
-        x, y = (a.transpose(1, 2) if ta else a), (b.transpose(1, 2) if tb else b)
-        ref = torch.bmm(x, y)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        times = []
-        for _ in range(reps + 1):
-            start.record()
-            torch.bmm(x, y, out=ref)
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        cublas_ms = float(np.median(times[1:]))
-        flops = 2.0 * m * n * k * batch
-        ref_np = ref.cpu().numpy().reshape(batch * m, n)
-        a_dev, b_dev = to_device(device, a.cpu().numpy()), to_device(device, b.cpu().numpy())
-        c = empty(device, (batch * m, n))
-        strides = dict(a_stride=m * k, b_stride=k * n, c_stride=m * n)
-        label = problem_label(m, n, k, ta, tb, batch)
-        for cand in candidates:
-            if cand == "default":
-                params = GemmParams.for_shape(device.features, m, n, k)
-            elif cand == "db":
-                params = tuned_params(device, m, n, k, ta, tb, batch)
-            else:
-                params = parse_params(cand)
-            if not params.valid(device.features):
-                continue
-            op = Gemm(device, m, n, k, ta, tb, batch=batch, params=params)
-            c.fill(np.nan)
-            op(a_dev, b_dev, c, **strides).wait()
-            out = c.get()
-            err = float(np.linalg.norm(out - ref_np) / max(np.linalg.norm(ref_np), 1e-30))
-            ms = median_time(lambda: op(a_dev, b_dev, c, **strides), reps) * 1e3
-            check = "ok" if err < TOL else f"**FAIL** ({err:.1e})"
-            row = dict(what=what, problem=[m, n, k, ta, tb, batch], candidate=cand,
-                       params=params.as_dict(), ms=ms, cublas_ms=cublas_ms, err=err,
-                       tflops=flops / ms * 1e-9, cublas_tflops=flops / cublas_ms * 1e-9)
-            results.append(row)
-            log.append(row)
-            print(f"| {what} | {label} | {cand if cand in ('default', 'db') else params} "
-                  f"| {ms:.4f} | {row['tflops']:.2f} | {row['cublas_tflops']:.2f} "
-                  f"| {cublas_ms / ms:.2f} | {check} |", flush=True)
+        rows = compare_problem(torch, device, (m, n, k, ta, tb, batch), what, candidates, reps)
+        results += rows
+        log += rows
     return results
 
 
-def main(argv=None):
+def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--devices", default="all", help="all, cpu, gpu, 0,2, P:D ... (hetcl devices)")
     ap.add_argument("--sizes", default="256,512,1024,2048", help="square NN sizes, comma separated")
@@ -168,22 +201,23 @@ def main(argv=None):
     ap.add_argument("--candidates", default="default;db", help="GPU mode: ';'-separated: "
                     "default, db, or GemmParams like MWG=128,NWG=128,...")
     ap.add_argument("--json", default="", help="GPU mode: write the measurements here")
-    args = ap.parse_args(argv)
-    devices = select_devices(args.devices)
-    if args.cublas:
-        log = []
-        for d in devices:
-            print(f"device {d.index}: {d.name}, driver {d.profile['driver_version']}\n")
-            problems = [p for name in args.problems.split(",") for p in PROBLEMS[name]]
-            compare_cublas(d, problems, [c.strip() for c in args.candidates.split(";")
-                                         if c.strip()], args.reps, log)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(log, f, indent=1)
-        return
-    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    params = parse_params(args.params)
+    return ap.parse_args(argv)
 
+
+def run_cublas(devices, args):
+    """GPU mode: every device against cuBLAS; the measurements go to --json if given."""
+    log = []
+    candidates = [c.strip() for c in args.candidates.split(";") if c.strip()]
+    for d in devices:
+        print(f"device {d.index}: {d.name}, driver {d.profile['driver_version']}\n")
+        problems = [p for name in args.problems.split(",") for p in PROBLEMS[name]]
+        compare_cublas(d, problems, candidates, args.reps, log)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(log, f, indent=1)
+
+
+def print_setup(devices, params):
     print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores); numpy {np.__version__}\n")
     for d in devices:
         p = params or GemmParams.defaults(d.features)
@@ -191,27 +225,41 @@ def main(argv=None):
               f"params {p}")
     print()
 
-    def table(title, points):
-        print(f"### {title}\n")
-        print("| size | op | device | hetcl GFLOP/s | numpy GFLOP/s | hetcl/numpy | check |")
-        print("|---:|:---:|---|---:|---:|---:|---|")
-        for n, ta, tb in points:
-            a, b, ref = operands(n, ta, tb)
-            flops = 2.0 * n ** 3
-            np_gflops = flops / time_numpy(a, b, ta, tb, args.reps) / 1e9
-            label = ("T" if ta else "N") + ("T" if tb else "N")
-            for d in devices:
-                seconds, err, _ = time_hetcl(d, a, b, ref, ta, tb, params, args.reps)
-                gflops = flops / seconds / 1e9
-                check = "ok" if err < TOL else f"**FAIL** (rel err {err:.1e})"
-                print(f"| {n} | {label} | {d.index}: {d.name} | {gflops:.1f} | {np_gflops:.1f} "
-                      f"| {gflops / np_gflops:.2f} | {check} |", flush=True)
-        print()
 
-    table("Square sizes, C = A B", [(n, False, False) for n in sizes])
+def numpy_table(title, points, devices, params, reps):
+    """One markdown table: per (n, trans_a, trans_b) point, numpy then each device."""
+    print(f"### {title}\n")
+    print("| size | op | device | hetcl GFLOP/s | numpy GFLOP/s | hetcl/numpy | check |")
+    print("|---:|:---:|---|---:|---:|---:|---|")
+    for n, ta, tb in points:
+        a, b, ref = operands(n, ta, tb)
+        flops = 2.0 * n ** 3
+        np_gflops = flops / time_numpy(a, b, ta, tb, reps) / 1e9
+        label = ("T" if ta else "N") + ("T" if tb else "N")
+        for d in devices:
+            seconds, err, _ = time_hetcl(d, a, b, ref, ta, tb, params, reps)
+            gflops = flops / seconds / 1e9
+            check = "ok" if err < TOL else f"**FAIL** (rel err {err:.1e})"
+            print(f"| {n} | {label} | {d.index}: {d.name} | {gflops:.1f} | {np_gflops:.1f} "
+                  f"| {gflops / np_gflops:.2f} | {check} |", flush=True)
+    print()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    devices = select_devices(args.devices)
+    if args.cublas:
+        run_cublas(devices, args)
+        return
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    params = parse_params(args.params)
+    print_setup(devices, params)
+    numpy_table("Square sizes, C = A B", [(n, False, False) for n in sizes], devices, params,
+                args.reps)
     t = args.trans_size
-    table(f"Transposes at {t}: C = op(A) op(B)",
-          [(t, ta, tb) for ta in (False, True) for tb in (False, True)])
+    numpy_table(f"Transposes at {t}: C = op(A) op(B)",
+                [(t, ta, tb) for ta in (False, True) for tb in (False, True)], devices, params,
+                args.reps)
 
 
 if __name__ == "__main__":

@@ -12,15 +12,12 @@ TF32-on is an extra column. Without CUDA or an NVIDIA OpenCL GPU it says which a
 """
 import argparse
 import statistics
-import subprocess
 import sys
 import time
 
 import numpy as np
 
-
-TOL = 1e-4
-MODELS = ("lenet5", "cifar-cnn")
+from cudnn_report import MODELS, plot, report
 
 
 def rel(a, b):
@@ -205,99 +202,6 @@ def torch_train(torch, name, batch, steps, tf32):
         return torch_step_rate(torch, name, batch, steps, "cuda", warmup=5)
     finally:
         set_tf32(torch, False)
-
-
-def geomean(values):
-    return float(np.exp(np.mean(np.log(values))))
-
-
-def report(torch, device, args, layers, gemms, trains):
-    try:
-        drv = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20).stdout.split()[0]
-    except (OSError, IndexError, subprocess.SubprocessError):
-        drv = "unknown"
-    us = lambda s: f"{s * 1e6:.1f}"  # noqa: E731
-    L = ["# hetcl (OpenCL) vs cuDNN/cuBLAS (PyTorch)", "",
-         f"- GPU: {torch.cuda.get_device_name()}; NVIDIA driver {drv}",
-         f"- PyTorch {torch.__version__}, CUDA {torch.version.cuda}, "
-         f"cuDNN {torch.backends.cudnn.version()} (cudnn.benchmark=True)",
-         f"- OpenCL: {device.name} on {device.profile['platform']}, driver "
-         f"{device.profile['driver_version']} ({device.profile['device_version']})",
-         f"- command: `{' '.join(sys.argv)}`", ""]
-    L += [f"## Layers (batch {args.batch}; µs per call; ratio = hetcl / cuDNN FP32)", "",
-          "| model | layer | shape | act | fwd hetcl | fwd cuDNN | ratio | bwd-data hetcl "
-          "| bwd-data cuDNN | ratio | bwd-filter hetcl | bwd-filter cuDNN | ratio | total ratio "
-          "| cuDNN TF32 total | rel err y / dx / dW / db |",
-          "|---|---|---|---|" + "---:|" * 11 + "---|"]
-    for r in layers:
-        h, c = r["hetcl"], r["cudnn"]
-        cells = [f"{us(h[i])} | {us(c[i])} | {h[i] / c[i]:.2f}" for i in range(3)]
-        bad = any(e >= TOL for e in r["errs"])
-        errs = " / ".join(f"{e:.1e}" for e in r["errs"]) + (" **FAIL**" if bad else "")
-        L.append(f"| {r['model']} | {r['layer']} | {r['shape']} | {r['act']} | "
-                 + " | ".join(cells) + f" | {sum(h) / sum(c):.2f} | {us(sum(r['tf32']))} "
-                 f"| {errs} |")
-    for name in MODELS:
-        convs = [sum(r["hetcl"]) / sum(r["cudnn"]) for r in layers
-                 if r["model"] == name and r["kind"] == "conv"]
-        if convs:
-            L.append(f"\nGeometric mean of the conv layers' (fwd+bwd) ratios, {name}: "
-                     f"**{geomean(convs):.2f}**")
-    L += ["", "Notes: hetcl times are wall time per call over a loop between "
-          "`queue.finish()`s (median of reps). Backward-filter = `op.backward(dxs=[None])` (bias "
-          "+ weight gradient, with the activation derivative); backward-data = full backward "
-          "minus backward-filter. Both backward times are taken after a forward, as in training "
-          "(differences of fwd, fwd+bwd-filter and fwd+full loops). cuDNN times are "
-          "torch.cuda.Event times; its backward-filter also includes the activation derivative "
-          "and bias gradient (aten.convolution_backward / matmul). Errors are against cuDNN FP32; "
-          f"tolerance {TOL:g}.", ""]
-    L += ["## GEMM, square C = A B (GFLOP/s; ratio = hetcl time / cuBLAS FP32 time)", "",
-          "| n | hetcl | cuBLAS FP32 | hetcl time / cuBLAS time | cuBLAS TF32 | check |",
-          "|---:|---:|---:|---:|---:|---|"]
-    for r in gemms:
-        check = "" if r["err"] is None else ("ok" if r["err"] < TOL else "**FAIL**") \
-            + f" (rel err {r['err']:.1e})"
-        L.append(f"| {r['n']} | {r['hetcl']:.0f} | {r['fp32']:.0f} | {r['fp32'] / r['hetcl']:.2f} "
-                 f"| {r['tf32']:.0f} | {check} |")
-    L += ["", "hetcl: OpenCL profiling events; cuBLAS: torch.mm, torch.cuda.Event; medians.", "",
-          f"## Training step (batch {args.batch}, {args.steps} steps after warm-up; images/s)", "",
-          "| model | hetcl | PyTorch FP32 | hetcl time / PyTorch time | PyTorch TF32 |",
-          "|---|---:|---:|---:|---:|"]
-    for name, (ours, fp32, tf32) in trains.items():
-        L.append(f"| {name} | {ours:.0f} | {fp32:.0f} | {fp32 / ours:.2f} | {tf32:.0f} |")
-    L += ["", "hetcl: hetcl.bench.train_throughput (uint8 images resident on the device, "
-          "gathered each step); PyTorch: eager, SGD momentum, CrossEntropyLoss, random data "
-          "already on the GPU.", ""]
-    return "\n".join(L)
-
-
-def plot(layers, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import matplotlib.ticker  # noqa: F401
-    except ImportError:
-        print("matplotlib not installed: no PNG", file=sys.stderr)
-        return
-    labels = [f"{r['model']}\n{r['layer']}" for r in layers]
-    xs = np.arange(len(layers))
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(layers)), 4.5))
-    for i, what in enumerate(("fwd", "bwd-data", "bwd-filter")):
-        ax.bar(xs + (i - 1) * 0.27, [r["hetcl"][i] / r["cudnn"][i] for r in layers], 0.27,
-               label=what)
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(  # label 2x and 5x only
-        lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
-    ax.set_xticks(xs, labels, fontsize=8)
-    ax.set_ylabel("hetcl time / cuDNN FP32 time")
-    ax.set_title("hetcl (OpenCL) vs cuDNN per layer (lower is better for hetcl)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 def main():

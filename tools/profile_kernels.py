@@ -24,6 +24,11 @@ from hetcl.optim import SGD  # noqa: E402
 from hetcl.runtime import Runtime  # noqa: E402
 
 
+# A composite op's launches are recorded under its kernels and under the composite too: only
+# leaf owners are summed, so that no kernel's time counts twice.
+COMPOSITE = {"SplitKGemm", "ConvBackwardData"}
+
+
 def owner_name(owner):
     """A short label for a launch's owner: its kernel's function name (GEMMs with their shape)."""
     if hasattr(owner, "problem"):  # Gemm: (m, n, k, trans_a, trans_b, batch)
@@ -33,46 +38,40 @@ def owner_name(owner):
     return getattr(kernel, "function_name", None) or type(owner).__name__
 
 
-def main():
+def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--devices", default="0", help="one device (hetcl devices lists them)")
     ap.add_argument("--model", default="cifar-cnn", choices=sorted(INPUT_SHAPES))
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--steps", type=int, default=20, help="timed unprofiled steps")
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    rt = Runtime(args.devices)
-    if len(rt.devices) != 1:
-        sys.exit(f"profile_kernels takes one device, got {len(rt.devices)}")
-    device = rt.devices[0]
-    images, labels, batches = random_data(args.model, args.batch_size, 4)
-    model = build_model(args.model, INPUT_SHAPES[args.model], 10, 0)
-    opt = SGD(0.01, 0.9)
 
-    def step(i):
-        rt.train_step_indices(model, opt, images, labels, batches[i % 4], 0.3, 0.3)
-
+def wall_per_step(device, step, steps):
+    """Wall seconds per unprofiled step (host included), after 5 warm-up steps."""
     for i in range(5):
         step(i)
     device.queue.finish()
     t0 = time.perf_counter()
-    for i in range(args.steps):
+    for i in range(steps):
         step(i)
     device.queue.finish()
-    wall = (time.perf_counter() - t0) / args.steps
+    return (time.perf_counter() - t0) / steps
 
-    # One step, node by node, every launch recorded (composite ops such as the split-K GEMM
-    # appear under their own kernels and under the composite: only leaf owners are summed).
-    ex = rt.executor(model, device, args.batch_size)
-    data = rt.resident(device, images, labels, 0.3, 0.3)
+
+def profiled_step(rt, device, model, opt, data, batch_size):
+    """One step, node by node, every launch recorded: -> [(phase, node label, [(owner, event)])].
+    data is (images, labels, batches) as random_data returns them."""
+    images, labels, batches = data
+    ex = rt.executor(model, device, batch_size)
+    resident = rt.resident(device, images, labels, 0.3, 0.3)
     device.profiling = True
-    rows = []  # (phase, node label, [(owner, event)])
+    rows = []
     with record_launches() as launches:
-        ex.gather(data, batches[0])
+        ex.gather(resident, batches[0])
     rows.append(("input", "gather", list(launches)))
-    forward = [i for i in ex.ops]
-    gen = ex.enqueue_step(args.batch_size)
-    labels_seq = ([("forward", model.nodes[i]) for i in forward] + [("loss", None)] +
+    gen = ex.enqueue_step(batch_size)
+    labels_seq = ([("forward", model.nodes[i]) for i in ex.ops] + [("loss", None)] +
                   [("backward", n) for n in reversed(model.nodes[1:ex.upto])])
     for phase, node in labels_seq:
         with record_launches() as launches:
@@ -86,14 +85,15 @@ def main():
         opt.apply(ex.replica)
     rows.append(("update", "all parameters", list(launches)))
     device.queue.finish()
+    return rows
 
-    composite = {"SplitKGemm", "ConvBackwardData"}
-    print(f"{args.model}, batch {args.batch_size} on {device} ({device.name}); host "
-          f"{cpu_model()}")
-    print(f"| phase | node | kernels | device µs | by kernel (µs) |\n|---|---|---:|---:|---|")
+
+def print_nodes(rows):
+    """A markdown row per node with leaf kernels: -> (total µs, kernel count, µs by kernel)."""
+    print("| phase | node | kernels | device µs | by kernel (µs) |\n|---|---|---:|---:|---|")
     total, count, by_kind = 0.0, 0, collections.Counter()
     for phase, label, recs in rows:
-        leaf = [(o, e) for o, e in recs if owner_name(o) not in composite]
+        leaf = [(o, e) for o, e in recs if owner_name(o) not in COMPOSITE]
         if not leaf:
             continue
         parts = collections.Counter()
@@ -106,10 +106,35 @@ def main():
         count += len(leaf)
         detail = ", ".join(f"{k} {v:.0f}" for k, v in parts.most_common())
         print(f"| {phase} | {label} | {len(leaf)} | {us:.0f} | {detail} |")
+    return total, count, by_kind
+
+
+def print_profile(args, device, rows, wall):
+    print(f"{args.model}, batch {args.batch_size} on {device} ({device.name}); host "
+          f"{cpu_model()}")
+    total, count, by_kind = print_nodes(rows)
     print(f"\nkernels per step: {count}; their device time {total / 1e3:.3f} ms; wall per "
           f"unprofiled step {wall * 1e3:.3f} ms ({args.batch_size / wall:.0f} images/s); "
           f"wall - kernels = {(wall * 1e6 - total) / 1e3:.3f} ms")
     print("by kernel: " + ", ".join(f"{k} {v / 1e3:.3f} ms" for k, v in by_kind.most_common()))
+
+
+def main():
+    args = parse_args()
+    rt = Runtime(args.devices)
+    if len(rt.devices) != 1:
+        sys.exit(f"profile_kernels takes one device, got {len(rt.devices)}")
+    device = rt.devices[0]
+    images, labels, batches = random_data(args.model, args.batch_size, 4)
+    model = build_model(args.model, INPUT_SHAPES[args.model], 10, 0)
+    opt = SGD(0.01, 0.9)
+
+    def step(i):
+        rt.train_step_indices(model, opt, images, labels, batches[i % 4], 0.3, 0.3)
+
+    wall = wall_per_step(device, step, args.steps)
+    rows = profiled_step(rt, device, model, opt, (images, labels, batches), args.batch_size)
+    print_profile(args, device, rows, wall)
 
 
 if __name__ == "__main__":
