@@ -26,6 +26,7 @@ import statistics
 import numpy as np
 
 from .codegen import launch, tunedb
+from .codegen.buckets import gemm_bucket
 from .codegen.gemm import record_launches, record_problems, tuned_params
 from .codegen.tuner import MARGIN, tune_gemm
 from .errors import BuildError, HetclError
@@ -150,7 +151,7 @@ def tune(devices, model_names, batch=256, count=12, report=print, db_path=None, 
             def progress(i, total, j=j, label=label):
                 report(f"\r{device.name}: GEMM {j + 1}/{len(problems)} {label}: "
                        f"candidate {i + 1}/{total}   ", end=True)
-            key = ("gemm", tunedb.gemm_bucket(*problem))
+            key = ("gemm", gemm_bucket(*problem))
             current = tuned_params(device, *problem)
             best, ms, before = tune_gemm(device, problem, count, progress=progress)
             if best != current:  # confirmed inside the training step, or not taken

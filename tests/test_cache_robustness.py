@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from hetcl.codegen import cache, tunedb, verdicts
+from hetcl.codegen.buckets import gemm_bucket
 from hetcl.codegen.gemm import gemm, tuned_params
 from hetcl.codegen.params import GemmParams
 
 SHAPE = (8, 8, 8, False, False, 1)
-BUCKET = tunedb.gemm_bucket(*SHAPE)
+BUCKET = gemm_bucket(*SHAPE)
 
 
 def default(device):

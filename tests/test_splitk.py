@@ -76,7 +76,7 @@ def test_hetcl_tune_tunes_the_split_of_lenet5(fresh_db):
     assert result.exit_code == 0, result.output
     splits = json.loads((fresh_db / "tuning.json").read_text())[
         "devices"][dev.fingerprint]["kernels"]["splitk"]
-    conv1 = "NT-6x25x12544"  # 6 filters x 1*5*5, K = 16 images * 28*28 pixels
+    conv1 = bucket(6, 25, 12544, True)  # 6 filters x 1*5*5, K = 16 images * 28*28 pixels
     assert conv1 in splits and all(e["ms"] <= e["default_ms"] for e in splits.values())
     chosen = SplitKParams(**splits[conv1]["params"])
     assert SplitKGemm(dev, 6, 25, 12544, True, 12544, 12544).params == chosen

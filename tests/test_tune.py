@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from hetcl.cli import main
+from hetcl.codegen.buckets import gemm_bucket
 from hetcl.codegen import tunedb
 from hetcl.codegen.gemm import Gemm, gemm, tuned_params
 from hetcl.codegen.params import GemmParams
@@ -23,7 +24,7 @@ def odd_params(device):
 def test_recorded_params_are_used_by_new_gemms(device, fresh_db):
     p = odd_params(device)
     problem = (33, 65, 17, False, True, 1)
-    tunedb.record(device, "gemm", tunedb.gemm_bucket(*problem), p.as_dict(), 0.1, 0.2)
+    tunedb.record(device, "gemm", gemm_bucket(*problem), p.as_dict(), 0.1, 0.2)
     assert tuned_params(device, *problem) == p
     assert Gemm(device, 33, 65, 17, trans_b=True).params == p
     assert Gemm(device, 33, 65, 17, trans_b=False).params != p  # another bucket
@@ -132,7 +133,7 @@ def test_the_other_kernels_are_tuned_in_the_step_and_used_afterwards(device, fre
     assert all(ms <= before and best.valid(device.features)
                for _, _, _, best, ms, before in rows)
     conv0 = {key: best for _, key, _, best, _, _ in rows}[("im2col",
-                                                          "1x28x28 k5x5 s1x1 p2x2 n16")]
+                                                          "n16 1x28x28 k5x5 s1x1 p2x2")]
     assert Im2Col(device, (1, 28, 28), (5, 5), (1, 1), (2, 2), 16).params == conv0
 
 
@@ -147,10 +148,10 @@ def test_conv_dx_choice_is_found_and_timed_in_the_step(device, fresh_db):
         pytest.skip("covered on the first device (a cifar-cnn step takes a while)")
     kernels = tune_module.step_kernels("cifar-cnn", device, 2)
     found = {bucket: entry for (kernel, bucket), entry in kernels.items() if kernel == "conv_dx"}
-    assert sorted(found) == ["128x16x16 f128 k3x3 s1x1 p1x1 n2", "64x32x32 f64 k3x3 s1x1 p1x1 n2"]
+    assert sorted(found) == ["n2 128x16x16 f128 k3x3 s1x1 p1x1", "n2 64x32x32 f64 k3x3 s1x1 p1x1"]
     assert all(current == ConvDxParams(0) and space == [ConvDxParams(0), ConvDxParams(1)]
                for current, space in found.values())
-    key = ("conv_dx", "128x16x16 f128 k3x3 s1x1 p1x1 n2")
+    key = ("conv_dx", "n2 128x16x16 f128 k3x3 s1x1 p1x1")
     [(params, before, ms)] = tune_module.compare_in_step("cifar-cnn", device, 2, key,
                                                          ConvDxParams(0), [ConvDxParams(1)], 2)
     assert params == ConvDxParams(1) and before > 0 and ms > 0

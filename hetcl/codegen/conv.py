@@ -11,6 +11,7 @@ import itertools
 
 import numpy as np
 
+from .buckets import shape_bucket
 from .launch import Launch, choose, round_up
 from .params import KernelParams
 
@@ -107,12 +108,13 @@ class _ConvData:
         self.out_hw = conv_out_hw((self.h, self.w), kernel_hw, stride_hw, pad_hw)
         self.rows = self.c * self.kh * self.kw
         self.cols = self.images * self.out_hw[0] * self.out_hw[1]
-        bucket = (f"{self.c}x{self.h}x{self.w} k{self.kh}x{self.kw} s{self.sh}x{self.sw} "
-                  f"p{self.ph}x{self.pw} n{self.images}")
+        shape = f"{self.c}x{self.h}x{self.w} k{self.kh}x{self.kw} s{self.sh}x{self.sw} " \
+                f"p{self.ph}x{self.pw}"
         layout = {}
         if planes is not None:
             layout = {"img_stride": int(planes[0]), "chan_stride": int(planes[1])}
-            bucket += f" planes{layout['img_stride']}x{layout['chan_stride']}"
+            shape += f" planes{layout['img_stride']}x{layout['chan_stride']}"
+        bucket = shape_bucket(self.images, shape)
         self.params = params or choose(device, self.params_cls, self.kernel, bucket,
                                        self.params_cls.defaults(device.features))
         self._launch = Launch(

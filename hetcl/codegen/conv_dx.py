@@ -20,6 +20,7 @@ import dataclasses
 from ..buffers import empty
 from .conv import Col2Im, Im2Col, WeightFlip
 from .gemm import Gemm
+from .buckets import shape_bucket
 from .launch import attribute, choose
 from .params import KernelParams
 
@@ -62,8 +63,8 @@ class ConvBackwardData:
         self.geo = (tuple(in_chw), tuple(kernel), tuple(stride), tuple(pad))
         self.out_hw, self.ldz = tuple(out_hw), int(ldz)
         c, h, w = in_chw
-        bucket = (f"{c}x{h}x{w} f{f} k{kernel[0]}x{kernel[1]} s{stride[0]}x{stride[1]} "
-                  f"p{pad[0]}x{pad[1]} n{n}")
+        bucket = shape_bucket(n, f"{c}x{h}x{w} f{f} k{kernel[0]}x{kernel[1]} "
+                                 f"s{stride[0]}x{stride[1]} p{pad[0]}x{pad[1]}")
         fits = by_conv_fits(in_chw, f, kernel, stride, pad, out_hw)
         self.params = choose(device, ConvDxParams, "conv_dx", bucket,
                              ConvDxParams.defaults(device.features)) if fits else ConvDxParams(0)

@@ -9,6 +9,7 @@ the event.
 import dataclasses
 import itertools
 
+from .buckets import shape_bucket
 from .launch import Launch, choose
 from .params import FLOAT_BYTES, INT_MAX, VECTOR_WIDTHS, KernelParams, vector_width
 
@@ -188,7 +189,7 @@ class BiasAct:
         _check_choice("act", act, ACTIVATIONS)
         _check_choice("src_layout", src_layout, LAYOUTS)
         self.act, self.src_layout, self.bias = act, src_layout, bool(bias)
-        bucket = f"{self.n}x{self.f}x{self.s} {act} {src_layout} bias{int(self.bias)}"
+        bucket = shape_bucket(self.n, f"{self.f}x{self.s} {act} {src_layout} bias{int(self.bias)}")
         self.params = params or choose(device, EltwiseParams, "bias_act", bucket,
                                        EltwiseParams.defaults(device.features))
         total = self.n * self.f * self.s
@@ -216,7 +217,7 @@ class ActBwd:
         _check_choice("act", act, ACTIVATIONS)
         _check_choice("dst_layout", dst_layout, LAYOUTS)
         self.act, self.dst_layout = act, dst_layout
-        bucket = f"{self.n}x{self.f}x{self.s} {act} {dst_layout}"
+        bucket = shape_bucket(self.n, f"{self.f}x{self.s} {act} {dst_layout}")
         self.params = params or choose(device, EltwiseParams, "act_bwd", bucket,
                                        EltwiseParams.defaults(device.features))
         total = self.n * self.f * self.s
@@ -241,7 +242,7 @@ class BiasGrad:
         self.n, self.f, self.s = _shape(n, f, s)
         _check_choice("layout", layout, LAYOUTS)
         self.layout, self.accumulate = layout, bool(accumulate)
-        bucket = f"{self.n}x{self.f}x{self.s} {layout} acc{int(self.accumulate)}"
+        bucket = shape_bucket(self.n, f"{self.f}x{self.s} {layout} acc{int(self.accumulate)}")
         default = BiasGradParams.for_shape(device.features, self.n, self.f, self.s, layout)
         if not default.valid(device.features):
             default = BiasGradParams.defaults(device.features).fit(layout, self.s)

@@ -5,7 +5,7 @@ import numpy as np
 import pyopencl as cl
 
 from .launch import build_variant, choose, enqueue, record_launches  # noqa: F401  (re-exported)
-from . import tunedb
+from .buckets import gemm_bucket
 from .params import GemmParams
 
 _ARG_TYPES = ([np.int32] * 3 + [np.float32] * 2 + [None, np.int32, np.int32, np.int32] * 3)
@@ -27,7 +27,7 @@ def record_problems():
 
 def tuned_params(device, m, n, k, trans_a, trans_b, batch):
     """The tuning DB's parameters for this shape class on this device, else the defaults."""
-    return choose(device, GemmParams, "gemm", tunedb.gemm_bucket(m, n, k, trans_a, trans_b, batch),
+    return choose(device, GemmParams, "gemm", gemm_bucket(m, n, k, trans_a, trans_b, batch),
                   GemmParams.for_shape(device.features, m, n, k))
 
 
@@ -68,7 +68,7 @@ class Gemm:
         self.global_size = self.params.global_size(rows, cols, self.batch)
         self.local_size = self.params.local_size()
         self.last_args = None
-        self.tune = ("gemm", tunedb.gemm_bucket(*self.problem), None)
+        self.tune = ("gemm", gemm_bucket(*self.problem), None)
 
     def _swap(self, params):
         # op(A)^T op(B)^T without local memory: compute C^T = B A instead (both operands then

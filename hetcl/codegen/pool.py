@@ -8,6 +8,7 @@ import itertools
 
 import numpy as np
 
+from .buckets import shape_bucket
 from .launch import Launch, choose, round_up
 from .params import KernelParams
 
@@ -67,7 +68,7 @@ class _MaxPool:
             raise ValueError(f"bad pooling shape: input {in_nchw}, window {size_hw}, "
                              f"stride {stride_hw}")
         self.out_shape = (n, c, (h - kh) // sh + 1, (w - kw) // sw + 1)
-        bucket = f"{n}x{c}x{h}x{w} k{kh}x{kw} s{sh}x{sw}"
+        bucket = shape_bucket(n, f"{c}x{h}x{w} k{kh}x{kw} s{sh}x{sw}")
         self.params = params or choose(device, PoolParams, self.kernel, bucket,
                                        PoolParams.defaults(device.features))
         elements = int(np.prod(self.out_shape if self.kernel == "maxpool_fwd"

@@ -13,6 +13,7 @@ import dataclasses
 from ..buffers import empty
 from .eltwise import BiasGrad
 from .gemm import Gemm, tuned_params
+from .buckets import shape_bucket
 from .launch import attribute, choose
 from .params import KernelParams
 
@@ -51,7 +52,8 @@ class SplitKParams(KernelParams):
 
 
 def bucket(m, n, k, trans_b):
-    return f"N{'T' if trans_b else 'N'}-{m}x{n}x{k}"
+    """The reduced length k is the one that follows the batch (a weight gradient's)."""
+    return shape_bucket(k, f"N{'T' if trans_b else 'N'}-{m}x{n}")
 
 
 class SplitKGemm:
@@ -64,7 +66,7 @@ class SplitKGemm:
         key = bucket(m, n, k, trans_b)
         default = SplitKParams.for_shape(device, m, n, k, trans_b)
         chosen = params or choose(device, SplitKParams, "splitk", key, default)
-        if chosen.P > k:  # no empty slices; a stored entry never has this (exact buckets)
+        if chosen.P > k:  # no empty slices (an entry of a larger k of the same class can)
             if params:
                 raise ValueError(f"SplitKParams {params}: more slices than K={k}")
             chosen = default

@@ -5,8 +5,8 @@ JSON, layout:
    "devices": {<fingerprint>: {"name": .., "vendor": .., "kind": .., "driver": ..,
                                "kernels": {<kernel>: {<bucket>: {"params": {..},
                                                                   "ms": .., "default_ms": ..}}}}}}
-A bucket is a string naming the shape class (GEMM: transposes and each of m, n, k rounded up to
-a power of two), so one entry serves the shapes near the one tuned.
+A bucket is a string naming the shape class (buckets.py: the one schema of every kernel), so one
+entry serves the shapes near the one tuned, the shards of a split batch included.
 
 Lookup order: the user's DB (cache dir, written by `hetcl tune`), then the DB shipped with the
 package (hetcl/codegen/tuned.json); in each, the device itself (fingerprint: same device, same
@@ -22,6 +22,7 @@ import json
 import os
 import warnings
 
+from . import buckets as buckets_schema
 from .cache import cache_dir, write_json
 
 FORMAT = 1
@@ -123,8 +124,8 @@ def _clean_kernels(kernels, who, problems):
             if reason:
                 problems.append(f"entry '{kernel} {bucket}' for device {who} is malformed "
                                 f"({reason})")
-            else:
-                out[kernel][bucket] = hit
+            else:  # (the first of two old buckets that share a new one stays)
+                out[kernel].setdefault(buckets_schema.upgrade(kernel, bucket), hit)
     return out
 
 
@@ -166,18 +167,6 @@ def write(path, data):
     write_json(path, data)  # atomic: an interrupted tune leaves the previous complete DB
 
 
-def pow2(x):
-    p = 1
-    while p < x:
-        p *= 2
-    return p
-
-
-def gemm_bucket(m, n, k, trans_a, trans_b, batch):
-    return f"{'T' if trans_a else 'N'}{'T' if trans_b else 'N'}-{pow2(m)}x{pow2(n)}x{pow2(k)}" \
-           f"{'-batched' if batch > 1 else ''}"
-
-
 class TuneDB:
     """Both DBs, loaded once per process (reload() after a tune)."""
 
@@ -202,17 +191,25 @@ class TuneDB:
             return self.overlay[kernel, bucket], True
         for db in self.dbs:
             own = db["devices"].get(device.fingerprint)
-            hit = own and own["kernels"].get(kernel, {}).get(bucket)
+            hit = own and _entry(own["kernels"].get(kernel, {}), bucket)
             if hit:
                 return hit["params"], True
         p = device.profile
         for db in self.dbs:
             for entry in db["devices"].values():
                 if entry.get("vendor") == p["vendor"] and entry.get("kind") == p["kind"]:
-                    hit = entry["kernels"].get(kernel, {}).get(bucket)
+                    hit = _entry(entry["kernels"].get(kernel, {}), bucket)
                     if hit:
                         return hit["params"], False
         return None, False
+
+
+def _entry(entries, bucket):
+    """The entry of the bucket, else of the nearest that serves it (buckets.py)."""
+    if bucket in entries:
+        return entries[bucket]
+    near = buckets_schema.nearest(bucket, entries)
+    return entries[near] if near else None
 
 
 _db = None
