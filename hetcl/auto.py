@@ -6,8 +6,8 @@ momentum over) - then the faster by median step time is kept (the first AUTO_WAR
 each, which build kernels and cut the dense slices, are not timed) and the choice is logged
 with both measurements and the bytes each moves per step. Measured rather than modelled: how
 much of data parallelism's transfers hide behind the backward pass, and what hybrid's host round
-trips cost, depend on the devices and the model (a byte count alone picked hybrid on two H200s
-where data parallelism was 1.8x faster).
+trips cost, depend on the devices and the model (a byte count alone can pick hybrid where
+data parallelism is clearly faster: docs/benchmarks.md, 'Hybrid parallelism').
 """
 import time
 

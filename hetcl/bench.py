@@ -70,7 +70,8 @@ class TrainLoop:
     buffer; with several devices it lasts until the scheduler has settled its split - at least
     30 steps - and built its kernels), then timed in windows by rate(). Configurations
     compared in alternating windows see the same spells of a noisy host (a host-bound LeNet-5
-    step on a GPU swings 10-25% from one second to the next on the GPU machine's VM).
+    step on a GPU swings from one second to the next: docs/benchmarks.md, 'Several devices at
+    once').
     world: an mpi.World; batch_size is then the global batch, split across the ranks.
     parallel, adaptive: as for runtime.Runtime."""
 
@@ -109,7 +110,7 @@ class TrainLoop:
 
     def rate(self, steps=20, min_seconds=1.0):
         """Images/s by the wall clock over `steps` steps, more until min_seconds have passed
-        (LeNet-5 steps on a GPU take under 1 ms: 20 of them are swung by any pause of the
+        (LeNet-5 steps on a GPU are so short that 20 of them are swung by any pause of the
         host); not with a world, whose ranks must all run the same steps. The host thread
         runs on one core while timed, as in `hetcl train` (affinity.py)."""
         with host_thread_pinned(self.rt.devices, self.world):
@@ -159,10 +160,10 @@ def alone_and_together(name, devices, modes, batch_size, steps, rounds, notes,
     `rounds` windows. The first round times them in turn and finds the best device alone;
     from the second on, the other devices run first and the best one and the together modes
     back to back, in reverse order every other round: the windows that a ratio compares are
-    neighbours in time (on the GPU machine the host's slow spells last seconds: with a CPU
-    window between them, LeNet-5 rounds spread from 0.62x to 1.08x, next to each other from
-    0.93x to 1.08x) and none always runs first. The scheduler's messages are added to
-    `notes`; progress(label) before each warm-up and window.
+    neighbours in time (a host's slow spells can last seconds: with another device's window
+    between them, the ratios of LeNet-5 rounds spread far wider than side by side;
+    docs/benchmarks.md, 'Several devices at once') and none always runs first. The
+    scheduler's messages are added to `notes`; progress(label) before each warm-up and window.
     -> ({device index: [rate per round]}, {mode: [rate per round]},
         {mode: (last split, bytes moved a step)})"""
     runs = [("alone", dev) for dev in devices] + [("together", mode) for mode in modes]

@@ -26,8 +26,9 @@ class Device:
 
     Profiling: every command's start and end times are recorded while ``profiling`` is True (the
     default: the tuner and the benchmarks read them). It costs host time - on NVIDIA's driver
-    a kernel launch took 16 us with it and 10 us without (tools/bench_launch.py, H200) - so the
-    runtime turns it off for the training steps it does not measure. Each role (main, copy) then
+    a kernel launch costs markedly more on a profiling queue (tools/bench_launch.py;
+    docs/benchmarks.md, 'Several devices at once') - so the runtime turns it off for the
+    training steps it does not measure. Each role (main, copy) then
     uses a second queue without profiling; a role switches queues lazily, at its next command,
     behind a barrier on the other queue's last command, so that the role stays in order and
     switching back and forth between two commands costs nothing."""
@@ -103,8 +104,8 @@ class Device:
         """Keep the events of non-blocking host transfers until they have completed. pyopencl
         returns a NannyEvent for them, which holds the host array and, when dropped, *waits*
         for the transfer: a non-blocking upload whose event is dropped at once blocks the
-        host until everything queued before it has run (measured on PoCL: 12 ms behind two
-        GEMMs, 0.05 ms with the event kept). Completed events are let go now and then."""
+        host until everything queued before it has run (docs/benchmarks.md, 'Several devices
+        at once'). Completed events are let go now and then."""
         self._retired.extend(e for e in events if e is not None)
         if len(self._retired) > 64:
             done = cl.command_execution_status.COMPLETE

@@ -8,8 +8,8 @@ chunk whose epilogue adds the bias, applies the activation and stores NCHW (no [
 round trip); the backward turns dy into dz in "fns"
 (activation derivative fused), and dW is a split-K GEMM per chunk, accumulated over chunks.
 (Reading the columns inside the GEMMs instead - implicit im2col - was measured slower on a GPU:
-docs/benchmarks.md, "cuDNN comparison and tuning".) dx from dz: codegen/conv_dx.py (col2im, or for stride 1
-a convolution of dz with the flipped weights, whichever the tuning DB says is faster).
+docs/benchmarks.md, 'Layers'.) dx from dz: codegen/conv_dx.py (col2im, or for stride 1 a
+convolution of dz with the flipped weights, whichever the tuning DB says is faster).
 """
 import numpy as np
 
@@ -23,9 +23,9 @@ from .codegen.splitk import SplitKGemm
 from .codegen.update import Axpby
 
 COL_BUDGET_BYTES = {"cpu": 64 << 20, "gpu": 512 << 20}
-# GPUs: at least COL_BUDGET_BYTES["gpu"], or this fraction of the device's memory: a 141 GB H200
-# keeps cifar-cnn's 1.2 GB conv1 columns at batch 512 in one chunk (each extra chunk redoes
-# im2col in the backward pass and adds a short, inefficient tail GEMM)
+# GPUs: at least COL_BUDGET_BYTES["gpu"], or this fraction of the device's memory, so that a
+# large GPU keeps even a big conv layer's columns in one chunk (each extra chunk redoes im2col
+# in the backward pass and adds a short, inefficient tail GEMM; docs/benchmarks.md, 'Layers')
 COL_BUDGET_SHARE = 1 / 32
 
 
@@ -45,7 +45,7 @@ class Lazy:
 class DenseOp:
     def __init__(self, device, n, fin, fout, act):
         # x [n,fin] @ W^T; a deep, narrow product (e.g. 8192 -> 256) is split along K so that
-        # it fills a GPU (16 tiles of 64x64 would leave most of an H100 idle)
+        # it fills a GPU (16 tiles of 64x64 would leave most of a large GPU's compute units idle)
         self.fwd = SplitKGemm(device, n, fout, fin, True, fin, fin) \
             if fin >= 8 * max(n, fout) else Gemm(device, n, fout, fin, trans_b=True)
         self.bias_act = BiasAct(device, n, fout, 1, act, "nfs", bias=True)

@@ -27,8 +27,8 @@ class SGD:
 
     def apply(self, replica):
         """Update one replica's parameters from its gradients (enqueued, not waited for): one
-        launch for up to SGDMulti.MAX_TENSORS parameters (a launch costs the host 10-20 us on
-        a GPU, where a multi-GPU step is host-bound)."""
+        launch for up to SGDMulti.MAX_TENSORS parameters (every launch costs host time, and a
+        multi-GPU step is host-bound: docs/benchmarks.md, 'Several devices at once')."""
         momentum = replica.state.setdefault("momentum", {})
         tensors = []
         for name, p in replica.params.items():

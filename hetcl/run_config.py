@@ -26,7 +26,8 @@ class TrainConfig:
     data: str = None
     epochs: int = 2
     batch_size: int = 256
-    # Defaults measured on Fashion-MNIST (docs/benchmarks.md, "Training defaults").
+    # Defaults measured on Fashion-MNIST (docs/benchmarks.md, "Training throughput", the
+    # accuracy runs).
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4

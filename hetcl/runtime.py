@@ -192,7 +192,7 @@ class Runtime(ResidentSteps):
 
     def _measuring(self, exchange, plan):
         """Whether the scheduler measures this step. Reading every kernel's profiling times
-        costs host time (~1 us an event): every step's at first, then every measure_every-th
+        costs host time for every event: every step's at first, then every measure_every-th
         (the scheduler smooths them). Profiling is on only where measured (device.py; back on
         after the step: _profiling_restored)."""
         measure = exchange is not None and len(plan) > 1 and \

@@ -63,9 +63,8 @@ class _ConvDataParams(KernelParams):
             # parallelism; 128-wide groups give the scheduler several warps per group.
             return cls(WG=128, WPT=1, CPT=1)
         # CPU: one work-item per (channel, image) plane copying contiguous runs; one-item groups
-        # leave PoCL's work-group vectoriser nothing to do, LLVM vectorises each run. Measured on
-        # PoCL, 2 cores, LeNet-5 batch 256, against the per-column/pixel forms: im2col conv1
-        # 6.4 -> 0.5 ms, conv2 4.9 -> 0.45-0.7 ms; col2im 256x6x14x14 k5 1.6-3.3 -> 0.7 ms.
+        # leave PoCL's work-group vectoriser nothing to do, LLVM vectorises each run. Several
+        # times faster than the per-column/pixel forms on PoCL (docs/benchmarks.md, 'Layers').
         return cls(WG=1, WPT=1, CPT=1, PLANES=1)
 
     @classmethod

@@ -6,10 +6,10 @@ BY_CONV = 1 (stride-1 convolutions only): dx is itself a convolution - of dz, ze
   K-1-pad, with each filter's taps reversed and filters and channels swapped (WeightFlip:
   Wt[C, F*KH*KW]) - so im2col of dz and a GEMM whose epilogue stores NCHW give dx. It writes
   F*KH*KW column rows where the first way writes and re-reads C*KH*KW, and its GEMM has the
-  forward GEMM's shape. Which is faster depends on the device: on PoCL here cifar-cnn's
-  64->64 conv was slower this way (backward 32 vs 27 ms at batch 16), its 128->128 conv a
-  little faster (15.7 vs 16.8 ms). On an H200, timed in the training step at batch 256 (the
-  tuner's choice): 64->64 0.763 -> 0.631 ms, 128->128 0.587 -> 0.540 ms.
+  forward GEMM's shape. Which is faster depends on the device and the layer: on a 2-core
+  PoCL CPU cifar-cnn's 64->64 conv was slower this way and its 128->128 conv a little faster;
+  on a GPU, timed in the training step (the tuner's choice), both were faster
+  (docs/benchmarks.md, 'Tuning').
 
 Layouts: dz is [F, N*OH*OW] ("fns", row length ldz), dx NCHW; the column buffer is the conv's
 own, [C*KH*KW, chunk*OH*OW] floats, reused (BY_CONV = 1 is offered only where its

@@ -53,11 +53,10 @@ class EltwiseParams(KernelParams):
     def defaults(cls, features):
         if features["simt"]:
             # GPU: a float4 per work-item, 256-wide groups: 16-byte coalesced transactions
-            # (measured on an H200, NVIDIA OpenCL, 256x64x1024 relu: 36 us, ~3.7 TB/s; VW=1:
-            # 56 us; VW=16: 190 us).
+            # (faster than scalars, far faster than float16: docs/benchmarks.md, 'Layers').
             return cls(WGS=256, WPT=1, VW=4)
-        # CPU: explicit float16 vectors (measured on PoCL, 2 cores, 256x6x784 relu: 0.36 ms vs
-        # 2.7 ms with VW=1 left to PoCL's own vectorisation across work-items).
+        # CPU: explicit float16 vectors: VW=1, left to PoCL's own vectorisation across
+        # work-items, is much slower (docs/benchmarks.md, 'Layers').
         return cls(WGS=64, WPT=1, VW=16).capped(vector_width(features))
 
     @classmethod
@@ -110,11 +109,11 @@ class BiasGradParams(KernelParams):
     @classmethod
     def defaults(cls, features):
         if features["simt"]:
-            # GPU: 256 work-items per feature reading interleaved (coalesced) elements
-            # (H200, 256x64x1024 "fns": 47 us; the "nfs" case prefers VW=4: 66 vs 126 us).
+            # GPU: 256 work-items per feature reading interleaved (coalesced) elements (the
+            # "nfs" layout alone prefers VW=4: docs/benchmarks.md, 'Layers').
             return cls(WGS=256, FPG=1, VW=1, BLOCKED=0)
         # CPU: a few work-items per feature, each streaming through a contiguous block with
-        # 16 Kahan lanes (measured on PoCL, 2 cores, 256x6x784: 0.21 ms; one lane: 2.4 ms).
+        # 16 Kahan lanes (one lane is many times slower: docs/benchmarks.md, 'Layers').
         return cls(WGS=16, FPG=1, VW=16, BLOCKED=1).capped(vector_width(features))
 
     @classmethod
@@ -123,8 +122,8 @@ class BiasGradParams(KernelParams):
         bandwidth, and the generic default (one 256-item group per feature) gives them too few
         where features are few and long (a conv's bias over N*S = 65536: 128 groups) or many
         and short (a split-K GEMM's sum of P partial results: 147456 features of 117 terms,
-        one group of 256 items each, most of them idle). H200, cifar-cnn batch 256: these two
-        kinds took 0.75 ms of a 6.4 ms step with the generic default."""
+        one group of 256 items each, most of them idle). With the generic default these two
+        kinds took a large share of a GPU's cifar-cnn step (docs/benchmarks.md, 'Layers')."""
         base = cls.defaults(features)
         if not features["simt"]:
             return base.fit(layout, s)

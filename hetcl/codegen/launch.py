@@ -62,7 +62,7 @@ def enqueue(owner, queue, args, wait_for=None):
     """Enqueue owner.kernel (global/local size from the owner) with args. OpenCL kernels keep
     their arguments between launches, and in a training step most launches repeat the last
     ones exactly, so arguments are set only when one changed: setting them is more than half
-    of pyopencl's host time per launch (4.3 -> 1.8 us measured on PoCL)."""
+    of pyopencl's host time per launch (docs/benchmarks.md, 'Training throughput')."""
     if args != owner.last_args:  # (tuple comparison: identity first, so buffers are cheap)
         owner.kernel.set_args(*args)
         owner.last_args = args
@@ -132,5 +132,5 @@ class Launch:
         self.last_args = None
 
     def __call__(self, *args, wait_for=None, queue=None):
-        # (a list comprehension: 0.32 us here against a generator's 0.44; every launch pays it)
+        # (a list comprehension: cheaper than a generator, and every launch pays it)
         return enqueue(self, queue, tuple([getattr(a, "buffer", a) for a in args]), wait_for)

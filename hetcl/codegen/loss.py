@@ -50,8 +50,8 @@ class LossParams(KernelParams):
     @classmethod
     def defaults(cls, features):
         if features["simt"]:
-            # GPU: 32 work-items share a row (coalesced reads, 1000 classes in 32 steps). H200,
-            # 256 rows: 10 classes 5.4 us (launch-bound), 1000 classes 9.6 us (TPR=1: 163 us).
+            # GPU: 32 work-items share a row (coalesced reads, 1000 classes in 32 steps); a row
+            # per work-item (TPR=1) is far slower on wide rows (docs/benchmarks.md, 'Layers').
             return cls(TPR=32, RPG=8)
         # CPU: a row per work-item; rows are short (10-1000 classes) and caches do the rest.
         return cls(TPR=1, RPG=16)

@@ -143,11 +143,10 @@ class GemmParams(KernelParams):
             # docs/benchmarks.md, "GPU GEMM kernel".
             return cls(MWG=128, NWG=128, KWG=16, MDIMC=16, NDIMC=16, VWN=4, USE_LOCAL=1,
                        VWM=4, DBUF=1)
-        # CPU (measured with PoCL on 2 AVX-512 cores, 1024^3): each work-item is a register
-        # block (cpu_block); 16 work-items stacked along M go through each panel of B together
-        # (a barrier per KWG step), so it is read from L1 rather than L2/L3. 1x1 work-groups
-        # (no panel sharing): -30% at 1024^3, -50% at 2048^3. (The old 16x128 float16 default:
-        # -45% even with the same template.)
+        # CPU: each work-item is a register block (cpu_block); 16 work-items stacked along M go
+        # through each panel of B together (a barrier per KWG step), so it is read from L1
+        # rather than L2/L3. 1x1 work-groups (no panel sharing) and a 16x128 float16 tile were
+        # both clearly slower on large squares (docs/benchmarks.md, 'GEMM').
         mwi, nwg, vwn = cls.cpu_block(features)
         return cls(MWG=16 * mwi, NWG=nwg, KWG=128, MDIMC=16, NDIMC=1, VWN=vwn, USE_LOCAL=0)
 
@@ -199,17 +198,16 @@ class GemmParams(KernelParams):
     def for_shape(cls, features, m, n, k):
         """The default for one problem shape (the tuning DB overrides it). On CPUs the 128-row
         panels of the default only pay off when M and K are large; the skinny GEMMs of small
-        conv layers (M = 6 or 16 filters, K = 25, or K = a batch of pixels) run 3-13x faster as
-        one-work-item groups of one register block (measured on PoCL, 2 AVX-512 cores, 8 x 32:
-        6x200704x25 4.8 -> 1.6 ms, 16x150x25600 (NT) 5.7 -> 1.0 ms, 150x25600x16 (TN) 6.3 ->
-        0.9 ms)."""
+        conv layers (M = 6 or 16 filters, K = 25, or K = a batch of pixels) run several times
+        faster as one-work-item groups of one register block (docs/benchmarks.md, 'GEMM')."""
         if not features["local_memory"] and (m < 128 or k < 128):
             mwi, nwg, vwn = cls.cpu_block(features)
             return cls(MWG=mwi, NWG=nwg, KWG=128, MDIMC=1, NDIMC=1, VWN=vwn, USE_LOCAL=0)
         if features["local_memory"] and m <= 64:
             # GPU, few rows (the conv layers' filters): 128-row tiles would be half empty.
-            # Wide N: 32x128 tiles of 4x8 per work-item (H200, conv 64x262144x576: 34.7 TFLOP/s,
-            # 128x128: 17); else 64x64 tiles of 8x8 (more work-groups for a narrow N).
+            # Wide N: 32x128 tiles of 4x8 per work-item (far faster than 128x128 tiles on a
+            # conv's 64x262144x576: docs/benchmarks.md, 'GEMM'); else 64x64 tiles of 8x8 (more
+            # work-groups for a narrow N).
             if n >= 4096:
                 return cls(MWG=32, NWG=128, KWG=16, MDIMC=8, NDIMC=16, VWN=4, USE_LOCAL=1,
                            VWM=4, DBUF=1)

@@ -44,8 +44,8 @@ class PoolParams(KernelParams):
         if features["simt"]:
             # GPU: one item per work-item for the most parallelism, several warps per group.
             return cls(WG=128, WPT=1)
-        # CPU: one work-item per plane (measured on PoCL, 2 cores, 256x6x28x28, 2x2/2: bwd
-        # 0.8 -> 0.15 ms, fwd 0.27 -> 0.16 ms vs one element per work-item with WG=256).
+        # CPU: one work-item per plane: faster in both passes, most in the backward, than one
+        # element per work-item with WG=256 (docs/benchmarks.md, 'Layers').
         return cls(WG=4, WPT=1, PLANES=1)
 
     @classmethod
