@@ -12,8 +12,6 @@ import numpy as np
 
 from .errors import ShapeError
 
-ACTIVATIONS = ("relu", "sigmoid")
-
 
 def _pair(v):
     return (int(v), int(v)) if np.isscalar(v) else tuple(int(x) for x in v)

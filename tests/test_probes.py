@@ -18,7 +18,7 @@ from hetcl.codegen.conv import Col2Im, Col2ImParams, Im2Col, Im2ColParams, Weigh
 from hetcl.codegen.eltwise import ActBwd, BiasAct, BiasGrad, BiasGradParams, EltwiseParams
 from hetcl.codegen.loss import LossParams, SigmoidBCE, SoftmaxCE
 from hetcl.codegen.pool import MaxPoolBwd, MaxPoolFwd, PoolParams
-from hetcl.codegen.update import SGD, Axpby, SGDMulti, UpdateParams
+from hetcl.codegen.update import Axpby, SGDMulti, SGDStep, UpdateParams
 
 TOL = 1e-5
 
@@ -53,8 +53,8 @@ CASES = {
     "sigmoid_bce-uchar": lambda d: SigmoidBCE(d, 57, 10, "uchar", params=LossParams(1, 4)),
     "softmax_ce-one": lambda d: SoftmaxCE(d, 1, 1, "uchar"),
     # update: tails, one element, several tensors of odd sizes
-    "sgd-nesterov": lambda d: SGD(d, 1003, nesterov=True, params=UpdateParams(32, 2, 4)),
-    "sgd-one": lambda d: SGD(d, 1),
+    "sgd-nesterov": lambda d: SGDStep(d, 1003, nesterov=True, params=UpdateParams(32, 2, 4)),
+    "sgd-one": lambda d: SGDStep(d, 1),
     "sgd_multi": lambda d: SGDMulti(d, (1, 1003, 64, 5), params=UpdateParams(16, 1, 1)),
     "sgd_multi-nesterov": lambda d: SGDMulti(d, (7, 300), nesterov=True,
                                              params=UpdateParams(64, 4, 16)),

@@ -6,7 +6,7 @@ import pytest
 
 import reference as R
 from hetcl.buffers import empty, to_device
-from hetcl.codegen.update import SGD, Axpby, SGDMulti, UpdateParams
+from hetcl.codegen.update import Axpby, SGDMulti, SGDStep, UpdateParams
 
 TOL = 1e-4
 PICKS = [UpdateParams(16, 1, 1), UpdateParams(32, 2, 4), UpdateParams(64, 4, 16)]
@@ -37,7 +37,7 @@ def test_sgd_steps(device, config):
     rng = np.random.default_rng(0)
     # The five configs between them run every parameter set; size 1 is all tail.
     for size, p in [(1003, sets[list(CONFIGS).index(config) % len(sets)]), (1, sets[0])]:
-        op = SGD(device, size, nesterov=nesterov, params=p)
+        op = SGDStep(device, size, nesterov=nesterov, params=p)
         p_ref = rng.standard_normal(size).astype(np.float32)
         v_ref = np.zeros(size, np.float32)
         p_d = to_device(device, p_ref)
@@ -61,7 +61,7 @@ def test_sgd_multi_equals_one_sgd_per_tensor(device, config):
     sizes = (1003, 1, 4096 + 37, 64)
     for params in param_sets(device):
         multi = SGDMulti(device, sizes, nesterov=nesterov, params=params)
-        singles = [SGD(device, n, nesterov=nesterov, params=params) for n in sizes]
+        singles = [SGDStep(device, n, nesterov=nesterov, params=params) for n in sizes]
         start = [rng.standard_normal(n).astype(np.float32) for n in sizes]
         a = [(to_device(device, p), empty(device, (n,)).fill(0.0)) for p, n in zip(start, sizes)]
         b = [(to_device(device, p), empty(device, (n,)).fill(0.0)) for p, n in zip(start, sizes)]

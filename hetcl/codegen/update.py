@@ -29,7 +29,7 @@ def _size(size):
     return size
 
 
-class SGD:
+class SGDStep:
     """In place on p and v (float32 [size]), as tests/reference.py sgd_step:
     d = g + weight_decay*p; v = momentum*v + d; p -= lr * (d + momentum*v if nesterov else v).
     With momentum == 0, v is set to d without being read."""

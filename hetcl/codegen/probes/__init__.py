@@ -21,7 +21,7 @@ PROBES = {"vector_probe.cl.mako": "hetcl.codegen.vector_probe:probe",
           "pool.cl.mako": "hetcl.codegen.probes.conv:pool"}
 
 # The activations of eltwise.ACTIVATIONS (and a GEMM epilogue's) in numpy.
-ACTIVATIONS = {"none": lambda x: x, "relu": lambda x: np.maximum(x, 0),
+NUMPY_ACTIVATIONS = {"none": lambda x: x, "relu": lambda x: np.maximum(x, 0),
                "sigmoid": lambda x: 1 / (1 + np.exp(-x))}
 
 

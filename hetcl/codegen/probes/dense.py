@@ -4,8 +4,8 @@ import numpy as np
 from ..gather import Gather
 from ..gemm import Gemm
 from ..loss import LABEL_TYPES, SigmoidBCE, SoftmaxCE
-from ..update import SGD, Axpby, SGDMulti
-from . import ACTIVATIONS, relative_error
+from ..update import SGDMulti, SGDStep, Axpby
+from . import NUMPY_ACTIVATIONS, relative_error
 
 
 def gemm(device, params, trans_a=False, trans_b=False, trans_c=False, epilogue=None):
@@ -26,7 +26,7 @@ def gemm(device, params, trans_a=False, trans_b=False, trans_c=False, epilogue=N
     if epilogue:
         bias = rng.standard_normal(m).astype(np.float32)
         act, s = epilogue
-        ref = ACTIVATIONS[act](ref + bias[:, None]).reshape(m, n // s, s).transpose(1, 0, 2)
+        ref = NUMPY_ACTIVATIONS[act](ref + bias[:, None]).reshape(m, n // s, s).transpose(1, 0, 2)
         out = empty(device, ref.shape)
         op(to_device(device, a), to_device(device, b), out, bias=to_device(device, bias))
     else:
@@ -103,7 +103,7 @@ def update(device, params, kernel, size=None, sizes=None, nesterov=0):
     host = [rng.standard_normal((3, n)).astype(np.float32) for n in sizes or (size,)]  # p, g, v
     tensors = [tuple(to_device(device, a) for a in pgv) for pgv in host]
     if kernel == "sgd":
-        SGD(device, size, bool(nesterov), params=params)(*tensors[0], lr, momentum, weight_decay)
+        SGDStep(device, size, bool(nesterov), params=params)(*tensors[0], lr, momentum, weight_decay)
     else:
         SGDMulti(device, sizes, bool(nesterov), params=params)(tensors, lr, momentum, weight_decay)
     error = 0.0

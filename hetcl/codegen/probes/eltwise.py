@@ -3,7 +3,7 @@
 import numpy as np
 
 from ..eltwise import ActBwd, BiasAct, BiasGrad
-from . import ACTIVATIONS, relative_error
+from . import NUMPY_ACTIVATIONS, relative_error
 
 # dy * act'(x), written with the activation's output y (as the kernel has it)
 _DACT = {"none": lambda y, dy: dy, "relu": lambda y, dy: dy * (y > 0),
@@ -22,12 +22,12 @@ def _probe_bias_act(device, params, rng, n, f, s, layout, act, bias):
     y = empty(device, (n, f, s)).fill(np.nan)
     BiasAct(device, n, f, s, act, layout, bias=bool(bias), params=params)(
         to_device(device, _to_layout(z, layout)), to_device(device, b) if bias else None, y)
-    return relative_error(y.get(), ACTIVATIONS[act](z.astype(np.float64) + (b[:, None] if bias else 0)))
+    return relative_error(y.get(), NUMPY_ACTIVATIONS[act](z.astype(np.float64) + (b[:, None] if bias else 0)))
 
 
 def _probe_act_bwd(device, params, rng, n, f, s, layout, act):
     from ...buffers import empty, to_device
-    y = ACTIVATIONS[act](4 * rng.standard_normal((n, f, s))).astype(np.float32)
+    y = NUMPY_ACTIVATIONS[act](4 * rng.standard_normal((n, f, s))).astype(np.float32)
     dy = rng.standard_normal((n, f, s)).astype(np.float32)
     dz = empty(device, (n * f * s,)).fill(np.nan)
     ActBwd(device, n, f, s, act, layout, params=params)(
