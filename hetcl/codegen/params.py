@@ -92,6 +92,13 @@ class GemmParams(KernelParams):
     DBUF: int = 0
 
     template = "gemm.cl.mako"
+    # Accumulators per work-item, (MWG/MDIMC) x (NWG/NDIMC): check() accepts up to MAX; the
+    # search (space, neighbours) stays within SEARCHED, past which registers spill.
+    MAX_ACCUMULATORS = 512
+    SEARCHED_ACCUMULATORS = 256
+
+    def accumulators(self):
+        return (self.MWG // self.MDIMC) * (self.NWG // self.NDIMC)
 
     def check(self):
         if min(self.MWG, self.NWG, self.KWG, self.MDIMC, self.NDIMC, self.VWN) < 1:
@@ -102,8 +109,8 @@ class GemmParams(KernelParams):
             return "MWG must be a multiple of MDIMC and NWG of NDIMC"
         if (self.NWG // self.NDIMC) % self.VWN:
             return "NWI = NWG/NDIMC must be a multiple of VWN"
-        if (self.MWG // self.MDIMC) * (self.NWG // self.NDIMC) > 512:
-            return "more than 512 accumulators per work-item"
+        if self.accumulators() > self.MAX_ACCUMULATORS:
+            return f"more than {self.MAX_ACCUMULATORS} accumulators per work-item"
         if self.VWM not in (1, 2, 4, 8, 16):
             return f"VWM={self.VWM} is not an OpenCL vector width (1, 2, 4, 8, 16)"
         if self.DBUF not in (0, 1):
@@ -190,7 +197,7 @@ class GemmParams(KernelParams):
                 continue
             p = self.replace(**move)
             if p != self and p not in out and p.valid(features) and \
-                    (p.MWG // p.MDIMC) * (p.NWG // p.NDIMC) <= 256:
+                    p.accumulators() <= self.SEARCHED_ACCUMULATORS:
                 out.append(p)
         return out
 
@@ -223,7 +230,7 @@ class GemmParams(KernelParams):
                     (16, 32, 64, 128), (16, 32, 64, 128), (4, 8, 16, 32), (4, 8, 16, 32),
                     (4, 8, 16, 32), (1, 2, 4, 8), (0, 1), (1, 2, 4, 8), (0, 1)):
                 p = cls(mwg, nwg, kwg, mdimc, ndimc, vwn, loc, vwm, dbuf)
-                if p.check() is None and (mwg // mdimc) * (nwg // ndimc) <= 256:
+                if p.check() is None and p.accumulators() <= cls.SEARCHED_ACCUMULATORS:
                     out.append(p)
             return out
         # CPU: register-blocked work-items (MWI rows x NV vectors of VWN) stacked MDIMC high;
