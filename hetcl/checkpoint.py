@@ -16,11 +16,11 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import zipfile
 
 import numpy as np
 
+from .atomic import write_atomically
 from .errors import HetclError
 
 FORMAT = 2
@@ -33,26 +33,8 @@ class CheckpointError(HetclError):
     pass
 
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _atomic_write(path, write):
-    """write(f) into a temporary file beside path, then rename it over path. The file gets the
-    mode a plain open() would (mkstemp's is 0600)."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=TEMP_PREFIX)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
+    write_atomically(path, write, prefix=TEMP_PREFIX, durable=True)
 
 
 def _remove(path):

@@ -23,6 +23,7 @@ import warnings
 import pyopencl as cl
 
 from .. import settings
+from ..atomic import write_atomically
 from ..errors import BuildError
 from ..log import debug, debug_level
 from .render import render
@@ -77,17 +78,9 @@ def _write_atomic(path, blob):
     """Write `blob` to a temporary file beside `path` and rename it over `path`. An OSError
     leaves no temporary file behind, is warned about once and makes this return False: an
     unwritable cache costs rebuilds, never the run."""
-    directory = os.path.dirname(path)
     try:
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)
-            os.replace(tmp, path)
-        except BaseException:  # a full disk, or an interrupt: the half-written file goes too
-            _remove(tmp)
-            raise
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_atomically(path, lambda f: f.write(blob))
     except OSError as e:
         _warn_unwritable(path, e)
         return False
