@@ -57,14 +57,20 @@ class JsonLog:
             self.file.close()
 
 
-def plot_curves(history, path):
-    """history: list of epoch records with train_loss, train_acc, test_acc."""
+def pyplot():
+    """matplotlib.pyplot on a file-only backend, or a one-line error saying how to get it."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         raise HetclError("--plot needs matplotlib: pip install 'hetcl[plot]'") from None
+    return plt
+
+
+def plot_curves(history, path):
+    """history: list of epoch records with train_loss, train_acc, test_acc."""
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(epochs, [h["train_loss"] for h in history], marker="o")

@@ -11,6 +11,7 @@ import tempfile
 import time
 
 from .errors import HetclError
+from .metrics import pyplot
 
 
 class RunLock:
@@ -86,7 +87,4 @@ def check_outputs(checkpoint=None, log=None, plot=None):
                              f"writable place") from None
     if plot:
         _writable_dir(os.path.dirname(os.path.abspath(plot)), "the plot's directory")
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise HetclError("--plot needs matplotlib: pip install 'hetcl[plot]'") from None
+        pyplot()  # (its one-line error where matplotlib is missing)
