@@ -3,7 +3,7 @@
 The kernels take labels and indices as addresses: a label outside the model's classes reads
 another row's logits (a wrong loss) or memory far past the buffer (a crash), an index outside
 the data set gathers whatever lies there, and float images cast to uint8 for upload become
-zeros. So the runtime's entry points (runtime.py, resident_steps.py) call these first; each
+zeros. So the runtime's entry points (runtime.py, resident_sets.py) call these first; each
 raises a one-line ShapeError or InputError that says what was wrong and what to do.
 """
 import numpy as np

@@ -10,7 +10,7 @@ mid-step is removed with a warning and the step is redone on the others with the
 arguments: no step lost, none counted twice (faults.py). With an mpi.World, each process (rank)
 takes its slice of every global batch first, and the sums span the ranks too (mpi.py, comm.py).
 What the runtime holds per model (replicas, executors, mode, optimizer state) is its
-ModelState (model_state.py); steps on data sets kept on the devices are in resident_steps.py.
+ModelState (model_state.py); data sets kept on the devices are its ResidentSets (resident_sets.py).
 """
 import contextlib
 import time
@@ -25,13 +25,13 @@ from .errors import HetclError, ShapeError
 from .executor import StepResult
 from .hybrid_plan import MODES
 from .model_state import ModelState
-from .resident_steps import ResidentSteps
+from .resident_sets import ResidentSets
 from .scheduler import Scheduler
 from .strategies import STRATEGIES, StepFailed
 from .trace import Tracer
 
 
-class Runtime(ResidentSteps):
+class Runtime:
     # Steps between the scheduler's measured steps, after the first 20: a measured step waits
     # for every read and profiles every command (docs/benchmarks.md, "Several devices").
     measure_every = 32
@@ -59,8 +59,7 @@ class Runtime(ResidentSteps):
             self.devices = world.pick(self.devices, devices)
         share_contexts(self.devices)
         self._models = weakref.WeakKeyDictionary()  # model -> ModelState
-        self._resident = {}
-        self._label_ranges = {}  # (id(images), id(labels)) of resident sets -> (min, max)
+        self.resident_sets = ResidentSets()
         self.scheduler = Scheduler([f"{d.index}:{d.name}" for d in self.devices], granule,
                                    adaptive=adaptive, exchange_alone=world is not None)
         self._exchange = GradientExchange(self.tracer)
@@ -95,22 +94,17 @@ class Runtime(ResidentSteps):
     def load_optimizer_state(self, model, state):
         self.state(model).load_optimizer_state(state)
 
+    def resident(self, device, images, labels, mean=0.0, std=1.0):
+        """uint8 images [N, ...] and labels [N] uploaded once to the device (cached)."""
+        return self.resident_sets.get(device, images, labels, mean, std)
+
     def first_device(self):
         """Where single-device work (inference) runs: the first device that has not failed."""
         return next(d for i, d in enumerate(self.devices) if i not in self.failed)
 
-    def _prepare(self, model, x, y=None):
-        """x as float32 and the model built for it; x and the labels y of a training batch
-        checked before any kernel runs (inputs.py)."""
-        x = inputs.batch(model, x)
-        if y is not None:
-            inputs.check_labels(model, y, len(x))
-            inputs.check_finite(x)
-        return x
-
     def forward(self, model, x, batch_size=256):
         """Logits for x (numpy in, numpy out), in batches on the first device."""
-        x = self._prepare(model, x)
+        x = inputs.batch(model, x)  # as float32, and the model built for it
         n = min(batch_size, len(x))
         ex = self.executor(model, self.first_device(), n)
         outs = []
@@ -121,6 +115,12 @@ class Runtime(ResidentSteps):
                                                         np.float32)])
             outs.append(ex.forward(chunk).get()[:len(x) - start])
         return np.concatenate(outs)
+
+    def evaluate_indices(self, model, images, labels, mean=0.0, std=1.0, batch_size=256):
+        """-> predicted class per sample of a resident uint8 set (on the first device)."""
+        self.resident_sets.check(model, images, labels)
+        ex = self.executor(model, self.first_device(), min(batch_size, len(images)))
+        return self.resident_sets.predict(ex, images, labels, mean, std)
 
     def pause(self):
         """The caller stopped stepping for a while (a benchmark timing something else): the
@@ -229,17 +229,21 @@ class Runtime(ResidentSteps):
                 compute[i], exchange[i] = c, x
         return compute, exchange
 
-    def _numpy_step(self, model, x, y, split):
-        x = self._prepare(model, x, y)
+    def _numpy_feed(self, model, x, y):
+        """-> n, feed(executor, a, b) for a step on a numpy batch: x as float32 and the model
+        built for it, x and the labels y checked before any kernel runs (inputs.py)."""
+        x = inputs.batch(model, x)
+        inputs.check_labels(model, y, len(x))
+        inputs.check_finite(x)
         y = np.asarray(y)
-        return self.step_on_devices(model, len(x), lambda ex, a, b: ex.set_input(x[a:b], y[a:b]),
-                                    split)
+        return len(x), lambda ex, a, b: ex.set_input(x[a:b], y[a:b])
 
     def gradients(self, model, x, y, split=None):
         """(loss, {name: gradient}) of the batch, without changing the parameters.
         split: optional shard size per device (default: the scheduler's)."""
+        n, feed = self._numpy_feed(model, x, y)
         with self._profiling_restored():
-            result, replicas = self._numpy_step(model, x, y, split)
+            result, replicas = self.step_on_devices(model, n, feed, split)
             loss = result.get()[0]
         hybrid = self.state(model).hybrid
         if hybrid:
@@ -260,9 +264,28 @@ class Runtime(ResidentSteps):
 
     def train_step(self, model, opt, x, y, return_correct=False, split=None):
         """One SGD step on a numpy batch (x already normalised). -> loss [, correct count]"""
+        return self._train(model, opt, *self._numpy_feed(model, x, y), return_correct, split=split)
+
+    def train_step_indices(self, model, opt, images, labels, indices, mean=0.0, std=1.0,
+                           return_correct=False, defer=False):
+        """One SGD step on samples `indices` of a uint8 data set kept on every device; the
+        kernels normalise (x/255 - mean)/std while gathering. defer=True returns a StepResult
+        at once, without waiting for the step's loss: read it (get()) after enqueueing the next
+        step, and the host prepares that step while the devices still compute this one - with
+        several GPUs the host's enqueueing is the limit otherwise (docs/benchmarks.md)."""
+        self.resident_sets.check(model, images, labels)
+        indices = inputs.indices(indices, len(images))
+        feed = self.resident_sets.feed(images, labels, indices, mean, std)
+        return self._train(model, opt, len(indices), feed, return_correct, defer=defer)
+
+    def _train(self, model, opt, n, feed, return_correct, split=None, defer=False):
+        """The step and the update, with profiling back on after them (_profiling_restored).
+        -> the StepResult where defer, else loss [, correct count]"""
         with self._profiling_restored():
-            result, replicas = self._numpy_step(model, x, y, split)
+            result, replicas = self.step_on_devices(model, n, feed, split, defer)
             self.apply_update(model, opt, replicas)
+        if defer:
+            return result
         loss, correct = result.get()
         return (loss, correct) if return_correct else loss
 

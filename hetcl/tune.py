@@ -27,7 +27,8 @@ import numpy as np
 
 from .codegen import launch, tunedb
 from .codegen.buckets import gemm_bucket
-from .codegen.gemm import record_launches, record_problems, tuned_params
+from .codegen.gemm import record_problems, tuned_params
+from .codegen.launch import record_launches
 from .codegen.tuner import MARGIN, tune_gemm
 from .errors import BuildError, HetclError
 from .device import event_seconds

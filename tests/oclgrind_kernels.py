@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hetcl  # noqa: E402
 from hetcl.codegen.gemm import gemm  # noqa: E402
-from hetcl.codegen.params import GemmParams  # noqa: E402
+from hetcl.codegen.gemm import GemmParams  # noqa: E402
 from hetcl.layers import Add, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid  # noqa: E402
 from hetcl.optim import SGD  # noqa: E402
 from test_graph import numpy_run, rel  # noqa: E402

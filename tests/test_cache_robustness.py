@@ -11,7 +11,7 @@ import pytest
 from hetcl.codegen import cache, tunedb, verdicts
 from hetcl.codegen.buckets import gemm_bucket
 from hetcl.codegen.gemm import gemm, tuned_params
-from hetcl.codegen.params import GemmParams
+from hetcl.codegen.gemm import GemmParams
 
 SHAPE = (8, 8, 8, False, False, 1)
 BUCKET = gemm_bucket(*SHAPE)

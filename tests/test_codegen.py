@@ -11,7 +11,8 @@ import pytest
 
 from hetcl.codegen import cache
 from hetcl.codegen.gemm import gemm
-from hetcl.codegen.params import GemmParams, KernelParams
+from hetcl.codegen.gemm import GemmParams
+from hetcl.codegen.params import KernelParams
 from hetcl.codegen.render import kernel_dirs, render
 from hetcl.errors import BuildError, TemplateError
 from conftest import subprocess_env

@@ -12,7 +12,7 @@ import reference
 from hetcl.buffers import empty, to_device
 from hetcl.codegen.conv import Col2Im, Col2ImParams, Im2Col, Im2ColParams
 from hetcl.codegen.gemm import Gemm
-from hetcl.codegen.params import GemmParams
+from hetcl.codegen.gemm import GemmParams
 
 TOL = 1e-4
 

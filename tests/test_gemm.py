@@ -8,7 +8,7 @@ import pytest
 
 from hetcl.buffers import empty, to_device
 from hetcl.codegen.gemm import Gemm
-from hetcl.codegen.params import GemmParams
+from hetcl.codegen.gemm import GemmParams
 from conftest import DEVICES
 
 TOL = 1e-5

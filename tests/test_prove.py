@@ -19,7 +19,7 @@ from hetcl import check
 from hetcl.cli import main
 from hetcl.codegen import launch, prove, verdicts
 from hetcl.codegen.gemm import gemm
-from hetcl.codegen.params import GemmParams
+from hetcl.codegen.gemm import GemmParams
 from hetcl.device import Device, list_devices, parse_selection
 from hetcl.host_cpu import same_host_cpu
 from hetcl.errors import DeviceWarning, VariantWarning

@@ -10,8 +10,7 @@ from click.testing import CliRunner
 from hetcl.cli import main
 from hetcl.codegen.buckets import gemm_bucket
 from hetcl.codegen import tunedb
-from hetcl.codegen.gemm import Gemm, gemm, tuned_params
-from hetcl.codegen.params import GemmParams
+from hetcl.codegen.gemm import Gemm, GemmParams, gemm, tuned_params
 from hetcl.codegen.tuner import tune_gemm
 
 
@@ -159,16 +158,35 @@ def test_conv_dx_choice_is_found_and_timed_in_the_step(device, fresh_db):
 
 def test_gemm_neighbours_are_valid_one_step_moves():
     """The GPU GEMM search's local moves: valid points that differ from the start along one
-    axis or one pair of axes, by one step of that axis."""
+    axis or one pair of axes of its grid, by one step of that axis."""
     feat = dict(local_memory=True, simt=True, max_work_group_size=1024, local_mem_bytes=49152)
     start = GemmParams.for_shape(feat, 64, 262144, 576)
+    grid = GemmParams.grids(feat)[0]
     near = start.neighbours(feat)
     assert len(near) >= 8 and start not in near and len(set(near)) == len(near)
     for p in near:
-        assert p.valid(feat) and p.USE_LOCAL
-        changed = [k for k in GemmParams.AXES if getattr(p, k) != getattr(start, k)]
+        assert p.valid(feat) and p.searched() and p.USE_LOCAL
+        changed = [k for k in grid if getattr(p, k) != getattr(start, k)]
         assert 1 <= len(changed) <= 2
         for k in changed:
-            axis = GemmParams.AXES[k]
-            assert abs(axis.index(getattr(p, k)) - axis.index(getattr(start, k))) == 1
+            assert abs(grid[k].index(getattr(p, k)) - grid[k].index(getattr(start, k))) == 1
+    # a point outside every grid of the device (the CPU default on a GPU) has none
     assert GemmParams.defaults(dict(feat, local_memory=False)).neighbours(feat) == []
+
+
+def test_kernel_spaces_are_checked_searched_and_unique():
+    """space() of every kernel: the points of its grids that pass check() and searched(),
+    each once; the GEMM's CPU space keeps to register blocks of at most 24 vectors."""
+    from hetcl.codegen.eltwise import BiasGradParams
+    from hetcl.codegen.loss import LossParams
+    cpu = dict(local_memory=False, simt=False, max_work_group_size=4096, local_mem_bytes=1 << 20)
+    for cls in (GemmParams, BiasGradParams, LossParams):
+        space = cls.space(cpu)
+        assert space and len(set(space)) == len(space)
+        assert all(p.check() is None and p.searched() for p in space)
+    for p in GemmParams.space(cpu):
+        assert not p.USE_LOCAL and p.NDIMC == 1
+        assert (p.MWG // p.MDIMC) * (p.NWG // p.VWN) <= 24
+    assert not GemmParams(MWG=16 * 12, NWG=48, KWG=128, MDIMC=16, NDIMC=1, VWN=16,
+                          USE_LOCAL=0).searched()  # 12 rows x 3 vectors: 36 accumulators
+    assert max(p.work_group_size() for p in BiasGradParams.space(cpu)) <= 1024

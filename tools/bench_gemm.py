@@ -25,7 +25,7 @@ import numpy as np
 
 from hetcl.buffers import empty, to_device  # noqa: E402
 from hetcl.codegen.gemm import Gemm, tuned_params  # noqa: E402
-from hetcl.codegen.params import GemmParams  # noqa: E402
+from hetcl.codegen.gemm import GemmParams  # noqa: E402
 from hetcl.device import select_devices  # noqa: E402
 from hetcl.bench import cpu_model, median_time  # noqa: E402
 

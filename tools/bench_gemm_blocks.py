@@ -13,7 +13,7 @@ import numpy as np
 from hetcl.bench import median_time  # noqa: E402
 from hetcl.buffers import empty, to_device  # noqa: E402
 from hetcl.codegen.gemm import Gemm  # noqa: E402
-from hetcl.codegen.params import GemmParams  # noqa: E402
+from hetcl.codegen.gemm import GemmParams  # noqa: E402
 from hetcl.device import select_devices  # noqa: E402
 
 BLOCKS = ((8, 32, 16), (8, 32, 8), (6, 16, 8), (4, 24, 8), (6, 24, 8), (4, 32, 8))

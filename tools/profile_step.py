@@ -106,9 +106,7 @@ def main():
                 d.queue.finish()
             tracer.clear()
             t0 = time.perf_counter()
-        idx = batches[i % 4]
-        feed = lambda ex, a, b: ex.gather(
-            rt.resident(ex.replica.device, images, labels, 0.3, 0.3), idx[a:b])
+        feed = rt.resident_sets.feed(images, labels, batches[i % 4], 0.3, 0.3)
         rt.apply_update(model, opt,
                         rt.step_on_devices(model, args.batch_size, feed, split=split)[1])
     for d in rt.devices:

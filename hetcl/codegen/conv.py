@@ -7,7 +7,6 @@ The col layout is documented in the template header. Shapes are compile-time con
 generated program; each object builds once in its constructor, ``__call__`` only enqueues.
 """
 import dataclasses
-import itertools
 
 import numpy as np
 
@@ -37,24 +36,17 @@ class _ConvDataParams(KernelParams):
     PLANES: int = 0
 
     template = "conv2d.cl.mako"
+    LOCAL = ("WG", 1)
+    CHOICES = {"PLANES": (0, 1)}
+    GRIDS = ({"WG": (16, 32, 64, 128, 256), "WPT": (1, 2, 4, 8), "CPT": (1, 2, 4),
+              "PLANES": (0,)},
+             {"WG": (1, 4, 16, 64), "WPT": (1, 2, 4, 8), "CPT": (1,), "PLANES": (1,)})
 
-    def check(self):
-        if min(self.WG, self.WPT, self.CPT) < 1:
-            return "every tunable must be positive"
-        if self.PLANES not in (0, 1):
-            return "PLANES is 0 or 1"
-        if self.PLANES and self.CPT != 1:
-            return "PLANES=1 takes CPT=1 (a task is one channel plane)"
-        return None
-
-    def work_group_size(self):
-        return self.WG
+    def rules(self):
+        yield not self.PLANES or self.CPT == 1, "PLANES=1 takes CPT=1 (a task is one channel plane)"
 
     def global_size(self, items, channels):
         return (round_up(-(-items // self.WPT), self.WG), -(-channels // self.CPT))
-
-    def local_size(self):
-        return (self.WG, 1)
 
     @classmethod
     def defaults(cls, features):
@@ -66,14 +58,6 @@ class _ConvDataParams(KernelParams):
         # leave PoCL's work-group vectoriser nothing to do, LLVM vectorises each run. Several
         # times faster than the per-column/pixel forms on PoCL (docs/benchmarks.md, 'Layers').
         return cls(WG=1, WPT=1, CPT=1, PLANES=1)
-
-    @classmethod
-    def space(cls, features):
-        out = [cls(wg, wpt, cpt) for wg, wpt, cpt in
-               itertools.product((16, 32, 64, 128, 256), (1, 2, 4, 8), (1, 2, 4))
-               if cls(wg, wpt, cpt).check() is None]
-        return out + [cls(wg, wpt, 1, 1)
-                      for wg, wpt in itertools.product((1, 4, 16, 64), (1, 2, 4, 8))]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,8 +101,7 @@ class _ConvData:
         self.params = params or choose(device, self.params_cls, self.kernel, bucket,
                                        self.params_cls.defaults(device.features))
         self._launch = Launch(
-            device, self.params, self.kernel, self._arg_types, self._global_size,
-            self.params_cls.local_size, tune=(self.kernel, bucket, None),
+            device, self.params, self.kernel, self._arg_types, self._global_size, tune=(self.kernel, bucket, None),
             kernel=self.kernel, c=self.c, h=self.h, w=self.w, kh=self.kh, kw=self.kw,
             sh=self.sh, sw=self.sw, ph=self.ph, pw=self.pw, images=self.images, **layout)
         self.params = self._launch.params
@@ -162,7 +145,7 @@ class WeightFlip:
         kh, kw = (int(v) for v in kernel_hw)
         params = params or Im2ColParams(WG=64 if device.features["simt"] else 1)
         self._launch = Launch(device, params, "wflip", [None, None],
-                              lambda p: (round_up(f * c * kh * kw, p.WG),), lambda p: (p.WG,),
+                              lambda p: (round_up(f * c * kh * kw, p.WG), 1),
                               kernel="wflip", c=int(f), h=int(c), w=kw, kh=kh, kw=kw, sh=1,
                               sw=1, ph=0, pw=0, images=1)
 

@@ -30,19 +30,13 @@ class ConvDxParams(KernelParams):
     """BY_CONV: 0 dcol GEMM + col2im; 1 flipped weights, im2col of dz and a GEMM."""
     BY_CONV: int = 0
 
-    def check(self):
-        return None if self.BY_CONV in (0, 1) else "BY_CONV is 0 or 1"
-
-    def work_group_size(self):
-        return 1  # launches no kernel itself
+    # launches no kernel itself: no template, no work-group (LOCAL)
+    CHOICES = {"BY_CONV": (0, 1)}
+    GRIDS = ({"BY_CONV": (0, 1)},)
 
     @classmethod
     def defaults(cls, features):
         return cls(0)
-
-    @classmethod
-    def space(cls, features):
-        return [cls(0), cls(1)]
 
 
 def by_conv_fits(in_chw, f, kernel, stride, pad, out_hw):

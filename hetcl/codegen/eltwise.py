@@ -7,7 +7,6 @@ Each class builds its kernel once in the constructor; ``__call__`` only enqueues
 the event.
 """
 import dataclasses
-import itertools
 
 from .buckets import shape_bucket
 from .launch import Launch, choose
@@ -27,27 +26,18 @@ class EltwiseParams(KernelParams):
     VW: int = 1
 
     template = "eltwise.cl.mako"
+    LOCAL = ("WGS",)
+    CHOICES = {"VW": VECTOR_WIDTHS}
+    GRIDS = ({"WGS": (16, 32, 64, 128, 256), "WPT": (1, 2, 4, 8), "VW": VECTOR_WIDTHS},)
 
-    def check(self):
-        if min(self.WGS, self.WPT, self.VW) < 1:
-            return "every tunable must be positive"
-        if self.VW not in VECTOR_WIDTHS:
-            return f"VW={self.VW} is not an OpenCL vector width {VECTOR_WIDTHS}"
-        if self.WPT * self.VW > 64:
-            return "more than 64 elements per work-item"
-        return None
-
-    def work_group_size(self):
-        return self.WGS
+    def rules(self):
+        yield self.WPT * self.VW <= 64, "more than 64 elements per work-item"
 
     def elements_per_group(self):
         return self.WGS * self.WPT * self.VW
 
     def global_size(self, total):
         return (max(1, -(-int(total) // self.elements_per_group())) * self.WGS,)
-
-    def local_size(self):
-        return (self.WGS,)
 
     @classmethod
     def defaults(cls, features):
@@ -58,16 +48,6 @@ class EltwiseParams(KernelParams):
         # CPU: explicit float16 vectors: VW=1, left to PoCL's own vectorisation across
         # work-items, is much slower (docs/benchmarks.md, 'Layers').
         return cls(WGS=64, WPT=1, VW=16).capped(vector_width(features))
-
-    @classmethod
-    def space(cls, features):
-        out = []
-        for wgs, wpt, vw in itertools.product((16, 32, 64, 128, 256), (1, 2, 4, 8),
-                                              (1, 2, 4, 8, 16)):
-            p = cls(wgs, wpt, vw)
-            if p.check() is None:
-                out.append(p)
-        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,29 +62,17 @@ class BiasGradParams(KernelParams):
     BLOCKED: int = 1
 
     template = "eltwise.cl.mako"
-
-    def check(self):
-        if self.WGS < 1 or self.WGS & (self.WGS - 1):
-            return f"WGS={self.WGS} must be a power of two (reduction tree)"
-        if self.FPG < 1:
-            return "FPG must be positive"
-        if self.VW not in VECTOR_WIDTHS:
-            return f"VW={self.VW} is not an OpenCL vector width {VECTOR_WIDTHS}"
-        if self.BLOCKED not in (0, 1):
-            return "BLOCKED is 0 or 1"
-        return None
-
-    def work_group_size(self):
-        return self.WGS * self.FPG
+    LOCAL = ("FPG", "WGS")
+    CHOICES = {"VW": VECTOR_WIDTHS, "BLOCKED": (0, 1)}
+    POWERS_OF_TWO = ("WGS",)
+    GRIDS = ({"WGS": (1, 4, 16, 64, 256), "FPG": (1, 2, 4, 8, 16, 32), "VW": (1, 4, 8, 16),
+              "BLOCKED": (0, 1)},)
 
     def local_mem_bytes(self):
         return FLOAT_BYTES * self.WGS * self.FPG
 
     def global_size(self, f):
         return (-(-int(f) // self.FPG) * self.FPG, self.WGS)
-
-    def local_size(self):
-        return (self.FPG, self.WGS)
 
     @classmethod
     def defaults(cls, features):
@@ -149,16 +117,6 @@ class BiasGradParams(KernelParams):
                 return self.replace(VW=vw)
         return self.replace(VW=1)
 
-    @classmethod
-    def space(cls, features):
-        out = []
-        for wgs, fpg, vw, blocked in itertools.product(
-                (1, 4, 16, 64, 256), (1, 2, 4, 8, 16, 32), (1, 4, 8, 16), (0, 1)):
-            p = cls(wgs, fpg, vw, blocked)
-            if p.check() is None and p.work_group_size() <= 1024:
-                out.append(p)
-        return out
-
 
 def _shape(n, f, s):
     n, f, s = int(n), int(f), int(s)
@@ -193,7 +151,7 @@ class BiasAct:
                                        EltwiseParams.defaults(device.features))
         total = self.n * self.f * self.s
         self.launch = Launch(device, self.params, "bias_act", [None] * (3 if self.bias else 2),
-                             lambda p: p.global_size(total), EltwiseParams.local_size,
+                             lambda p: p.global_size(total),
                              tune=("bias_act", bucket, None),
                              kernel="bias_act", n=self.n, f=self.f, s=self.s, act=act,
                              layout=src_layout, bias=int(self.bias))
@@ -221,7 +179,7 @@ class ActBwd:
                                        EltwiseParams.defaults(device.features))
         total = self.n * self.f * self.s
         self.launch = Launch(device, self.params, "act_bwd", [None] * 3,
-                             lambda p: p.global_size(total), EltwiseParams.local_size,
+                             lambda p: p.global_size(total),
                              tune=("act_bwd", bucket, None),
                              kernel="act_bwd", n=self.n, f=self.f, s=self.s, act=act,
                              layout=dst_layout)
@@ -251,7 +209,7 @@ class BiasGrad:
         candidates = lambda: list(dict.fromkeys(  # noqa: E731
             p.fit(layout, self.s) for p in BiasGradParams.valid_space(device.features)))
         self.launch = Launch(device, self.params, "bias_grad", [None] * 2,
-                             lambda p: p.global_size(self.f), BiasGradParams.local_size,
+                             lambda p: p.global_size(self.f),
                              tune=("bias_grad", bucket, candidates),
                              fit=lambda p: p.fit(layout, self.s),
                              kernel="bias_grad", n=self.n, f=self.f, s=self.s, layout=layout,

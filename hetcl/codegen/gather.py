@@ -5,7 +5,6 @@ The images and labels are uploaded once per device (hetcl.buffers.to_device of t
 uint8 arrays); each step only uploads batch int32 indices and enqueues this one kernel.
 """
 import dataclasses
-import itertools
 
 import numpy as np
 
@@ -23,23 +22,13 @@ class GatherParams(KernelParams):
     VW: int = 4
 
     template = "gather.cl.mako"
-
-    def check(self):
-        if min(self.WG, self.WPT, self.VW) < 1:
-            return "every tunable must be positive"
-        if self.VW not in VECTOR_WIDTHS:
-            return f"VW={self.VW} is not an OpenCL vector width {VECTOR_WIDTHS}"
-        return None
-
-    def work_group_size(self):
-        return self.WG
+    LOCAL = ("WG", 1)
+    CHOICES = {"VW": VECTOR_WIDTHS}
+    GRIDS = ({"WG": (16, 32, 64, 128, 256), "WPT": (1, 2, 4), "VW": VECTOR_WIDTHS},)
 
     def global_size(self, batch, sample_size):
         units = -(-int(sample_size) // self.VW)
         return (round_up(-(-units // self.WPT), self.WG), int(batch))
-
-    def local_size(self):
-        return (self.WG, 1)
 
     @classmethod
     def defaults(cls, features):
@@ -50,11 +39,6 @@ class GatherParams(KernelParams):
         # CPU: explicit 16-wide vectors (one uchar16 load, one float16 store), one group per
         # row of up to 16*64 = 1024 bytes: a whole MNIST row per group.
         return cls(WG=64, WPT=1, VW=16).capped(vector_width(features))
-
-    @classmethod
-    def space(cls, features):
-        return [cls(wg, wpt, vw) for wg, wpt, vw in
-                itertools.product((16, 32, 64, 128, 256), (1, 2, 4), VECTOR_WIDTHS)]
 
 
 def _check(array, name, dtype, size):
@@ -84,7 +68,7 @@ class Gather:
         self._launch = Launch(
             device, self.params, "gather",
             [None, None, None, None, None, np.int64, np.int32, np.float32, np.float32],
-            lambda p: p.global_size(self.batch, self.sample_size), GatherParams.local_size,
+            lambda p: p.global_size(self.batch, self.sample_size),
             batch=self.batch, s=self.sample_size)
         self.params = self._launch.params
 

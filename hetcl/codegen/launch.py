@@ -110,27 +110,34 @@ def round_up(n, multiple):
 
 
 class Launch:
-    def __init__(self, device, params, kernel_name, arg_types, global_size, local_size,
-                 options="", tune=None, fit=None, **context):
+    """One kernel of a template built for one device and shape: its parameters (the variant
+    built), its launch geometry (global size from the shape, the work-group from the
+    parameters' LOCAL) and its arguments, set only when they change (enqueue)."""
+
+    def __init__(self, device, params, kernel_name, arg_types, global_size, options="",
+                 tune=None, fit=None, context=None, **names):
         """tune: (kernel, bucket, candidates or None) - the tuning-DB entry that chose params
         (see choose()); candidates() lists the points worth trying for this shape (default:
-        the valid points of the params' space). global_size, local_size: tuples, or functions
-        of the params that give them (where a variant that replaces a broken one, see
-        build_variant, has another geometry); fit: see build_variant. ``params`` is the
-        variant built."""
+        the valid points of the params' space). global_size: a function of the params that
+        gives it (a variant that replaces a broken one, see build_variant, may have another
+        geometry); fit: see build_variant. The template context: `names`, or context(params)
+        where it depends on the variant."""
         self.device = device
         self.tune = tune
         reason = params.invalid_reason(device.features)
         if reason:
             raise ValueError(f"{type(params).__name__} {params} invalid on {device}: {reason}")
-        self.params, program = build_variant(device, params, context, options, fit)
+        self.params, program = build_variant(device, params, context or names, options, fit)
         self.kernel = cl.Kernel(program, kernel_name)  # a kernel object per launch: own args
         self.kernel.set_scalar_arg_dtypes(arg_types)
-        geometry = [g(self.params) if callable(g) else g for g in (global_size, local_size)]
-        self.global_size = tuple(int(g) for g in geometry[0])
-        self.local_size = None if geometry[1] is None else tuple(int(x) for x in geometry[1])
+        self.global_size = tuple(int(g) for g in global_size(self.params))
+        self.local_size = tuple(int(x) for x in self.params.local_size()) or None
         self.last_args = None
 
     def __call__(self, *args, wait_for=None, queue=None):
         # (a list comprehension: cheaper than a generator, and every launch pays it)
         return enqueue(self, queue, tuple([getattr(a, "buffer", a) for a in args]), wait_for)
+
+    def enqueue(self, args, wait_for=None, queue=None):
+        """Like calling it, for arguments already converted (buffers as cl.Buffers)."""
+        return enqueue(self, queue, args, wait_for)

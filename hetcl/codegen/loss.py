@@ -7,7 +7,6 @@ writes one loss and one correct-flag per row; the caller reduces them (a [n] rea
 and keeps the reduction order fixed).
 """
 import dataclasses
-import itertools
 
 import numpy as np
 
@@ -26,16 +25,9 @@ class LossParams(KernelParams):
     RPG: int = 16
 
     template = "loss.cl.mako"
-
-    def check(self):
-        if self.TPR < 1 or self.TPR & (self.TPR - 1):
-            return f"TPR={self.TPR} must be a power of two (reduction tree)"
-        if self.RPG < 1:
-            return "RPG must be positive"
-        return None
-
-    def work_group_size(self):
-        return self.TPR * self.RPG
+    LOCAL = ("TPR", "RPG")
+    POWERS_OF_TWO = ("TPR",)
+    GRIDS = ({"TPR": (1, 2, 4, 8, 16, 32, 64), "RPG": (1, 2, 4, 8, 16, 32, 64)},)
 
     def local_mem_bytes(self):
         # One float and one int per work-item for the max/argmax tree (the sum reuses the float).
@@ -43,9 +35,6 @@ class LossParams(KernelParams):
 
     def global_size(self, n):
         return (self.TPR, -(-int(n) // self.RPG) * self.RPG)
-
-    def local_size(self):
-        return (self.TPR, self.RPG)
 
     @classmethod
     def defaults(cls, features):
@@ -55,15 +44,6 @@ class LossParams(KernelParams):
             return cls(TPR=32, RPG=8)
         # CPU: a row per work-item; rows are short (10-1000 classes) and caches do the rest.
         return cls(TPR=1, RPG=16)
-
-    @classmethod
-    def space(cls, features):
-        out = []
-        for tpr, rpg in itertools.product((1, 2, 4, 8, 16, 32, 64), (1, 2, 4, 8, 16, 32, 64)):
-            p = cls(tpr, rpg)
-            if p.check() is None and p.work_group_size() <= 1024:
-                out.append(p)
-        return out
 
 
 class _Loss:
@@ -83,7 +63,7 @@ class _Loss:
         self.launch = Launch(
             device, self.params, self.kernel_name,
             [None, None, np.int32, np.float32, None, None, None],
-            lambda p: p.global_size(self.n), LossParams.local_size,
+            lambda p: p.global_size(self.n),
             n=self.n, classes=self.classes, loss=self.kernel_name, label_type=label_type)
         self.params = self.launch.params
 

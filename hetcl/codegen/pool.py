@@ -4,7 +4,6 @@ Shapes are compile-time constants of the generated program; each object builds o
 constructor, ``__call__`` only enqueues. Layouts are documented in the template header.
 """
 import dataclasses
-import itertools
 
 import numpy as np
 
@@ -22,22 +21,13 @@ class PoolParams(KernelParams):
     PLANES: int = 0
 
     template = "pool.cl.mako"
-
-    def check(self):
-        if min(self.WG, self.WPT) < 1:
-            return "every tunable must be positive"
-        if self.PLANES not in (0, 1):
-            return "PLANES is 0 or 1"
-        return None
-
-    def work_group_size(self):
-        return self.WG
+    LOCAL = ("WG",)
+    CHOICES = {"PLANES": (0, 1)}
+    GRIDS = ({"WG": (16, 32, 64, 128, 256), "WPT": (1, 2, 4, 8), "PLANES": (0,)},
+             {"WG": (1, 4, 16), "WPT": (1, 2, 4), "PLANES": (1,)})
 
     def global_size(self, items):
         return (round_up(-(-items // self.WPT), self.WG),)
-
-    def local_size(self):
-        return (self.WG,)
 
     @classmethod
     def defaults(cls, features):
@@ -47,12 +37,6 @@ class PoolParams(KernelParams):
         # CPU: one work-item per plane: faster in both passes, most in the backward, than one
         # element per work-item with WG=256 (docs/benchmarks.md, 'Layers').
         return cls(WG=4, WPT=1, PLANES=1)
-
-    @classmethod
-    def space(cls, features):
-        return ([cls(wg, wpt) for wg, wpt in
-                 itertools.product((16, 32, 64, 128, 256), (1, 2, 4, 8))] +
-                [cls(wg, wpt, 1) for wg, wpt in itertools.product((1, 4, 16), (1, 2, 4))])
 
 
 class _MaxPool:
@@ -75,7 +59,7 @@ class _MaxPool:
                                else self.in_shape, dtype=np.int64))
         self._launch = Launch(
             device, self.params, self.kernel, [None, None, None],
-            lambda p: p.global_size(n * c if p.PLANES else elements), PoolParams.local_size,
+            lambda p: p.global_size(n * c if p.PLANES else elements),
             tune=(self.kernel, bucket, None),
             kernel=self.kernel, images=n, c=c, h=h, w=w, kh=kh, kw=kw, sh=sh, sw=sw)
         self.params = self._launch.params

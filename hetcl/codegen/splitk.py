@@ -25,11 +25,7 @@ class SplitKParams(KernelParams):
     """P: the number of slices K is cut into; 1 is one plain GEMM (no partial results)."""
     P: int = 1
 
-    def check(self):
-        return None if self.P >= 1 else f"P={self.P}: at least one slice"
-
-    def work_group_size(self):
-        return 1  # launches no kernel itself
+    # launches no kernel itself: no template, no work-group (LOCAL); the search is candidates()
 
     @classmethod
     def for_shape(cls, device, m, n, k, trans_b):

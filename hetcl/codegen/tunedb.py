@@ -39,7 +39,7 @@ def _empty():
 
 # The params class of each kernel the DB tunes ("module.Class" under hetcl.codegen), for checking
 # entries. The kernel modules import this one, so the classes are imported when a DB is read.
-_PARAMS = {"gemm": "params.GemmParams", "splitk": "splitk.SplitKParams",
+_PARAMS = {"gemm": "gemm.GemmParams", "splitk": "splitk.SplitKParams",
            "im2col": "conv.Im2ColParams", "col2im": "conv.Col2ImParams",
            "bias_act": "eltwise.EltwiseParams", "act_bwd": "eltwise.EltwiseParams",
            "bias_grad": "eltwise.BiasGradParams", "conv_dx": "conv_dx.ConvDxParams",

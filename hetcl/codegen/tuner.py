@@ -13,7 +13,7 @@ from ..buffers import empty, to_device
 from ..errors import BuildError
 from ..device import event_seconds
 from .gemm import Gemm, tuned_params
-from .params import GemmParams
+from .gemm import GemmParams
 
 # A challenger must take at most this fraction of the current choice's time to replace it
 # (closer than that is the noise of a timing).

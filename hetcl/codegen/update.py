@@ -40,7 +40,7 @@ class SGDStep:
         self.params = params or UpdateParams.defaults(device.features)
         self.launch = Launch(device, self.params, "sgd",
                              [None, None, None, np.float32, np.float32, np.float32],
-                             lambda p: p.global_size(self.size), UpdateParams.local_size,
+                             lambda p: p.global_size(self.size),
                              kernel="sgd", size=self.size, nesterov=int(self.nesterov))
         self.params = self.launch.params
 
@@ -62,7 +62,7 @@ class SGDMulti:
         self.params = params or UpdateParams.defaults(device.features)
         self.launch = Launch(device, self.params, "sgd_multi",
                              [None] * (3 * len(self.sizes)) + [np.float32] * 3,
-                             self._global_size, UpdateParams.local_size,
+                             self._global_size,
                              kernel="sgd_multi", sizes=self.sizes, nesterov=int(nesterov))
         self.params = self.launch.params
 
@@ -83,7 +83,7 @@ class Axpby:
         self.size = _size(size)
         self.params = params or UpdateParams.defaults(device.features)
         self.launch = Launch(device, self.params, "axpby", [None, None, np.float32, np.float32],
-                             lambda p: p.global_size(self.size), UpdateParams.local_size,
+                             lambda p: p.global_size(self.size),
                              kernel="axpby", size=self.size)
         self.params = self.launch.params
 

@@ -30,12 +30,7 @@ class VectorProbeParams(KernelParams):
     VW: int = 16
 
     template = "vector_probe.cl.mako"
-
-    def check(self):
-        return None if self.VW in WIDTHS else f"VW={self.VW} is not one of {WIDTHS}"
-
-    def work_group_size(self):
-        return 1
+    CHOICES = {"VW": WIDTHS}
 
     @classmethod
     def defaults(cls, features):
