@@ -6,13 +6,13 @@ OpenCL until a device is asked for.
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Device": "hetcl.device",
-    "list_devices": "hetcl.device",
-    "select_devices": "hetcl.device",
+    "Device": "hetcl.backend.device",
+    "list_devices": "hetcl.backend.device",
+    "select_devices": "hetcl.backend.device",
     "HetclError": "hetcl.errors",
-    "Graph": "hetcl.graph",
-    "Sequential": "hetcl.graph",
-    "Runtime": "hetcl.runtime",
+    "Graph": "hetcl.model.graph",
+    "Sequential": "hetcl.model.graph",
+    "Runtime": "hetcl.parallel.runtime",
 }
 
 

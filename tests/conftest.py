@@ -17,14 +17,14 @@ os.environ.setdefault("HETCL_CACHE_DIR", tempfile.mkdtemp(prefix="hetcl-test-cac
 # proves on the PyPI PoCL build, whose compiler is the one known to crash.
 os.environ.setdefault("HETCL_PROVE", "0")
 
-from hetcl.codegen import tunedb  # noqa: E402
-from hetcl.device import list_devices  # noqa: E402
+from hetcl.tuning import tunedb  # noqa: E402
+from hetcl.backend.device import list_devices  # noqa: E402
 from hetcl.errors import NoPlatformError  # noqa: E402
 
 try:
     DEVICES = list_devices()
     if os.environ.get("HETCL_TEST_DEVICES"):  # e.g. "gpu" on the GPU machine
-        from hetcl.device import parse_selection
+        from hetcl.backend.device import parse_selection
         DEVICES = parse_selection(os.environ["HETCL_TEST_DEVICES"], DEVICES)
 except NoPlatformError:
     DEVICES = []

@@ -16,11 +16,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import hetcl  # noqa: E402
 from hetcl.codegen.gemm import gemm  # noqa: E402
 from hetcl.codegen.gemm import GemmParams  # noqa: E402
-from hetcl.layers import Add, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid  # noqa: E402
-from hetcl.optim import SGD  # noqa: E402
+from hetcl.model.layers import Add, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid  # noqa: E402
+from hetcl.model.optim import SGD  # noqa: E402
 from test_graph import numpy_run, rel  # noqa: E402
 
-device = hetcl.device.list_devices()[0]
+device = hetcl.backend.device.list_devices()[0]
 assert "Oclgrind" in device.profile["platform"], device.profile["platform"]
 rng = np.random.default_rng(0)
 

@@ -5,8 +5,8 @@ import types
 
 import pytest
 
-from hetcl.affinity import chosen_core, host_thread_pinned
-from hetcl.device import select_devices
+from hetcl.backend.affinity import chosen_core, host_thread_pinned
+from hetcl.backend.device import select_devices
 from hetcl.errors import HetclError
 
 from test_train import cfg, small_data  # noqa: F401  (a fixture)
@@ -88,9 +88,9 @@ def test_not_pinned_for_cpu_devices_off_or_under_mpi(monkeypatch):
 def test_training_and_benchmark_steps_run_pinned(monkeypatch, small_data):
     """A device that asks for it (here a PoCL device told so) gets its steps from one core,
     in `hetcl train` and in the benchmarks' timed windows; the thread is free again after."""
-    from hetcl.bench import TrainLoop
-    from hetcl.runtime import Runtime
-    from hetcl.train import Trainer
+    from hetcl.measure.bench import TrainLoop
+    from hetcl.parallel.runtime import Runtime
+    from hetcl.training.train import Trainer
     monkeypatch.delenv("HETCL_PIN_HOST", raising=False)
     device = select_devices("0")[0]
     monkeypatch.setitem(device.features, "pin_host", True)

@@ -1,8 +1,9 @@
-"""The tuning-bucket schema (codegen/buckets.py): the shards of a split batch find the entries
+"""The tuning-bucket schema (tuning/buckets.py): the shards of a split batch find the entries
 tuned on the whole batch, for every kernel of a training step, and buckets of the older
 exact-shape form are read in the schema."""
-from hetcl.codegen import buckets, launch, tunedb
-from hetcl.tune import step_executor
+from hetcl.tuning import buckets, tunedb
+from hetcl.codegen import launch
+from hetcl.tuning.tune import step_executor
 
 
 def test_old_buckets_are_read_in_the_schema():

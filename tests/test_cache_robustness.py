@@ -8,8 +8,9 @@ import warnings
 import numpy as np
 import pytest
 
-from hetcl.codegen import cache, tunedb, verdicts
-from hetcl.codegen.buckets import gemm_bucket
+from hetcl.codegen import cache, verdicts
+from hetcl.tuning import tunedb
+from hetcl.tuning.buckets import gemm_bucket
 from hetcl.codegen.gemm import gemm, tuned_params
 from hetcl.codegen.gemm import GemmParams
 

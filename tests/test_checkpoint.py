@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from hetcl import checkpoint
+from hetcl.training import checkpoint
 
 
 def test_crash_before_meta_keeps_the_previous_save(tmp_path, monkeypatch):

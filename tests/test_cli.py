@@ -6,7 +6,7 @@ import sys
 from click.testing import CliRunner
 
 from hetcl.cli import main
-from hetcl.device import list_devices
+from hetcl.backend.device import list_devices
 from conftest import subprocess_env
 
 
@@ -101,7 +101,7 @@ def test_bench_says_when_the_split_never_settled(monkeypatch):
     """A scheduler still in a trial after the 400-step warm-up cap is timed anyway, and the
     output says so (the figure may include the trial)."""
     import pytest
-    from hetcl.scheduler import Scheduler
+    from hetcl.parallel.scheduler import Scheduler
     if len(list_devices()) < 2:
         pytest.skip("needs two OpenCL devices (POCL_DEVICES='pthread basic')")
     monkeypatch.setattr(Scheduler, "_explore", lambda self: setattr(self, "trial", (0, (), [], {})))
@@ -118,7 +118,7 @@ def test_bench_rounds_put_the_compared_windows_side_by_side(monkeypatch):
     "together" back to back, every other round in reverse order (pure: the training loops are
     replaced by a recorder whose rates say which device is best)."""
     from types import SimpleNamespace
-    import hetcl.bench as bench
+    import hetcl.measure.bench as bench
     built, calls = [], []
 
     class FakeLoop:

@@ -60,7 +60,7 @@ def test_build_failure_names_device_template_params_and_log(device, tmp_path):
 
 SNIPPET = textwrap.dedent("""
     import json, numpy as np
-    from hetcl.device import list_devices
+    from hetcl.backend.device import list_devices
     from hetcl.codegen import cache
     from hetcl.codegen.gemm import gemm
     d = list_devices()[0]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import reference
-from hetcl.buffers import empty, to_device
+from hetcl.backend.buffers import empty, to_device
 from hetcl.codegen.conv import Col2Im, Col2ImParams, Im2Col, Im2ColParams
 from hetcl.codegen.gemm import Gemm
 from hetcl.codegen.gemm import GemmParams

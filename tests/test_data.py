@@ -1,4 +1,4 @@
-"""hetcl.data: the real Fashion-MNIST, round trips of IDX (raw, gz) and CIFAR-10 files written
+"""hetcl.training.data: the real Fashion-MNIST, round trips of IDX (raw, gz) and CIFAR-10 files written
 here, one test per DataError (one line that names the file / problem and the fix), and the
 per-epoch shuffling."""
 import gzip
@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from hetcl import data
-from hetcl.data import DataError, check_input_shape, load_dataset, read_idx, shuffled_batches
+from hetcl.training import data
+from hetcl.training.data import DataError, check_input_shape, load_dataset, read_idx, shuffled_batches
 from hetcl.errors import HetclError
 
 

@@ -3,8 +3,8 @@ import types
 
 import pytest
 
-from hetcl.device import list_devices, parse_selection, select_devices
-from hetcl.device_profile import features, fingerprint
+from hetcl.backend.device import list_devices, parse_selection, select_devices
+from hetcl.backend.device_profile import features, fingerprint
 from hetcl.errors import DeviceSelectionError
 
 
@@ -98,8 +98,8 @@ def test_retired_transfer_events_are_kept_until_complete(device):
     NannyEvent would wait for its transfer) and lets completed ones go once it holds many; the
     uploads themselves arrive intact."""
     import numpy as np
-    from hetcl.buffers import empty
-    from hetcl.device import Device
+    from hetcl.backend.buffers import empty
+    from hetcl.backend.device import Device
     dev = Device(device.cl_device, dict(device.profile))  # its own (empty) list
     arrays = [empty(dev, (16,)) for _ in range(70)]
     first = [a.set(np.full(16, i, np.float32), wait=False) for i, a in enumerate(arrays[:10])]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import reference as R
-from hetcl.buffers import empty, to_device
+from hetcl.backend.buffers import empty, to_device
 from hetcl.codegen.eltwise import (ACTIVATIONS, LAYOUTS, ActBwd, BiasAct, BiasGrad,
                                    BiasGradParams, EltwiseParams)
 

@@ -5,7 +5,7 @@ so an element the kernel misses cannot pass."""
 import numpy as np
 import pytest
 
-from hetcl.buffers import empty, to_device
+from hetcl.backend.buffers import empty, to_device
 from hetcl.codegen.gather import Gather, GatherParams
 
 MEAN, STD = 0.2860, 0.3530

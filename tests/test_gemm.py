@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from hetcl.buffers import empty, to_device
+from hetcl.backend.buffers import empty, to_device
 from hetcl.codegen.gemm import Gemm
 from hetcl.codegen.gemm import GemmParams
 from conftest import DEVICES

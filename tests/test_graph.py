@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 import hetcl
-import hetcl.device
+import hetcl.backend.device
 import reference as ref
 from hetcl.errors import ShapeError
-from hetcl.layers import Add, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid
-from hetcl.optim import SGD
+from hetcl.model.layers import Add, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid
+from hetcl.model.optim import SGD
 
 
 def numpy_run(model, params, x, labels):
@@ -200,7 +200,7 @@ def test_shape_errors_name_layer_and_shapes():
 
 
 def test_two_devices_give_the_one_device_gradients():
-    devices = hetcl.device.list_devices()
+    devices = hetcl.backend.device.list_devices()
     if len(devices) < 2:
         pytest.skip("needs two OpenCL devices (POCL_DEVICES='pthread basic')")
     model = small_lenet()
@@ -210,3 +210,16 @@ def test_two_devices_give_the_one_device_gradients():
     assert abs(one[0] - two[0]) / one[0] < 1e-5
     for k in one[1]:
         assert rel(two[1][k], one[1][k]) < 1e-5, k
+
+
+def test_public_api_names_are_the_model_classes():
+    """The names DESIGN.md gives users: hetcl.layers, hetcl.optim, hetcl.Runtime/Graph."""
+    import hetcl
+    from hetcl.layers import Add, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid
+    from hetcl.model import layers, optim
+    from hetcl.parallel.runtime import Runtime
+    assert (Add, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid) == (
+        layers.Add, layers.Conv2D, layers.Dense, layers.Flatten, layers.MaxPool2D, layers.ReLU,
+        layers.Sigmoid)
+    assert hetcl.optim.SGD is optim.SGD and hetcl.layers.Dense is layers.Dense
+    assert hetcl.Runtime is Runtime and hetcl.Sequential is hetcl.model.graph.Sequential

@@ -1,15 +1,15 @@
-"""Hybrid parallelism (hetcl/hybrid.py) on two devices (POCL_DEVICES="pthread basic"): the same
+"""Hybrid parallelism (hetcl/parallel/hybrid.py) on two devices (POCL_DEVICES="pthread basic"): the same
 training as data parallelism, the bytes of the documented formula, re-slicing, auto's choice."""
 import numpy as np
 import pytest
 
 import hetcl
 from hetcl.errors import HetclError
-from hetcl.hybrid_plan import columns, dense_tail, transfer_bytes
-from hetcl.layers import Conv2D, Flatten, ReLU
-from hetcl.graph import Sequential
-from hetcl.models import cifar_cnn_wide, lenet5, mlp
-from hetcl.optim import SGD
+from hetcl.parallel.hybrid_plan import columns, dense_tail, transfer_bytes
+from hetcl.model.layers import Conv2D, Flatten, ReLU
+from hetcl.model.graph import Sequential
+from hetcl.model.models import cifar_cnn_wide, lenet5, mlp
+from hetcl.model.optim import SGD
 from test_multidevice import DEVICES, batch, rel
 from test_train import cfg, run, small_data  # noqa: F401  (fixture)
 

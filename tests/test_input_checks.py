@@ -1,14 +1,14 @@
 """The Python API refuses bad labels, indices, images and batches with a one-line HetclError
-before any kernel runs (hetcl/inputs.py), and data files that hold no images or do not match
-each other (hetcl/data.py). Each runtime test checks that the refused call changed nothing."""
+before any kernel runs (hetcl/model/inputs.py), and data files that hold no images or do not match
+each other (hetcl/training/data.py). Each runtime test checks that the refused call changed nothing."""
 import numpy as np
 import pytest
 
 import hetcl
-from hetcl import data
+from hetcl.training import data
 from hetcl.errors import HetclError, InputError, ShapeError
-from hetcl.models import build_model
-from hetcl.optim import SGD
+from hetcl.model.models import build_model
+from hetcl.model.optim import SGD
 from conftest import DEVICES
 from test_data import idx_bytes, make_cifar, make_idx_set, raises, write
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 import reference as ref
-from hetcl.buffers import empty, to_device
+from hetcl.backend.buffers import empty, to_device
 from hetcl.codegen.conv_dx import ConvDxParams, by_conv_fits
-from hetcl.layers import Add, Conv2D, Dense, MaxPool2D, ReLU, Sigmoid
+from hetcl.model.layers import Add, Conv2D, Dense, MaxPool2D, ReLU, Sigmoid
 
 TOL = 1e-4
 ACTS = {"none": (lambda z: z, lambda y, dy: dy), "relu": (ref.relu_fwd, ref.relu_bwd),
@@ -104,7 +104,7 @@ def test_conv2d(device, monkeypatch, n, c, h, w, f, k, s, p, by_conv, act):
 def test_conv2d_in_chunks(device, monkeypatch, c, f, pad, by_conv):
     """A column budget smaller than the batch forces several chunks (and a short last one),
     with dx by col2im and (F <= C, stride 1) by a convolution of dz."""
-    import hetcl.ops as ops
+    import hetcl.engine.ops as ops
     budget = 4 * 9 * c * 99 * 2  # two images' columns
     monkeypatch.setattr(ops, "COL_BUDGET_BYTES", {"cpu": budget, "gpu": budget})
     monkeypatch.setattr(ops, "COL_BUDGET_SHARE", 0)

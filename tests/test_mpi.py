@@ -1,4 +1,4 @@
-"""Training over MPI ranks (hetcl/mpi.py), run with `mpiexec -n 2` on this machine (loopback):
+"""Training over MPI ranks (hetcl/parallel/mpi.py), run with `mpiexec -n 2` on this machine (loopback):
 the same parameters as one process, resume, and a rank that dies or hangs stops the job."""
 import json
 import os
@@ -11,7 +11,7 @@ import pytest
 
 from conftest import subprocess_env
 from hetcl.errors import HetclError
-from hetcl.mpi import World
+from hetcl.parallel.mpi import World
 from test_train import small_data  # noqa: F401  (fixture)
 
 MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep +
@@ -28,9 +28,9 @@ needs_mpi = pytest.mark.skipif(not (MPIEXEC and HAVE_MPI4PY),
 # writes its parameters. Without mpiexec it is the one-process reference.
 STEPS = r"""
 import sys, numpy as np, hetcl
-from hetcl import mpi
-from hetcl.models import lenet5
-from hetcl.optim import SGD
+from hetcl.parallel import mpi
+from hetcl.model.models import lenet5
+from hetcl.model.optim import SGD
 world = mpi.detect()
 mode, devices = sys.argv[2], sys.argv[3]
 rt = hetcl.Runtime(devices, world=world)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 import hetcl
-from hetcl.device import Device, list_devices, share_contexts
+from hetcl.backend.device import Device, list_devices, share_contexts
 from hetcl.errors import DeviceWarning
-from hetcl.models import lenet5, mlp
-from hetcl.optim import SGD
-from hetcl.train import TrainConfig, Trainer
+from hetcl.model.models import lenet5, mlp
+from hetcl.model.optim import SGD
+from hetcl.training.train import TrainConfig, Trainer
 from test_train import N_TRAIN, small_data  # noqa: F401  (fixture)
 
 DEVICES = list_devices()
@@ -166,8 +166,8 @@ def test_a_device_that_fails_is_removed_and_training_goes_on(small_data, monkeyp
 
 
 THREE_DEVICES = r"""
-import numpy as np, hetcl, hetcl.device
-from hetcl.models import lenet5
+import numpy as np, hetcl, hetcl.backend.device
+from hetcl.model.models import lenet5
 devices = hetcl.list_devices()
 assert len(devices) == 3, devices
 rng = np.random.default_rng(5)
@@ -175,7 +175,7 @@ x = rng.standard_normal((256, 1, 28, 28)).astype(np.float32)
 y = rng.integers(0, 10, 256).astype(np.int32)
 model = lenet5(seed=3).build()
 if FORCE:  # one context for all (the runtime does not share CPU devices' contexts by itself)
-    hetcl.device.share_contexts(devices, force=True)
+    hetcl.backend.device.share_contexts(devices, force=True)
     assert all(d.context is devices[0].context for d in devices)
 _, ref = hetcl.Runtime(devices[:1]).gradients(model, x, y)
 rt = hetcl.Runtime(devices, adaptive=False)  # (keeps all three in use for the steps below)
@@ -217,7 +217,7 @@ def test_gradient_layout_is_the_same_on_every_device():
     """The all-reduce adds whole layer regions across devices (and MPI ranks), so a layer's
     layout must not follow a device's own sub-buffer alignment (32 floats on PoCL, 128 on
     NVIDIA's driver: a GPU beside the CPU once failed with 874 against 906 elements)."""
-    from hetcl.replica import GRAD_ALIGN, Replica
+    from hetcl.engine.replica import GRAD_ALIGN, Replica
     model = lenet5(seed=1).build()
     params = model.parameters()
     layouts = []

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import reference
-from hetcl.buffers import empty, to_device
+from hetcl.backend.buffers import empty, to_device
 from hetcl.codegen.pool import MaxPoolBwd, MaxPoolFwd, PoolParams
 
 TOL = 1e-4

@@ -15,15 +15,15 @@ import pytest
 from click.testing import CliRunner
 
 import hetcl
-from hetcl import check
+from hetcl.measure import check
 from hetcl.cli import main
 from hetcl.codegen import launch, prove, verdicts
 from hetcl.codegen.gemm import gemm
 from hetcl.codegen.gemm import GemmParams
-from hetcl.device import Device, list_devices, parse_selection
-from hetcl.host_cpu import same_host_cpu
+from hetcl.backend.device import Device, list_devices, parse_selection
+from hetcl.backend.host_cpu import same_host_cpu
 from hetcl.errors import DeviceWarning, VariantWarning
-from hetcl.train import TrainConfig, Trainer
+from hetcl.training.train import TrainConfig, Trainer
 from conftest import DEVICES, subprocess_env
 from test_train import small_data  # noqa: F401  (fixture)
 
@@ -92,7 +92,7 @@ def test_each_fault_kind_is_a_verdict_and_the_next_variant_computes(
 
 SECOND_RUN = """
 import json, numpy as np
-from hetcl.device import list_devices
+from hetcl.backend.device import list_devices
 from hetcl.codegen import cache, launch, prove
 from hetcl.codegen.gemm import gemm
 d = list_devices()[0]
@@ -136,7 +136,7 @@ def test_no_working_variant_on_the_only_device_is_one_line(proving, monkeypatch,
 
 def test_devices_check_shows_a_replaced_variant(proving, monkeypatch):
     device = fresh()
-    monkeypatch.setattr("hetcl.device.list_devices", lambda: [device])
+    monkeypatch.setattr("hetcl.backend.device.list_devices", lambda: [device])
     monkeypatch.setattr(check, "CHECK_MODELS", ("mlp",))
     monkeypatch.setenv("HETCL_PROVE_FAULT", first_gemm_fault(device, "abort"))
     out = CliRunner().invoke(main, ["devices", "--check", "--json"])

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from hetcl import checkpoint
+from hetcl.training import checkpoint
 from hetcl.cli import main
 from hetcl.errors import HetclError
-from hetcl.run_store import RunStore
-from hetcl.rundir import RunLock
-from hetcl.train import Diverged, Trainer
+from hetcl.training.run_store import RunStore
+from hetcl.training.rundir import RunLock
+from hetcl.training.train import Diverged, Trainer
 from test_train import cfg, run, small_data  # noqa: F401 (small_data: a fixture)
 
 
@@ -155,7 +155,7 @@ def test_an_exploding_loss_stops_the_run_and_keeps_the_good_save(small_data, tmp
                                        r"epoch 1 done"):
         run(explode)
     assert meta_of(tmp_path / "ckpt") == before
-    acc, _ = __import__("hetcl.train", fromlist=["evaluate"]).evaluate(
+    acc, _ = __import__("hetcl.training.train", fromlist=["evaluate"]).evaluate(
         str(tmp_path / "ckpt"), small_data, "0")
     assert acc == history[0]["test_acc"]
 
@@ -200,7 +200,7 @@ def test_one_run_per_checkpoint_directory(small_data, tmp_path):
 
 
 def test_a_killed_run_leaves_no_lock_behind(tmp_path):
-    code = ("import os, sys, signal; from hetcl.rundir import RunLock; RunLock(sys.argv[1])"
+    code = ("import os, sys, signal; from hetcl.training.rundir import RunLock; RunLock(sys.argv[1])"
             ".acquire(); print('locked', flush=True); os.kill(os.getpid(), signal.SIGKILL)")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
                           text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()))

@@ -1,6 +1,6 @@
 """The scheduler alone (pure Python): calibration, proportional shares, granules, hysteresis,
 dropping a device that only slows the step, probing it again, and removal."""
-from hetcl.scheduler import Scheduler
+from hetcl.parallel.scheduler import Scheduler
 
 
 def until_dropped(s, *args, **kwargs):

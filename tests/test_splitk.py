@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from hetcl.buffers import to_device
+from hetcl.backend.buffers import to_device
 from hetcl.cli import main
-from hetcl.codegen import tunedb
+from hetcl.tuning import tunedb
 from hetcl.codegen.splitk import MIN_SLICE, SplitKGemm, SplitKParams, bucket
 
 M, N, K = 6, 40, 1400  # 1400 = 7 * 200; with P=3 a tail of 2 is left over
@@ -69,7 +69,7 @@ def test_the_db_chooses_the_slice_count_of_its_bucket(device, fresh_db):
 def test_hetcl_tune_tunes_the_split_of_lenet5(fresh_db):
     """LeNet-5's conv weight gradients are split-K GEMMs: `hetcl tune` finds them in the
     training step, stores a slice count per shape, and a split built afterwards takes it."""
-    from hetcl.device import list_devices
+    from hetcl.backend.device import list_devices
     dev = list_devices()[-1]
     result = CliRunner().invoke(main, ["tune", "--devices", str(dev.index), "--model", "lenet5",
                                        "--candidates", "1", "--batch-size", "16"])

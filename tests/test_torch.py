@@ -12,8 +12,8 @@ torch = pytest.importorskip("torch")
 nn, F = torch.nn, torch.nn.functional
 
 import hetcl  # noqa: E402
-from hetcl.buffers import empty, to_device  # noqa: E402
-from hetcl.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid  # noqa: E402
+from hetcl.backend.buffers import empty, to_device  # noqa: E402
+from hetcl.model.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sigmoid  # noqa: E402
 
 TOL = 1e-4
 # One thread and deterministic kernels: torch's float32 sums then come in a fixed order, so a

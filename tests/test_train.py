@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from hetcl import data
+from hetcl.training import data
 from hetcl.cli import main
-from hetcl.train import TrainConfig, Trainer
+from hetcl.training.train import TrainConfig, Trainer
 from test_data import idx_bytes, write
 from conftest import subprocess_env
 
@@ -189,9 +189,9 @@ def test_a_device_out_of_memory_is_one_clear_error(monkeypatch):
     import pyopencl as cl
 
     import hetcl
-    from hetcl import executor
+    from hetcl.engine import executor
     from hetcl.errors import HetclError
-    from hetcl.models import mlp
+    from hetcl.model.models import mlp
 
     def no_memory(*args, **kwargs):
         raise cl.MemoryError("clCreateBuffer failed: MEM_OBJECT_ALLOCATION_FAILURE")

@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from hetcl.cli import main
-from hetcl.codegen.buckets import gemm_bucket
-from hetcl.codegen import tunedb
+from hetcl.tuning.buckets import gemm_bucket
+from hetcl.tuning import tunedb
 from hetcl.codegen.gemm import Gemm, GemmParams, gemm, tuned_params
-from hetcl.codegen.tuner import tune_gemm
+from hetcl.tuning.tuner import tune_gemm
 
 
 def odd_params(device):
@@ -70,7 +70,7 @@ def test_tuner_never_picks_something_slower_than_before(device, fresh_db):
 
 
 def test_hetcl_tune_writes_the_db_for_every_gemm_of_the_model(fresh_db):
-    from hetcl.device import list_devices
+    from hetcl.backend.device import list_devices
     dev = list_devices()[-1]
     result = CliRunner().invoke(main, ["tune", "--devices", str(dev.index), "--model", "mlp",
                                        "--candidates", "1", "--batch-size", "32"])
@@ -85,7 +85,7 @@ def test_hetcl_tune_writes_the_db_for_every_gemm_of_the_model(fresh_db):
 
 def test_hetcl_tune_kernels_limits_what_is_tuned(fresh_db):
     """--kernels other: the non-GEMM kernels of the step get entries, no GEMM or split does."""
-    from hetcl.device import list_devices
+    from hetcl.backend.device import list_devices
     dev = list_devices()[-1]
     result = CliRunner().invoke(main, ["tune", "--devices", str(dev.index), "--model", "mlp",
                                        "--candidates", "1", "--batch-size", "32",
@@ -100,7 +100,7 @@ def test_a_winner_that_loses_inside_the_training_step_is_not_taken(device, fresh
                                                                    monkeypatch):
     """The isolated search is told to crown a one-element-per-work-item kernel; checked in a
     LeNet-5 step against the current choice it loses, so the DB keeps the current choice."""
-    from hetcl import tune as tune_module
+    from hetcl.tuning import tune as tune_module
     slow = GemmParams(MWG=1, NWG=1, KWG=1, MDIMC=1, NDIMC=1, VWN=1, USE_LOCAL=0)
     if not slow.valid(device.features):
         pytest.skip("the scalar kernel is not valid here")
@@ -117,7 +117,7 @@ def test_the_other_kernels_are_tuned_in_the_step_and_used_afterwards(device, fre
     """im2col, bias+activation, pooling, split-K, ...: every kernel of a LeNet-5 step gets a
     DB entry that is never slower than before, and kernels built afterwards take it."""
     from conftest import DEVICES
-    from hetcl import tune as tune_module
+    from hetcl.tuning import tune as tune_module
     from hetcl.codegen.conv import Im2Col
     if device is not DEVICES[0]:
         pytest.skip("covered on the first device (a tune takes a while)")
@@ -141,7 +141,7 @@ def test_conv_dx_choice_is_found_and_timed_in_the_step(device, fresh_db):
     (codegen/conv_dx.py): the tuner sees one "conv_dx" entry per such layer, with both
     choices, and times the alternative inside the training step."""
     from conftest import DEVICES
-    from hetcl import tune as tune_module
+    from hetcl.tuning import tune as tune_module
     from hetcl.codegen.conv_dx import ConvDxParams
     if device is not DEVICES[0]:
         pytest.skip("covered on the first device (a cifar-cnn step takes a while)")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import reference as R
-from hetcl.buffers import empty, to_device
+from hetcl.backend.buffers import empty, to_device
 from hetcl.codegen.update import Axpby, SGDMulti, SGDStep, UpdateParams
 
 TOL = 1e-4

@@ -23,11 +23,11 @@ import time
 import numpy as np
 
 
-from hetcl.buffers import empty, to_device  # noqa: E402
+from hetcl.backend.buffers import empty, to_device  # noqa: E402
 from hetcl.codegen.gemm import Gemm, tuned_params  # noqa: E402
 from hetcl.codegen.gemm import GemmParams  # noqa: E402
-from hetcl.device import select_devices  # noqa: E402
-from hetcl.bench import cpu_model, median_time  # noqa: E402
+from hetcl.backend.device import select_devices  # noqa: E402
+from hetcl.measure.bench import cpu_model, median_time  # noqa: E402
 
 TOL = 1e-4
 
@@ -72,8 +72,8 @@ def time_hetcl(device, a, b, ref, ta, tb, params, reps):
     return seconds, err, op.params
 
 
-# (m, n, k, trans_a, trans_b, batch, what): 4096^3, then the CIFAR CNN (hetcl.models.cifar_cnn)
-# at batch 256 as hetcl.ops runs it: conv forward W @ col (NN), input gradient W^T @ dz (TN),
+# (m, n, k, trans_a, trans_b, batch, what): 4096^3, then the CIFAR CNN (hetcl.model.models.cifar_cnn)
+# at batch 256 as hetcl.engine.ops runs it: conv forward W @ col (NN), input gradient W^T @ dz (TN),
 # weight gradient dz @ col^T as a split-K batched NT GEMM, dense forward (split-K NT), dense
 # weight and input gradients (TN, NN).
 PROBLEMS = {

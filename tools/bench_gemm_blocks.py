@@ -10,11 +10,11 @@ import argparse
 import numpy as np
 
 
-from hetcl.bench import median_time  # noqa: E402
-from hetcl.buffers import empty, to_device  # noqa: E402
+from hetcl.measure.bench import median_time  # noqa: E402
+from hetcl.backend.buffers import empty, to_device  # noqa: E402
 from hetcl.codegen.gemm import Gemm  # noqa: E402
 from hetcl.codegen.gemm import GemmParams  # noqa: E402
-from hetcl.device import select_devices  # noqa: E402
+from hetcl.backend.device import select_devices  # noqa: E402
 
 BLOCKS = ((8, 32, 16), (8, 32, 8), (6, 16, 8), (4, 24, 8), (6, 24, 8), (4, 32, 8))
 # (m, n, k, trans_a, trans_b): conv1 forward, weight and input gradients, dense layers, square

@@ -13,9 +13,9 @@ import time
 import pyopencl as cl
 
 
-from hetcl.buffers import empty  # noqa: E402
+from hetcl.backend.buffers import empty  # noqa: E402
 from hetcl.codegen.gemm import Gemm  # noqa: E402
-from hetcl.device import select_devices  # noqa: E402
+from hetcl.backend.device import select_devices  # noqa: E402
 
 
 def per_launch(run, device, n):

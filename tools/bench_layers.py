@@ -27,10 +27,10 @@ import numpy as np
 
 
 import hetcl  # noqa: E402
-from hetcl.buffers import empty, to_device  # noqa: E402
-from hetcl.device import select_devices  # noqa: E402
-from hetcl.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU  # noqa: E402
-from hetcl.bench import cpu_model  # noqa: E402
+from hetcl.backend.buffers import empty, to_device  # noqa: E402
+from hetcl.backend.device import select_devices  # noqa: E402
+from hetcl.model.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU  # noqa: E402
+from hetcl.measure.bench import cpu_model  # noqa: E402
 
 
 def log(msg):

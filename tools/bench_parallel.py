@@ -13,9 +13,9 @@ import argparse
 import statistics
 
 
-from hetcl.bench import INPUT_SHAPES, cpu_model, train_throughput  # noqa: E402
-from hetcl.device import select_devices  # noqa: E402
-from hetcl.auto import AUTO_STEPS  # noqa: E402
+from hetcl.measure.bench import INPUT_SHAPES, cpu_model, train_throughput  # noqa: E402
+from hetcl.backend.device import select_devices  # noqa: E402
+from hetcl.parallel.auto import AUTO_STEPS  # noqa: E402
 
 
 def main():

@@ -14,8 +14,8 @@ import time
 import numpy as np
 
 
-from hetcl.bench import INPUT_SHAPES, train_throughput  # noqa: E402
-from hetcl.device import select_devices  # noqa: E402
+from hetcl.measure.bench import INPUT_SHAPES, train_throughput  # noqa: E402
+from hetcl.backend.device import select_devices  # noqa: E402
 
 
 def torch_model(name, torch):

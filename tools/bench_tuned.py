@@ -5,7 +5,7 @@ Builds the model twice in one process - once with an empty tuning DB (every kern
 once with the DB `hetcl tune` wrote (HETCL_CACHE_DIR) - and alternates between them, so that a
 busy machine slows both alike. Per layer: the busy time of the layer's kernels in a training
 step (OpenCL profiling events; forward and backward; best of --layer-rounds). Then training:
-images/s of --steps steps (hetcl.bench.train_throughput), alternating, best of --rounds. Prints markdown with the ratio default / tuned
+images/s of --steps steps (hetcl.measure.bench.train_throughput), alternating, best of --rounds. Prints markdown with the ratio default / tuned
 (> 1: the tuned kernels are faster).
 
     hetcl tune --devices 0 --model lenet5 && python tools/bench_tuned.py --devices 0 --model lenet5
@@ -15,11 +15,11 @@ import os
 import sys
 
 
-from hetcl.bench import INPUT_SHAPES, cpu_model, train_throughput  # noqa: E402
-from hetcl.codegen import tunedb  # noqa: E402
-from hetcl.device import event_seconds  # noqa: E402
-from hetcl.runtime import Runtime  # noqa: E402
-from hetcl.tune import step_executor  # noqa: E402
+from hetcl.measure.bench import INPUT_SHAPES, cpu_model, train_throughput  # noqa: E402
+from hetcl.tuning import tunedb  # noqa: E402
+from hetcl.backend.device import event_seconds  # noqa: E402
+from hetcl.parallel.runtime import Runtime  # noqa: E402
+from hetcl.tuning.tune import step_executor  # noqa: E402
 
 
 def with_variant(variant, build):

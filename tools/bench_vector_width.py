@@ -18,9 +18,9 @@ import tempfile
 
 os.environ.setdefault("HETCL_CACHE_DIR", tempfile.mkdtemp(prefix="hetcl-vw-"))
 
-from hetcl.bench import TrainLoop  # noqa: E402
-from hetcl.codegen import tunedb  # noqa: E402
-from hetcl.device import Device, select_devices  # noqa: E402
+from hetcl.measure.bench import TrainLoop  # noqa: E402
+from hetcl.tuning import tunedb  # noqa: E402
+from hetcl.backend.device import Device, select_devices  # noqa: E402
 
 
 def device_at(base, width):

@@ -35,7 +35,7 @@ def find_missing(spec):
     except ImportError:
         missing.append("PyTorch")
     try:
-        from hetcl.device import select_devices
+        from hetcl.backend.device import select_devices
         from hetcl.errors import HetclError
         try:
             nv = [d for d in select_devices(spec) if "NVIDIA" in d.profile["platform"].upper()]
@@ -94,7 +94,7 @@ def hetcl_layer(device, node, x, w, b, dy, iters, reps):
     forward, as in training (a one-chunk conv reuses the forward's im2col columns), so each
     backward time is a difference of loops: (fwd+bwd_filter) - fwd and (fwd+full) -
     (fwd+bwd_filter)."""
-    from hetcl.buffers import empty, to_device
+    from hetcl.backend.buffers import empty, to_device
     op = node.layer.bind(device, x.shape[0], act=node.act)
     xs, dyd = [to_device(device, x)], to_device(device, dy)
     p = {"weight": to_device(device, w), "bias": to_device(device, b)}
@@ -141,8 +141,8 @@ def torch_layer(torch, layer, act, x, w, b, dy, tf32, iters, reps):
 
 
 def layer_rows(torch, device, args):
-    from hetcl.layers import Conv2D, Dense
-    from hetcl.models import cifar_cnn, lenet5
+    from hetcl.model.layers import Conv2D, Dense
+    from hetcl.model.models import cifar_cnn, lenet5
     rows, rng = [], np.random.default_rng(0)
     for name, make in (("lenet5", lenet5), ("cifar-cnn", cifar_cnn)):
         model = make(seed=0).build()
@@ -171,8 +171,8 @@ def layer_rows(torch, device, args):
 
 
 def gemm_rows(torch, device, sizes, reps):
-    from hetcl.bench import median_time
-    from hetcl.buffers import empty, to_device
+    from hetcl.measure.bench import median_time
+    from hetcl.backend.buffers import empty, to_device
     from hetcl.codegen.gemm import Gemm
     rows = []
     for n in sizes:
@@ -220,7 +220,7 @@ def main():
         print(f"cudnn_compare: skipped, missing {' and '.join(missing)}")
         return 0
     import torch
-    from hetcl.bench import train_throughput
+    from hetcl.measure.bench import train_throughput
     np.seterr(all="ignore")
     torch.backends.cudnn.benchmark = True
     set_tf32(torch, False)

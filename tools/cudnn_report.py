@@ -91,7 +91,7 @@ def train_lines(trains, batch, steps):
          "|---|---:|---:|---:|---:|"]
     for name, (ours, fp32, tf32) in trains.items():
         L.append(f"| {name} | {ours:.0f} | {fp32:.0f} | {fp32 / ours:.2f} | {tf32:.0f} |")
-    return L + ["", "hetcl: hetcl.bench.train_throughput (uint8 images resident on the device, "
+    return L + ["", "hetcl: hetcl.measure.bench.train_throughput (uint8 images resident on the device, "
                 "gathered each step); PyTorch: eager, SGD momentum, CrossEntropyLoss, random data "
                 "already on the GPU.", ""]
 

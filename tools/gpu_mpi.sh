@@ -15,7 +15,7 @@ launch="/usr/bin/mpirun --bind-to none -x PATH -x PYTHONPATH -n 2"
 echo "launcher: $launch"
 HETCL_DEBUG=0 python3 -m hetcl bench --devices gpu --model "$model" --batch-size "$batch" \
     --steps 40 2>&1 | tee "$out/bench-1proc-$model.txt"
-for mode in thread nonblocking; do  # the two ways of overlapping the rank sums (hetcl/mpi.py)
+for mode in thread nonblocking; do  # the two ways of overlapping the rank sums (hetcl/parallel/mpi.py)
     echo "HETCL_MPI_ALLREDUCE=$mode"
     HETCL_MPI_ALLREDUCE=$mode HETCL_DEBUG=0 timeout 200 $launch -x HETCL_MPI_ALLREDUCE \
         "$(command -v python3)" -m hetcl bench --devices gpu --model "$model" \

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # On the GPU machine: tune every kernel of one model's training step on the first NVIDIA GPU,
-# copy the tuning DB out (to merge into hetcl/codegen/tuned.json), then run the cuDNN harness
+# copy the tuning DB out (to merge into hetcl/tuning/tuned.json), then run the cuDNN harness
 # with the tuned kernels. An in-step tune of cifar-cnn takes longer than one 10-minute call:
 # the tune is cut at SECONDS (it keeps what it found: split-K entries first, then GEMMs, then
 # the other kernels). A later call may start a fresh machine, so give each call one model and
-# merge the DBs it brings back (tuning-MODEL.json) into hetcl/codegen/tuned.json here.
+# merge the DBs it brings back (tuning-MODEL.json) into hetcl/tuning/tuned.json here.
 # KINDS (e.g. KINDS="other") limits the tune as `hetcl tune --kernels` does: "other" alone
 # re-tunes the non-GEMM entries, each conv's dx way (conv_dx) among them.
 # Usage: source .whl/gpu-env.sh && [KINDS=...] bash tools/gpu_tune.sh [model] [seconds] [compare]

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Merge tuning DBs brought back from a device (e.g. tools/gpu_tune.sh's tuning-MODEL.json)
-into the shipped DB, hetcl/codegen/tuned.json: their entries replace the shipped ones of the
+into the shipped DB, hetcl/tuning/tuned.json: their entries replace the shipped ones of the
 same device fingerprint, kernel and shape bucket; everything else is kept.
 
     python tools/merge_tuning.py /work/.device/3/tuning.json [more.json ...]
@@ -10,7 +10,7 @@ import os
 import sys
 
 SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                       "hetcl", "codegen", "tuned.json")
+                       "hetcl", "tuning", "tuned.json")
 
 
 def main(paths):

@@ -17,8 +17,8 @@ import argparse
 import statistics
 
 
-from hetcl.bench import INPUT_SHAPES, TrainLoop  # noqa: E402
-from hetcl.device import select_devices, share_contexts  # noqa: E402
+from hetcl.measure.bench import INPUT_SHAPES, TrainLoop  # noqa: E402
+from hetcl.backend.device import select_devices, share_contexts  # noqa: E402
 
 
 def window(loop, steps):

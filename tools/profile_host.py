@@ -14,10 +14,10 @@ import pstats
 import time
 
 
-from hetcl.bench import INPUT_SHAPES, random_data  # noqa: E402
-from hetcl.models import build_model  # noqa: E402
-from hetcl.optim import SGD  # noqa: E402
-from hetcl.runtime import Runtime  # noqa: E402
+from hetcl.measure.bench import INPUT_SHAPES, random_data  # noqa: E402
+from hetcl.model.models import build_model  # noqa: E402
+from hetcl.model.optim import SGD  # noqa: E402
+from hetcl.parallel.runtime import Runtime  # noqa: E402
 
 
 def main():

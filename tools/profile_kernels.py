@@ -16,12 +16,12 @@ import time
 
 
 
-from hetcl.bench import INPUT_SHAPES, cpu_model, random_data  # noqa: E402
+from hetcl.measure.bench import INPUT_SHAPES, cpu_model, random_data  # noqa: E402
 from hetcl.codegen.launch import record_launches  # noqa: E402
-from hetcl.device import event_seconds  # noqa: E402
-from hetcl.models import build_model  # noqa: E402
-from hetcl.optim import SGD  # noqa: E402
-from hetcl.runtime import Runtime  # noqa: E402
+from hetcl.backend.device import event_seconds  # noqa: E402
+from hetcl.model.models import build_model  # noqa: E402
+from hetcl.model.optim import SGD  # noqa: E402
+from hetcl.parallel.runtime import Runtime  # noqa: E402
 
 
 # A composite op's launches are recorded under its kernels and under the composite too: only

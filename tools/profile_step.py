@@ -18,12 +18,12 @@ import time
 import numpy as np
 
 
-from hetcl import runtime
-from hetcl.bench import INPUT_SHAPES, cpu_model, random_data
-from hetcl.device import event_seconds
-from hetcl.models import build_model
-from hetcl.optim import SGD
-from hetcl.trace import Tracer
+from hetcl.parallel import runtime
+from hetcl.measure.bench import INPUT_SHAPES, cpu_model, random_data
+from hetcl.backend.device import event_seconds
+from hetcl.model.models import build_model
+from hetcl.model.optim import SGD
+from hetcl.parallel.trace import Tracer
 
 
 class StepPhases(Tracer):

@@ -17,10 +17,10 @@ own, [C*KH*KW, chunk*OH*OW] floats, reused (BY_CONV = 1 is offered only where it
 """
 import dataclasses
 
-from ..buffers import empty
+from ..backend.buffers import empty
+from ..tuning.buckets import shape_bucket
 from .conv import Col2Im, Im2Col, WeightFlip
 from .gemm import Gemm
-from .buckets import shape_bucket
 from .launch import attribute, choose
 from .params import KernelParams
 

@@ -8,7 +8,7 @@ the event.
 """
 import dataclasses
 
-from .buckets import shape_bucket
+from ..tuning.buckets import shape_bucket
 from .launch import Launch, choose
 from .params import FLOAT_BYTES, INT_MAX, VECTOR_WIDTHS, KernelParams, vector_width
 

@@ -1,7 +1,7 @@
 """Host side of kernels/gather.cl.mako: a mini-batch gathered from the device-resident uint8
 dataset and normalised on the device, x = (v/255 - mean)/std as float32, y = label as int32.
 
-The images and labels are uploaded once per device (hetcl.buffers.to_device of the dataset's
+The images and labels are uploaded once per device (hetcl.backend.buffers.to_device of the dataset's
 uint8 arrays); each step only uploads batch int32 indices and enqueues this one kernel.
 """
 import dataclasses

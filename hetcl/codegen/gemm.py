@@ -5,7 +5,7 @@ import dataclasses
 
 import numpy as np
 
-from .buckets import gemm_bucket
+from ..tuning.buckets import gemm_bucket
 from .launch import Launch, choose
 from .params import FLOAT_BYTES, VECTOR_WIDTHS, KernelParams, vector_width
 
@@ -238,7 +238,7 @@ class Gemm:
 
 def gemm(device, a, b, trans_a=False, trans_b=False, params=None):
     """Convenience: numpy in, numpy out (2-D float32)."""
-    from ..buffers import empty, to_device
+    from ..backend.buffers import empty, to_device
     a = np.ascontiguousarray(a, np.float32)
     b = np.ascontiguousarray(b, np.float32)
     m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape

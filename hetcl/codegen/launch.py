@@ -10,7 +10,7 @@ import warnings
 import pyopencl as cl
 
 from ..errors import NoWorkingVariant, VariantBroken, VariantWarning
-from . import tunedb
+from ..tuning import tunedb
 from .params import vector_width
 from .prove import build
 

@@ -11,7 +11,7 @@ settings): a frozen dataclass whose fields are the tunables, with class-level de
 
 and per kernel only what cannot be declared: rules() (constraints between tunables),
 local_mem_bytes(), global_size(shape...) and defaults(features) (from the feature flags of
-hetcl.device.features, never from vendor names). check(), space(), neighbours(), local_size()
+hetcl.backend.device.features, never from vendor names). check(), space(), neighbours(), local_size()
 and work_group_size() are generic. Instances are hashable and render into the template as
 upper-case names.
 """

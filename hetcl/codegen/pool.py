@@ -7,7 +7,7 @@ import dataclasses
 
 import numpy as np
 
-from .buckets import shape_bucket
+from ..tuning.buckets import shape_bucket
 from .launch import Launch, choose, round_up
 from .params import KernelParams
 

@@ -24,7 +24,7 @@ import time
 import pyopencl as cl
 
 from .. import settings
-from ..device import list_devices
+from ..backend.device import list_devices
 from ..errors import BuildError, HetclError, ProbeFailed
 from .cache import build
 from .probes import PROBES

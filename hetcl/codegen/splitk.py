@@ -10,10 +10,10 @@ GEMM's bucket follows the slice length K/P).
 """
 import dataclasses
 
-from ..buffers import empty
+from ..backend.buffers import empty
+from ..tuning.buckets import shape_bucket
 from .eltwise import BiasGrad
 from .gemm import Gemm, tuned_params
-from .buckets import shape_bucket
 from .launch import attribute, choose
 from .params import KernelParams
 

@@ -43,7 +43,7 @@ class VectorProbeParams(KernelParams):
 def probe(device, params):
     """The prover's check (prover.py): the build log must be empty of warnings (ProbeFailed
     names the first), and the result match numpy. -> the largest error."""
-    from ..buffers import empty, to_device
+    from ..backend.buffers import empty, to_device
     # Built here, not from a cache: a driver's own kernel cache (PoCL's) skips the compiler
     # and its warnings, so the source carries a comment no cache has seen.
     source = render(params.template, params) + f"\n// {os.getpid()} {time.time_ns()}\n"

@@ -16,7 +16,7 @@ def _taps(kh, kw, sh, sw, oh, ow):
 
 
 def _probe_wflip(device, params, rng, c, h, kh, kw):
-    from ...buffers import empty, to_device
+    from ...backend.buffers import empty, to_device
     weights = rng.standard_normal((c, h, kh, kw)).astype(np.float32)  # c filters, h channels
     wt = empty(device, (h, c * kh * kw)).fill(np.nan)
     WeightFlip(device, c, h, (kh, kw), params=params)(to_device(device, weights), wt)
@@ -25,7 +25,7 @@ def _probe_wflip(device, params, rng, c, h, kh, kw):
 
 def _probe_im2col(device, params, rng, shape, geometry, planes):
     """x read at element offset 3, its plane (n, ch) at n*img_stride + ch*chan_stride."""
-    from ...buffers import empty, to_device
+    from ...backend.buffers import empty, to_device
     (images, c, h, w), (kh, kw, sh, sw, ph, pw) = shape, geometry
     img_stride, chan_stride = planes or (c * h * w, h * w)
     starts = 3 + np.arange(images)[:, None] * img_stride + np.arange(c) * chan_stride
@@ -44,7 +44,7 @@ def _probe_im2col(device, params, rng, shape, geometry, planes):
 
 def _probe_col2im(device, params, rng, shape, geometry):
     """dx written at element offset 3: the sum of the col entries taken from each pixel."""
-    from ...buffers import empty, to_device
+    from ...backend.buffers import empty, to_device
     (images, c, h, w), (kh, kw, sh, sw, ph, pw) = shape, geometry
     oh, ow = conv_out_hw((h, w), (kh, kw), (sh, sw), (ph, pw))
     col = rng.standard_normal((c, kh, kw, images, oh, ow)).astype(np.float32)
@@ -93,7 +93,7 @@ def pool(device, params, kernel, images, c, h, w, kh, kw, sh, sw):
     """The prover's check of one max-pooling variant (prover.py), on the shape it was built
     for: forward, the largest error of y relative to its largest magnitude (inf where an
     argmax differs); backward, that of dx from numpy's argmax. Outputs start poisoned."""
-    from ...buffers import empty, to_device
+    from ...backend.buffers import empty, to_device
     rng = np.random.default_rng(0)
     x = rng.standard_normal((images, c, h, w)).astype(np.float32)
     y_ref, arg_ref = _maxpool_reference(x, kh, kw, sh, sw)

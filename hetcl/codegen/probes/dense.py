@@ -13,7 +13,7 @@ def gemm(device, params, trans_a=False, trans_b=False, trans_c=False, epilogue=N
     largest magnitude, of a tiny problem against numpy. The sizes are off the tile multiples,
     so edge tiles run too; the template context selects the same program the caller built
     (trans_c: both transposes without local memory, which Gemm computes as C^T = B A)."""
-    from ...buffers import empty, to_device
+    from ...backend.buffers import empty, to_device
     rng = np.random.default_rng(0)
     if trans_c:
         trans_a = trans_b = True
@@ -41,7 +41,7 @@ def gather(device, params, batch, s):
     """The prover's check of one gather variant (prover.py): the largest error of a gathered
     batch (batch and sample size as the variant was built for) against numpy, and -1 where a
     label differs."""
-    from ...buffers import empty, to_device
+    from ...backend.buffers import empty, to_device
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (5, s), dtype=np.uint8)
     labels = rng.integers(0, 10, 5, dtype=np.uint8)
@@ -60,7 +60,7 @@ def loss(device, params, n, classes, loss, label_type):
     the largest error of dlogits and row_loss, relative to the largest magnitude, against
     numpy (inf where a row_correct differs), the labels read from an offset and the loss
     divided by a global_n larger than n (a shard)."""
-    from ...buffers import empty, to_device
+    from ...backend.buffers import empty, to_device
     rng = np.random.default_rng(0)
     logits = (3 * rng.standard_normal((n, classes))).astype(np.float32)
     labels = rng.integers(0, classes, n + 1).astype(LABEL_TYPES[label_type])  # from element 1
@@ -92,7 +92,7 @@ def update(device, params, kernel, size=None, sizes=None, nesterov=0):
     """The prover's check of one update variant (prover.py), on the size(s) it was built for:
     the largest error, relative to the largest magnitude, of y (axpby, b != 0) or of p and v
     after one SGD step with momentum and weight decay, against numpy."""
-    from ...buffers import to_device
+    from ...backend.buffers import to_device
     rng = np.random.default_rng(0)
     if kernel == "axpby":
         x, y0 = rng.standard_normal((2, size)).astype(np.float32)

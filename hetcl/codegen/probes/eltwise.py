@@ -16,7 +16,7 @@ def _to_layout(x, layout):
 
 
 def _probe_bias_act(device, params, rng, n, f, s, layout, act, bias):
-    from ...buffers import empty, to_device
+    from ...backend.buffers import empty, to_device
     z = (4 * rng.standard_normal((n, f, s))).astype(np.float32)
     b = rng.standard_normal(f).astype(np.float32)
     y = empty(device, (n, f, s)).fill(np.nan)
@@ -26,7 +26,7 @@ def _probe_bias_act(device, params, rng, n, f, s, layout, act, bias):
 
 
 def _probe_act_bwd(device, params, rng, n, f, s, layout, act):
-    from ...buffers import empty, to_device
+    from ...backend.buffers import empty, to_device
     y = NUMPY_ACTIVATIONS[act](4 * rng.standard_normal((n, f, s))).astype(np.float32)
     dy = rng.standard_normal((n, f, s)).astype(np.float32)
     dz = empty(device, (n * f * s,)).fill(np.nan)
@@ -37,7 +37,7 @@ def _probe_act_bwd(device, params, rng, n, f, s, layout, act):
 
 
 def _probe_bias_grad(device, params, rng, n, f, s, layout, accumulate):
-    from ...buffers import to_device
+    from ...backend.buffers import to_device
     dz = rng.standard_normal((n, f, s)).astype(np.float32)
     db0 = rng.standard_normal(f).astype(np.float32)  # overwritten, or added to (accumulate)
     db = to_device(device, db0)

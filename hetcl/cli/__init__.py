@@ -1,0 +1,156 @@
+"""The `hetcl` command: the group, `train` and `evaluate` (`devices` in cli/devices.py, `bench`
+and `tune` in cli/bench.py). The CLI modules are the only ones that import click.
+
+User mistakes (HetclError) print one line, `hetcl: error: ...`, and exit with status 1; no
+traceback. Anything else is a bug and keeps its traceback.
+"""
+import sys
+import warnings
+
+import click
+
+from .. import __version__
+from ..errors import HetclError
+from ..parallel import mpi
+from .common import DEVICES_HELP, MODEL_NAMES, PARALLEL_HELP
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """hetcl's warnings (a device dropped, a kernel variant replaced) as one line each."""
+    click.echo(f"hetcl: warning: {message}", err=True)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        warnings.showwarning = _show_warning
+        try:
+            return super().invoke(ctx)
+        except HetclError as e:
+            click.echo(f"hetcl: error: {e}", err=True)
+            mpi.stop_all()  # under mpirun the other ranks would wait for this one
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("hetcl: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hetcl")
+def main():
+    """hetcl: train image classifiers with OpenCL kernels generated for each device, one
+    mini-batch split across every CPU and GPU of the machine.
+
+    Start with `hetcl devices` to see what hetcl can use."""
+
+
+@main.command()
+@click.option("--model", type=click.Choice(MODEL_NAMES), default="lenet5",
+              show_default=True, help="Network to train.")
+@click.option("--data", type=click.Path(), default=None,
+              help="Directory of IDX (MNIST-style) or CIFAR-10 binary files. Default: "
+                   "Fashion-MNIST from Debian's dataset-fashion-mnist.")
+@click.option("--epochs", type=int, default=2, show_default=True,
+              help="Passes over the training set. 2 keeps the default run to a few minutes "
+                   "on a 2-core CPU; with the defaults LeNet-5 reaches 90% in 10.")
+@click.option("--batch-size", type=int, default=256, show_default=True,
+              help="Global mini-batch, split across the devices.")
+@click.option("--lr", type=float, default=0.1, show_default=True,
+              help="Peak learning rate (after warm-up).")
+@click.option("--momentum", type=float, default=0.9, show_default=True)
+@click.option("--weight-decay", type=float, default=5e-4, show_default=True,
+              help="L2 penalty, as PyTorch's SGD applies it.")
+@click.option("--nesterov", is_flag=True, help="Nesterov momentum.")
+@click.option("--lr-schedule", type=click.Choice(["constant", "step", "cosine"]),
+              default="cosine", show_default=True,
+              help="step: x0.1 at 50% and 75% of the epochs; cosine: to 0 over the run.")
+@click.option("--warmup-epochs", type=float, default=1.0, show_default=True,
+              help="Ramp the learning rate up linearly over this many epochs first.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds initial weights and shuffling: same seed, same device, same numbers.")
+@click.option("--devices", "devices_spec", default="all", show_default=True, help=DEVICES_HELP)
+@click.option("--log", type=click.Path(dir_okay=False), default=None,
+              help="Append metrics as JSON lines to this file.")
+@click.option("--log-every", type=click.Choice(["epoch", "step"]), default="epoch",
+              show_default=True)
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Save loss and accuracy curves as a PNG (needs hetcl[plot]).")
+@click.option("--checkpoint", type=click.Path(file_okay=False), default=None,
+              help="Save the run here after each epoch (and on Ctrl-C): the last state and the "
+                   "best one by test accuracy. One run per directory at a time; a directory "
+                   "that holds a run needs --resume or --start-over.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run saved in --checkpoint with its saved settings and data "
+                   "(a setting given here that differs is an error; see --override).")
+@click.option("--start-over", is_flag=True,
+              help="Move a run already in --checkpoint aside (to DIR.previous-<time>) and "
+                   "start a new one.")
+@click.option("--override", is_flag=True,
+              help="With --resume: the settings given here replace the saved ones (e.g. more "
+                   "--epochs), and other data is accepted.")
+@click.option("--max-loss", type=float, default=None,
+              help="Stop the run when a step's loss passes this (default 10 x ln(classes), "
+                   "ten times the loss of a uniform guess: 23.0 for 10 classes) or is NaN/Inf; "
+                   "the checkpoint keeps the last good save.")
+@click.option("--parallel", type=click.Choice(["data", "hybrid", "auto"]), default="data",
+              show_default=True, help=PARALLEL_HELP)
+def train(devices_spec, **options):
+    """Train a model on the selected devices, splitting each mini-batch across them.
+
+    Shows a progress bar per epoch (loss, accuracy, images/s) and the test accuracy after each
+    epoch. Ctrl-C stops after the step in flight and saves (with --checkpoint); a second Ctrl-C
+    stops at once without saving."""
+    from ..training.train import TrainConfig, Trainer
+    ctx = click.get_current_context()
+    given = {name for name in options
+             if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
+    cfg = TrainConfig(devices=devices_spec, **options)
+    trainer = Trainer(cfg, given=given)
+    cfg = trainer.cfg  # (on --resume: the saved run's settings)
+    if trainer.store and trainer.store.moved_to:
+        click.echo(f"hetcl: the earlier run in {cfg.checkpoint} was moved to "
+                   f"{trainer.store.moved_to}", err=True)
+    names = ", ".join(f"{d.index}:{d.name}" for d in trainer.rt.devices)
+    start = f" from epoch {trainer.epoch + 1} step {trainer.step_in_epoch}" if cfg.resume else ""
+    ranks = f" as rank 0 of {trainer.world.size} MPI ranks" if trainer.world else ""
+    if len(trainer.rt.devices) > 1:
+        ranks += f" ({cfg.parallel} parallel)"
+    if trainer.lead:
+        click.echo(f"training {cfg.model} on {trainer.data.name} ({len(trainer.data.train_x)} "
+                   f"images) with {names}{ranks}{start}", err=True)
+    try:
+        history = trainer.run()
+    except KeyboardInterrupt:
+        click.echo(f"\nhetcl: interrupted at epoch {trainer.epoch + 1} step "
+                   f"{trainer.step_in_epoch}; {trainer.stopped}", err=True)
+        sys.exit(130)
+    if history and trainer.lead:
+        last = history[-1]
+        click.echo(f"final: test accuracy {100 * last['test_acc']:.2f}%, train loss "
+                   f"{last['train_loss']:.4f}, {last['images_per_s']:.0f} images/s")
+
+
+@main.command()
+@click.option("--checkpoint", type=click.Path(file_okay=False), required=True,
+              help="Directory written by `hetcl train --checkpoint`.")
+@click.option("--data", type=click.Path(), default=None, help="Data directory (as for train).")
+@click.option("--devices", "devices_spec", default="all", show_default=True, help=DEVICES_HELP)
+@click.option("--best", is_flag=True,
+              help="Evaluate the best save (highest test accuracy) instead of the last.")
+def evaluate(checkpoint, data, devices_spec, best):
+    """Test accuracy and confusion matrix of a saved model (default: its last save, on the
+    data it was trained on)."""
+    from ..training.train import evaluate as run_evaluate
+    acc, matrix = run_evaluate(checkpoint, data, devices_spec, "best" if best else "last")
+    click.echo(f"test accuracy {100 * acc:.2f}% ({int(matrix.trace())}/{int(matrix.sum())})")
+    click.echo("confusion matrix (rows: true class, columns: predicted):")
+    width = max(len(str(int(matrix.max()))), 3)
+    click.echo("     " + " ".join(f"{j:>{width}}" for j in range(len(matrix))))
+    for i, row in enumerate(matrix):
+        click.echo(f"{i:>4} " + " ".join(f"{int(v):>{width}}" for v in row))
+
+
+from .bench import bench, tune  # noqa: E402 (the commands register on main)
+from .devices import devices  # noqa: E402
+
+for command in (devices, bench, tune):
+    main.add_command(command)

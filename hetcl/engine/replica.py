@@ -1,0 +1,84 @@
+"""A model's state on one device: its parameters, gradients and optimizer state (Replica),
+and a uint8 data set uploaded once (Resident: batches are gathered from it on the device)."""
+import numpy as np
+
+from ..backend.buffers import base_align_elements, empty, to_device
+from ..codegen.launch import round_up
+from ..errors import HetclError
+
+# Where a layer's second gradient tensor starts in its region, in float32 elements (4 KiB).
+# The same on every device and every MPI rank: the all-reduce adds the regions of different
+# devices element by element, so their layouts must agree (devices' own sub-buffer
+# alignments differ: 32 floats on PoCL, 128 on NVIDIA's driver).
+GRAD_ALIGN = 1024
+
+
+class Replica:
+    def __init__(self, model, device, names=None):
+        """names: only these parameters (hybrid.py keeps the dense layers elsewhere)."""
+        self.model, self.device, self.names = model, device, names
+        host = self._host(model.parameters())
+        self.params = {k: empty(device, v.shape) for k, v in host.items()}
+        self.grads, self._spans = self._grouped(device, host)
+        self.state = {}  # optimizer buffers, e.g. {"momentum": {name: DeviceArray}}
+        self.version = None
+        self.sync(host)
+
+    @staticmethod
+    def _grouped(device, host):
+        """Gradient buffers, one allocation per layer: its tensors (weight, bias) lie one after
+        the other (each start aligned for a sub-buffer, the gaps zero), so the all-reduce moves
+        and adds a layer in one command each instead of one per tensor (comm.py: on GPUs the
+        host's commands limit a multi-GPU step). -> {name: array}, {layer name: (whole
+        region, bytes of its tensors)}"""
+        if GRAD_ALIGN % base_align_elements(device):
+            raise HetclError(f"{device.name} needs sub-buffers aligned to "
+                             f"{base_align_elements(device)} floats, more than hetcl's "
+                             f"gradient layout ({GRAD_ALIGN}): please report this device")
+        align = GRAD_ALIGN
+        layers = {}
+        for k in host:
+            layers.setdefault(k.rsplit(".", 1)[0], []).append(k)
+        grads, spans = {}, {}
+        for layer, names in layers.items():
+            offsets, end = [], 0
+            for k in names:
+                start = round_up(end, align)
+                offsets.append(start)
+                end = start + host[k].size
+            region = empty(device, (end,)).fill(0.0)
+            for k, start in zip(names, offsets):
+                grads[k] = region.sub(start, host[k].shape)
+            spans[layer] = (region, sum(host[k].nbytes for k in names))
+        return grads, spans
+
+    def grad_span(self, names):
+        """(the gradients of a layer as one array, their own bytes), for the names of its
+        parameters (e.g. "conv0.weight", "conv0.bias"; a replica holds whole layers)."""
+        return self._spans[names[0].rsplit(".", 1)[0]]
+
+    def sync(self, host=None):
+        """Upload the host parameters if they changed since this replica last saw them."""
+        if self.version == self.model.version:
+            return
+        host = self._host(host if host is not None else self.model.parameters())
+        for k, v in host.items():
+            self.params[k].set(v)
+        self.version = self.model.version
+
+    def _host(self, params):
+        return params if self.names is None else {k: params[k] for k in self.names}
+
+    def download(self):
+        return {k: v.get() for k, v in self.params.items()}
+
+
+class Resident:
+    """A uint8 data set on one device: images [N, sample_size], labels [N]."""
+
+    def __init__(self, device, images, labels, mean, std):
+        self.sample_size = int(np.prod(images.shape[1:]))
+        self.images = to_device(device, np.ascontiguousarray(images, np.uint8).reshape(
+            len(images), self.sample_size))
+        self.labels = to_device(device, np.ascontiguousarray(labels, np.uint8))
+        self.mean, self.std = float(mean), float(std)

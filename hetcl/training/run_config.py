@@ -1,0 +1,124 @@
+"""A training run's configuration: its values checked at the door, and what `--resume` keeps.
+
+The settings (SETTINGS) define the run's numbers; a checkpoint stores them with the data set's
+identity, and a resumed run takes them from it. A setting the user gives that differs from the
+saved one is an error that lists every difference, unless `override` is set. The other fields
+(devices, parallel mode, log, plot, ...) say how and where to run and may change on resume.
+"""
+import dataclasses
+import hashlib
+import math
+import os
+
+import numpy as np
+
+from ..errors import HetclError
+
+# The loss a run may reach before it counts as diverged, in units of the loss of a uniform
+# guess, ln(classes): a learning network stays well below it, an exploding one passes it within
+# a few steps (and a NaN or Inf always stops the run).
+DIVERGENCE_FACTOR = 10.0
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: str = "lenet5"
+    data: str = None
+    epochs: int = 2
+    batch_size: int = 256
+    # Defaults measured on Fashion-MNIST (docs/benchmarks.md, "Training throughput", the
+    # accuracy runs).
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    lr_schedule: str = "cosine"
+    warmup_epochs: float = 1.0
+    seed: int = 0
+    max_loss: float = None  # None: DIVERGENCE_FACTOR * ln(classes)
+    devices: str = "all"
+    parallel: str = "data"  # or "hybrid", "auto" (runtime.Runtime)
+    log: str = None
+    log_every: str = "epoch"  # or "step"
+    plot: str = None
+    checkpoint: str = None
+    resume: bool = False
+    start_over: bool = False  # a run already in `checkpoint` is moved aside
+    override: bool = False  # on resume, settings given here replace the saved ones
+    progress: bool = True
+
+
+SETTINGS = ("model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov",
+            "lr_schedule", "warmup_epochs", "seed", "max_loss")
+FLAG = {name: "--" + name.replace("_", "-") for name in SETTINGS}
+
+
+def _finite(value, low, name, high=math.inf, high_open=False):
+    ok = isinstance(value, (int, float)) and math.isfinite(value) and value >= low and \
+        (value < high if high_open else value <= high)
+    if not ok:
+        bound = f"below {high}" if high_open else (f"at most {high}" if high < math.inf else "")
+        raise HetclError(f"{name} must be a finite number, at least {low} {bound}".rstrip() +
+                         f" (got {value})")
+
+
+def check(cfg):
+    """One-line HetclError for a value no run can use (before any data or device is touched)."""
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise HetclError(f"--epochs and --batch-size must be at least 1 (got {cfg.epochs}, "
+                         f"{cfg.batch_size})")
+    _finite(cfg.lr, 0, "--lr")
+    if cfg.lr <= 0:
+        raise HetclError(f"--lr must be above 0 (got {cfg.lr})")
+    _finite(cfg.momentum, 0, "--momentum", 1, high_open=True)
+    _finite(cfg.weight_decay, 0, "--weight-decay")
+    _finite(cfg.warmup_epochs, 0, "--warmup-epochs")
+    if cfg.max_loss is not None:
+        _finite(cfg.max_loss, 0, "--max-loss")
+    if not 0 <= cfg.seed < 2 ** 63:
+        raise HetclError(f"--seed must be between 0 and 2^63-1 (got {cfg.seed})")
+    if cfg.resume and not cfg.checkpoint:
+        raise HetclError("--resume needs --checkpoint DIR (where the run was saved)")
+    if cfg.resume and cfg.start_over:
+        raise HetclError("--resume continues the run in --checkpoint, --start-over moves it "
+                         "aside: pass one of them")
+
+
+def max_loss(cfg, classes):
+    return cfg.max_loss if cfg.max_loss is not None else \
+        DIVERGENCE_FACTOR * math.log(max(classes, 2))
+
+
+def saved_settings(cfg):
+    settings = {name: getattr(cfg, name) for name in SETTINGS}
+    settings["data"] = os.path.abspath(cfg.data) if cfg.data else None
+    return settings
+
+
+def resumed(cfg, saved, given, where):
+    """The configuration of a resumed run: the saved settings, with the given ones that differ
+    an error listing them (or, with override, taking their place). The data path is the saved
+    one unless given; whether the data is the same is checked by identity (data_identity)."""
+    given = set(given) & set(SETTINGS)
+    differ = [n for n in sorted(given) if n in saved and getattr(cfg, n) != saved[n]]
+    if differ and not cfg.override:
+        listed = ", ".join(f"{FLAG[n]} {getattr(cfg, n)} (saved: {saved[n]})" for n in differ)
+        them = "it" if len(differ) == 1 else "them"
+        raise HetclError(f"--resume continues the run saved in {where}, but {listed}; drop "
+                         f"the flag{'s' * (len(differ) > 1)} to continue the run as it was, or "
+                         f"add --override to change {them}")
+    keep = {n: saved[n] for n in SETTINGS if n in saved and not (cfg.override and n in given)}
+    if not cfg.data and saved.get("data"):
+        keep["data"] = saved["data"]
+    return dataclasses.replace(cfg, **keep)
+
+
+def data_identity(dataset):
+    """What makes a data set the same one: its name, sizes, shape, classes and a checksum of
+    every image and label (a fraction of a second for Fashion-MNIST)."""
+    h = hashlib.sha256()
+    for a in (dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y):
+        h.update(np.ascontiguousarray(a).data)
+    return {"name": dataset.name, "train": len(dataset.train_x), "test": len(dataset.test_x),
+            "sample_shape": list(dataset.sample_shape), "classes": dataset.classes,
+            "sha256": h.hexdigest()}
