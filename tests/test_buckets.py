@@ -15,15 +15,17 @@ def test_old_buckets_are_read_in_the_schema():
     assert buckets.upgrade("gemm", "NN-256x128x512") == "NN-256x128x512"
 
 
-def test_nearest_takes_one_differing_dimension_only():
+def test_nearest_takes_one_differing_dimension_within_one_class():
     tuned = ["n256 120x1 relu nfs bias1", "n16 120x1 relu nfs bias1", "n256 84x1 relu nfs bias1"]
     assert buckets.nearest("n32 120x1 relu nfs bias1", tuned) == "n16 120x1 relu nfs bias1"
-    assert buckets.nearest("n64 120x1 relu nfs bias1", tuned) == "n256 120x1 relu nfs bias1"
     assert buckets.nearest("n128 120x1 relu nfs bias1", tuned) == "n256 120x1 relu nfs bias1"
-    assert buckets.nearest("n64 100x1 relu nfs bias1", tuned) is None  # (another layer)
+    assert buckets.nearest("n512 120x1 relu nfs bias1", tuned) == "n256 120x1 relu nfs bias1"
+    assert buckets.nearest("n64 120x1 relu nfs bias1", tuned) is None  # a quarter of 256
+    assert buckets.nearest("n128 100x1 relu nfs bias1", tuned) is None  # (another layer)
     gemms = ["NN-256x128x512", "NN-256x256x256", "NT-64x128x512"]
-    assert buckets.nearest("NN-64x128x512", gemms) == "NN-256x128x512"
-    assert buckets.nearest("NN-64x256x512", gemms) is None  # two dimensions differ
+    assert buckets.nearest("NN-128x128x512", gemms) == "NN-256x128x512"
+    assert buckets.nearest("NN-64x128x512", gemms) is None  # two classes away
+    assert buckets.nearest("NN-128x256x512", gemms) is None  # two dimensions differ
 
 
 def _tuned_kernels(ex, batch):
@@ -37,12 +39,17 @@ def _tuned_kernels(ex, batch):
 
 def test_every_kernel_of_a_split_shard_finds_the_whole_batch_entry(device, fresh_db):
     """The DB holds an entry for every kernel of a LeNet-5 step at batch 256 (the parameters
-    chosen there); the shards 208 and 48 of a 256 split find one for each of theirs."""
+    chosen there); the shards 208 (the same class) and 112 (the next) of a 256 split find one
+    for each of theirs; a shard of 48 (a quarter) takes its own defaults."""
     whole = _tuned_kernels(step_executor("lenet5", device, 256), 256)
     for (kernel, bucket), params in whole.items():
         tunedb.record(device, kernel, bucket, params.as_dict(), 1.0, 1.0)
     db = tunedb.database()
-    for shard in (208, 48):
+    # at 48, only the buckets that do not depend on the batch (a split-K sum's) find entries
+    small = _tuned_kernels(step_executor("lenet5", device, 48), 48)
+    assert small and all((db.find(device, k, b)[0] is None) == ((k, b) not in whole)
+                         for k, b in small)
+    for shard in (208, 112):
         kernels = _tuned_kernels(step_executor("lenet5", device, shard), shard)
         assert {k for k, _ in kernels} == {k for k, _ in whole}  # the same kernel families
         for (kernel, bucket), params in kernels.items():

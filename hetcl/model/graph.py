@@ -110,8 +110,11 @@ class Graph:
 
     def fresher_on_devices(self, pull):
         """The devices hold newer parameters than the host (a runtime updated them): the next
-        parameters() call takes them from pull() -> {name: array}."""
+        parameters() call takes them from pull() -> {name: array}. -> the new version, which
+        the devices that hold these parameters are stamped with."""
         self._pull = pull
+        self.version += 1
+        return self.version
 
     def load_parameters(self, params):
         self._check_built()

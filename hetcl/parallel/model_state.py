@@ -54,14 +54,12 @@ class ModelState:
     def committed(self, updated):
         """After an update of `updated` (replicas, hybrid slices): a new version of the
         parameters, held by the devices until the host asks (model.parameters())."""
-        self.model.version += 1
+        holder = self.hybrid.download if self.hybrid else updated[0].download
+        version = self.model.fresher_on_devices(holder)
         for rep in updated:
-            rep.version = self.model.version
+            rep.version = version
         if self.hybrid:
-            self.hybrid.version = self.model.version
-            self.model.fresher_on_devices(self.hybrid.download)
-        else:
-            self.model.fresher_on_devices(updated[0].download)
+            self.hybrid.version = version
 
     # --- parallel mode ----------------------------------------------------------------------
     def choose_mode(self, parallel, devices_in_step, last_bytes):

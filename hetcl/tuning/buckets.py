@@ -8,12 +8,16 @@ Every other:   "n<N> <rest>": N the kernel's leading dimension (the batch of a l
                to a power of two, <rest> its other dimensions and options exactly
                (shape_bucket).
 A lookup that misses its bucket takes the entry of the same kernel whose shape differs only in
-that batch-like dimension, the nearest class (nearest): the shards of a split batch (208/48 of
-256) find the entries tuned on the whole batch. Buckets written before this schema are read in
-it (upgrade).
+that batch-like dimension, by at most NEAREST_CLASSES classes, the nearest (nearest): a shard of
+a split batch (208 or 160 of 256: the same class; 100: the next) finds the entries tuned on the
+whole batch. Parameters tuned for four times the work and more are not taken: a cifar-cnn step
+of 48 images ran slower with the entries of 256 than with the defaults (docs/benchmarks.md,
+"Tuning"). Buckets written before this schema are read in it (upgrade).
 """
 import math
 import re
+
+NEAREST_CLASSES = 1  # how many powers of two a lookup may reach from its own class
 
 _SHAPE = re.compile(r"n(\d+) (.*)")
 _GEMM = re.compile(r"([NT]{2})-(\d+)x(\d+)x(\d+)(-batched)?")
@@ -48,8 +52,9 @@ def _parts(bucket):
 
 def nearest(bucket, buckets):
     """The bucket among `buckets` that serves `bucket`, which has no entry of its own: same
-    fixed part, sizes that differ in one dimension only (a GEMM's batch is one of m, n, k),
-    the nearest there (the larger on a tie). None if there is none."""
+    fixed part, sizes that differ in one dimension only (a GEMM's batch is one of m, n, k) and
+    there by at most NEAREST_CLASSES powers of two, the nearest (the larger on a tie). None if
+    there is none."""
     mine = _parts(bucket)
     if mine is None:
         return None
@@ -63,6 +68,8 @@ def nearest(bucket, buckets):
             continue
         a, b = differ[0]
         key = (abs(math.log2(a) - math.log2(b)), -b)
+        if key[0] > NEAREST_CLASSES:
+            continue
         if best is None or key < best[0]:
             best = (key, other)
     return best[1] if best else None
