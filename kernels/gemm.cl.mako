@@ -12,7 +12,7 @@
 ##   without local memory: that turns the case into the fast trans_a = trans_b = False one).
 ##   b = get_group_id(2) is the batch index (batched GEMM: one launch for every image of a conv).
 ##
-## Epilogue (context epilogue = (act, S); a conv layer's forward, hetcl/ops.py): the kernel takes
+## Epilogue (context epilogue = (act, S); a conv layer's forward, hetcl/engine/ops.py): the kernel takes
 ## one more argument, bias[M], and stores Y = act(alpha * op(A) op(B) + bias[m]) straight into
 ## an NCHW batch instead of C: column n = img*S + p (image, pixel) of row m (filter) goes to
 ##   C[c_off + img*M*S + m*S + p]

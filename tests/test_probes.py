@@ -160,3 +160,23 @@ def test_prover_proves_each_family(device, monkeypatch, fam):
     params, context = built(device, monkeypatch, case)
     request = json.loads(json.dumps(prove._request(device, params, "", None, context)))
     assert prover.prove(request, {device.fingerprint: device}) == {"ok": True}
+
+
+def test_vector_probe_ignores_the_warnings_of_its_scalar_build(device, monkeypatch):
+    """A warning every build of the probe gets (NVIDIA's compiler warns of any noinline kernel
+    function) says nothing of the width: the probe passes; one the wide build gets alone fails
+    it."""
+    from hetcl.codegen import vector_probe
+    from hetcl.errors import ProbeFailed
+    real = vector_probe._build
+
+    def warning_at(widths, text):
+        def build(dev, params):
+            program, warned = real(dev, params)
+            return program, warned + ([text] if params.VW in widths else [])
+        return build
+    monkeypatch.setattr(vector_probe, "_build", warning_at((1, 4), "the driver's own remark"))
+    assert vector_probe.probe(device, vector_probe.VectorProbeParams(4)) == 0
+    monkeypatch.setattr(vector_probe, "_build", warning_at((4,), "4-wide vectors emulated"))
+    with pytest.raises(ProbeFailed, match="warns on 4-wide vectors: 4-wide vectors emulated"):
+        vector_probe.probe(device, vector_probe.VectorProbeParams(4))
