@@ -1,5 +1,5 @@
-"""The prover's probes (hetcl/codegen/prover.py PROBES) of the eltwise, pool, loss, update and
-conv2d families on every device.
+"""The prover's probes (hetcl/codegen/prover.py PROBES) of the eltwise, pool, avgpool, loss,
+update and conv2d families on every device.
 
 Each wrapper is built at a few shapes (sizes that are multiples of nothing, partial vectors and
 groups, non-default parameters); the build it asks for - params and template context - is
@@ -14,6 +14,7 @@ import json
 import pytest
 
 from hetcl.codegen import launch, prove, prover
+from hetcl.codegen.avgpool import AvgPoolBwd, AvgPoolFwd, AvgPoolParams
 from hetcl.codegen.conv import Col2Im, Col2ImParams, Im2Col, Im2ColParams, WeightFlip
 from hetcl.codegen.eltwise import ActBwd, BiasAct, BiasGrad, BiasGradParams, EltwiseParams
 from hetcl.codegen.loss import LossParams, SigmoidBCE, SoftmaxCE
@@ -47,6 +48,11 @@ CASES = {
                                                 params=PoolParams(16, 4, 0)),
     "maxpool_bwd-planes": lambda d: MaxPoolBwd(d, (3, 5, 13, 11), (3, 3), (2, 2),
                                                params=PoolParams(4, 2, 1)),
+    "avgpool_fwd-overlap": lambda d: AvgPoolFwd(d, (3, 5, 13, 11), (3, 3), (2, 2),
+                                                params=AvgPoolParams(32, 2)),
+    "avgpool_bwd-gaps": lambda d: AvgPoolBwd(d, (2, 3, 10, 9), (2, 2), (3, 3)),
+    "avgpool_bwd-global": lambda d: AvgPoolBwd(d, (3, 4, 8, 8), (8, 8), (1, 1),
+                                               params=AvgPoolParams(16, 4)),
     # loss: a partial group of rows, more work-items than classes, uchar labels, one class
     "softmax_ce-tree": lambda d: SoftmaxCE(d, 13, 10, params=LossParams(4, 16)),
     "softmax_ce-wide": lambda d: SoftmaxCE(d, 5, 300, params=LossParams(32, 4)),
@@ -82,6 +88,8 @@ WRONG = {
     "bias_grad-nfs": {"accumulate": 1},
     "maxpool_fwd-overlap": {"images": 2},      # the last image is never written
     "maxpool_bwd-planes": {"images": 2},
+    "avgpool_fwd-overlap": {"images": 2},
+    "avgpool_bwd-gaps": {"images": 1},         # the second image is never written
     "softmax_ce-tree": {"label_type": "uchar"},  # int labels read as bytes
     "sigmoid_bce-uchar": {"n": 56},            # the last row is never written
     "sgd-nesterov": {"nesterov": 0},
@@ -93,7 +101,7 @@ WRONG = {
 }
 
 FAMILIES = {"eltwise": ("bias_act", "act_bwd", "bias_grad"),
-            "pool": ("maxpool",), "loss": ("softmax_ce", "sigmoid_bce"),
+            "pool": ("maxpool",), "avgpool": ("avgpool",), "loss": ("softmax_ce", "sigmoid_bce"),
             "update": ("sgd", "axpby"), "conv2d": ("im2col", "col2im", "wflip")}
 
 

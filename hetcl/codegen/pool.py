@@ -39,20 +39,29 @@ class PoolParams(KernelParams):
         return cls(WG=4, WPT=1, PLANES=1)
 
 
+def pool_shape(in_nchw, size_hw, stride_hw):
+    """A pooling layer's shapes, checked: (input NCHW, output NCHW, (kh, kw, sh, sw), its
+    tuning bucket). Windows lie wholly inside the image (no padding)."""
+    in_shape = tuple(int(v) for v in in_nchw)
+    n, c, h, w = in_shape
+    kh, kw = (int(v) for v in size_hw)
+    sh, sw = (int(v) for v in stride_hw)
+    if min(n, c, h, w, kh, kw, sh, sw) < 1 or kh > h or kw > w:
+        raise ValueError(f"bad pooling shape: input {in_nchw}, window {size_hw}, "
+                         f"stride {stride_hw}")
+    out_shape = (n, c, (h - kh) // sh + 1, (w - kw) // sw + 1)
+    return in_shape, out_shape, (kh, kw, sh, sw), \
+        shape_bucket(n, f"{c}x{h}x{w} k{kh}x{kw} s{sh}x{sw}")
+
+
 class _MaxPool:
     kernel = None   # "maxpool_fwd" / "maxpool_bwd"
 
     def __init__(self, device, in_nchw, size_hw, stride_hw, params=None):
         self.device = device
-        self.in_shape = tuple(int(v) for v in in_nchw)
+        self.in_shape, self.out_shape, geometry, bucket = pool_shape(in_nchw, size_hw, stride_hw)
         n, c, h, w = self.in_shape
-        kh, kw = (int(v) for v in size_hw)
-        sh, sw = (int(v) for v in stride_hw)
-        if min(n, c, h, w, kh, kw, sh, sw) < 1 or kh > h or kw > w:
-            raise ValueError(f"bad pooling shape: input {in_nchw}, window {size_hw}, "
-                             f"stride {stride_hw}")
-        self.out_shape = (n, c, (h - kh) // sh + 1, (w - kw) // sw + 1)
-        bucket = shape_bucket(n, f"{c}x{h}x{w} k{kh}x{kw} s{sh}x{sw}")
+        kh, kw, sh, sw = geometry
         self.params = params or choose(device, PoolParams, self.kernel, bucket,
                                        PoolParams.defaults(device.features))
         elements = int(np.prod(self.out_shape if self.kernel == "maxpool_fwd"

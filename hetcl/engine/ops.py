@@ -14,6 +14,7 @@ convolution of dz with the flipped weights, whichever the tuning DB says is fast
 import numpy as np
 
 from ..backend.buffers import empty
+from ..codegen.avgpool import AvgPoolBwd, AvgPoolFwd
 from ..codegen.conv import Im2Col
 from ..codegen.conv_dx import ConvBackwardData
 from ..codegen.eltwise import ActBwd, BiasAct, BiasGrad
@@ -136,6 +137,22 @@ class MaxPoolOp:
     def backward(self, xs, y, dy, dxs, p, g):
         if dxs[0] is not None:
             self.bwd(dy, self.argmax, dxs[0])
+
+
+class AvgPoolOp:
+    """Average pooling (AvgPool2D; GlobalAvgPool is the window of the whole image)."""
+
+    def __init__(self, device, n, in_chw, size, stride):
+        shape = (n,) + tuple(in_chw)
+        self.fwd = AvgPoolFwd(device, shape, size, stride)
+        self.bwd = AvgPoolBwd(device, shape, size, stride)
+
+    def forward(self, xs, y, p):
+        self.fwd(xs[0], y)
+
+    def backward(self, xs, y, dy, dxs, p, g):
+        if dxs[0] is not None:
+            self.bwd(dy, dxs[0])
 
 
 class ActivationOp:

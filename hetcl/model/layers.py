@@ -119,7 +119,8 @@ class Conv2D(Layer):
                 f"stride={self.stride}, padding={self.padding})")
 
 
-class MaxPool2D(Layer):
+class _Pool2D(Layer):
+    """A window slid over each channel without padding: every window lies inside the image."""
     kind = "pool"
 
     def __init__(self, size=2, stride=None, name=None):
@@ -135,12 +136,37 @@ class MaxPool2D(Layer):
             raise self._error(f"window {self.size} is larger than the input {tuple(shape)}")
         return (shape[0], out[0], out[1])
 
+    def __repr__(self):
+        return f"{type(self).__name__}({self.size}, stride={self.stride})"
+
+
+class MaxPool2D(_Pool2D):
     def bind(self, device, batch, act="none"):
         from ..engine.ops import MaxPoolOp
         return MaxPoolOp(device, batch, self.input_shape, self.size, self.stride)
 
-    def __repr__(self):
-        return f"MaxPool2D({self.size}, stride={self.stride})"
+
+class AvgPool2D(_Pool2D):
+    """The mean of each window (PyTorch's AvgPool2d without padding)."""
+
+    def bind(self, device, batch, act="none"):
+        from ..engine.ops import AvgPoolOp
+        return AvgPoolOp(device, batch, self.input_shape, self.size, self.stride)
+
+
+class GlobalAvgPool(Layer):
+    """The mean of each channel over its whole image: (C, H, W) -> (C,) (PyTorch's
+    AdaptiveAvgPool2d(1) followed by a flatten)."""
+    kind = "pool"
+
+    def compute_output_shape(self, shape):
+        if len(shape) != 3:
+            raise self._error(f"expects input shape (C, H, W), got {tuple(shape)}")
+        return (shape[0],)
+
+    def bind(self, device, batch, act="none"):
+        from ..engine.ops import AvgPoolOp
+        return AvgPoolOp(device, batch, self.input_shape, self.input_shape[1:], (1, 1))
 
 
 class Flatten(Layer):

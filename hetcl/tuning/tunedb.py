@@ -43,7 +43,8 @@ _PARAMS = {"gemm": "gemm.GemmParams", "splitk": "splitk.SplitKParams",
            "im2col": "conv.Im2ColParams", "col2im": "conv.Col2ImParams",
            "bias_act": "eltwise.EltwiseParams", "act_bwd": "eltwise.EltwiseParams",
            "bias_grad": "eltwise.BiasGradParams", "conv_dx": "conv_dx.ConvDxParams",
-           "maxpool_fwd": "pool.PoolParams", "maxpool_bwd": "pool.PoolParams"}
+           "maxpool_fwd": "pool.PoolParams", "maxpool_bwd": "pool.PoolParams",
+           "avgpool_fwd": "avgpool.AvgPoolParams", "avgpool_bwd": "avgpool.AvgPoolParams"}
 
 
 def params_class(kernel):

@@ -18,7 +18,8 @@ PROBES = {"vector_probe.cl.mako": "hetcl.codegen.vector_probe:probe",
           "update.cl.mako": "hetcl.codegen.probes.dense:update",
           "eltwise.cl.mako": "hetcl.codegen.probes.eltwise:eltwise",
           "conv2d.cl.mako": "hetcl.codegen.probes.conv:conv",
-          "pool.cl.mako": "hetcl.codegen.probes.conv:pool"}
+          "pool.cl.mako": "hetcl.codegen.probes.conv:pool",
+          "avgpool.cl.mako": "hetcl.codegen.probes.conv:avgpool"}
 
 # The activations of eltwise.ACTIVATIONS (and a GEMM epilogue's) in numpy.
 NUMPY_ACTIVATIONS = {"none": lambda x: x, "relu": lambda x: np.maximum(x, 0),

@@ -1,7 +1,8 @@
-"""Probes of the convolution data kernels (im2col, col2im, weight flip) and max pooling (see
-the package's docstring)."""
+"""Probes of the convolution data kernels (im2col, col2im, weight flip), max and average
+pooling (see the package's docstring)."""
 import numpy as np
 
+from ..avgpool import AvgPoolBwd, AvgPoolFwd
 from ..conv import Col2Im, Im2Col, WeightFlip, conv_out_hw
 from ..pool import MaxPoolBwd, MaxPoolFwd
 from . import relative_error
@@ -116,3 +117,40 @@ def pool(device, params, kernel, images, c, h, w, kh, kw, sh, sw):
                   dy.reshape(planes, -1))
         got = dx.get().reshape(planes, -1)
     return relative_error(got, ref)
+
+
+def avgpool_reference(x, kh, kw, sh, sw):
+    """numpy's average pooling of x [N, C, H, W] (no padding), float64."""
+    oh, ow = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
+    y = np.zeros(x.shape[:2] + (oh, ow))
+    for _, _, rows, cols in _taps(kh, kw, sh, sw, oh, ow):
+        y += x[:, :, rows, cols]
+    return y / (kh * kw)
+
+
+def avgpool_grad_reference(dy, in_shape, kh, kw, sh, sw):
+    """dx of average pooling: each output's gradient spread evenly over its window."""
+    dx = np.zeros(in_shape)
+    oh, ow = dy.shape[2:]
+    for _, _, rows, cols in _taps(kh, kw, sh, sw, oh, ow):
+        dx[:, :, rows, cols] += dy / (kh * kw)
+    return dx
+
+
+def avgpool(device, params, kernel, images, c, h, w, kh, kw, sh, sw):
+    """The prover's check of one average-pooling variant, on the shape it was built for: the
+    largest error of y (forward) or dx (backward) relative to its largest magnitude. Outputs
+    start poisoned."""
+    from ...backend.buffers import empty, to_device
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((images, c, h, w)).astype(np.float32)
+    if kernel == "avgpool_fwd":
+        ref = avgpool_reference(x, kh, kw, sh, sw)
+        y = empty(device, ref.shape).fill(np.nan)
+        AvgPoolFwd(device, x.shape, (kh, kw), (sh, sw), params=params)(to_device(device, x), y)
+        return relative_error(y.get(), ref)
+    dy = rng.standard_normal((images, c, (h - kh) // sh + 1, (w - kw) // sw + 1))
+    dx = empty(device, x.shape).fill(np.nan)
+    AvgPoolBwd(device, x.shape, (kh, kw), (sh, sw), params=params)(
+        to_device(device, dy.astype(np.float32)), dx)
+    return relative_error(dx.get(), avgpool_grad_reference(dy, x.shape, kh, kw, sh, sw))
