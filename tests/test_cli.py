@@ -142,3 +142,12 @@ def test_bench_rounds_put_the_compared_windows_side_by_side(monkeypatch):
     assert alone == {0: [1.01, 1.04, 1.07], 1: [10.02, 10.05, 10.09]}
     assert together == {"data": [5.03, 5.06, 5.08]}
     assert last == {"data": ([1, 1], 8)} and notes == ["from together"]
+
+
+def test_train_help_says_what_each_model_is():
+    out = CliRunner().invoke(main, ["train", "--help"]).output
+    text = " ".join(out.split()).replace("- ", "-")  # (help wraps lines at hyphens)
+    for name, what in [("lenet5", "LeCun's LeNet-5"), ("mlp", "784-256-128-10"),
+                       ("cifar-cnn", "VGG-style for 32x32x3"),
+                       ("cifar-cnn-wide", "cifar-cnn with Krizhevsky-sized dense layers")]:
+        assert f"{name} ({what}" in text, name

@@ -12,7 +12,7 @@ import click
 from .. import __version__
 from ..errors import HetclError
 from ..parallel import mpi
-from .common import DEVICES_HELP, MODEL_NAMES, PARALLEL_HELP
+from .common import DEVICES_HELP, MODEL_HELP, MODEL_NAMES, PARALLEL_HELP
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
@@ -45,7 +45,7 @@ def main():
 
 @main.command()
 @click.option("--model", type=click.Choice(MODEL_NAMES), default="lenet5",
-              show_default=True, help="Network to train.")
+              show_default=True, help=MODEL_HELP)
 @click.option("--data", type=click.Path(), default=None,
               help="Directory of IDX (MNIST-style) or CIFAR-10 binary files. Default: "
                    "Fashion-MNIST from Debian's dataset-fashion-mnist.")

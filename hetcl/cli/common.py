@@ -1,8 +1,18 @@
 """What the `hetcl` commands share: option help texts and plain-text tables. Part of the CLI
-(cli/__init__.py and the cli_*.py commands: the only modules that import click)."""
+(the cli/ package: the only modules that import click)."""
 from ..model.models import MODELS
 
 MODEL_NAMES = list(MODELS)
+
+
+def _what(build):
+    """What a model is: its docstring up to the first colon or full stop."""
+    text = " ".join(build.__doc__.split())
+    return min((text.split(sep)[0] for sep in (": ", ". ")), key=len).rstrip(".")
+
+
+MODEL_HELP = "Network to train: " + "; ".join(f"{name} ({_what(build)})"
+                                              for name, build in MODELS.items()) + "."
 PARALLEL_HELP = ("data: every layer data-parallel (gradients all-reduced); hybrid: the dense "
                  "layers model-parallel, each device holding a slice of their neurons "
                  "(activations gathered instead of dense gradients reduced: less traffic for "
