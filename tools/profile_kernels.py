@@ -30,12 +30,9 @@ COMPOSITE = {"SplitKGemm", "ConvBackwardData"}
 
 
 def owner_name(owner):
-    """A short label for a launch's owner: its kernel's function name (GEMMs with their shape)."""
-    if hasattr(owner, "problem"):  # Gemm: (m, n, k, trans_a, trans_b, batch)
-        m, n, k, ta, tb, b = owner.problem
-        return f"gemm{'T' if ta else 'N'}{'T' if tb else 'N'} {m}x{n}x{k}" + (f"x{b}" if b > 1 else "")
-    kernel = getattr(owner, "kernel", None)
-    return getattr(kernel, "function_name", None) or type(owner).__name__
+    """A short label for a launch's owner: what its kernel computes (GEMMs with their shape),
+    or the composite's class."""
+    return getattr(owner, "label", None) or type(owner).__name__
 
 
 def parse_args():

@@ -194,7 +194,9 @@ class Gemm:
         self._launch = Launch(
             device, params, "gemm", _ARG_TYPES + ([None] if self.epilogue else []),
             self._global_size, context=self._template_context,
-            tune=("gemm", gemm_bucket(*self.problem), None))
+            tune=("gemm", gemm_bucket(*self.problem), None),
+            label=f"gemm{'T' if trans_a else 'N'}{'T' if trans_b else 'N'} {m}x{n}x{k}"
+                  + (f"x{batch}" if batch > 1 else ""))
         self.params = self._launch.params
         self.swap = self._swap(self.params)
 

@@ -115,15 +115,17 @@ class Launch:
     parameters' LOCAL) and its arguments, set only when they change (enqueue)."""
 
     def __init__(self, device, params, kernel_name, arg_types, global_size, options="",
-                 tune=None, fit=None, context=None, **names):
+                 tune=None, fit=None, context=None, label=None, **names):
         """tune: (kernel, bucket, candidates or None) - the tuning-DB entry that chose params
         (see choose()); candidates() lists the points worth trying for this shape (default:
         the valid points of the params' space). global_size: a function of the params that
         gives it (a variant that replaces a broken one, see build_variant, may have another
         geometry); fit: see build_variant. The template context: `names`, or context(params)
-        where it depends on the variant."""
+        where it depends on the variant. label: what the launch computes, for profiles
+        (default: the kernel's name)."""
         self.device = device
         self.tune = tune
+        self.label = label or kernel_name
         reason = params.invalid_reason(device.features)
         if reason:
             raise ValueError(f"{type(params).__name__} {params} invalid on {device}: {reason}")
