@@ -8,11 +8,19 @@
 ##          gets its own run of work-groups (ceil(size_t / (WGS*WPT*VW)) of them, after those of
 ##          the tensors before it), so each group works on one tensor with sgd's code: the
 ##          same results, bit for bit, as one sgd launch per tensor, with one launch per step.
+##   adam_multi  PyTorch's Adam (decoupled = 0) or AdamW (decoupled = 1, compile-time), over
+##          several tensors like sgd_multi: arguments p0, g0, m0, v0, ..., then lr, beta1, beta2,
+##          eps, weight_decay, step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t):
+##            Adam:  g += weight_decay*p;   AdamW:  p *= 1 - lr*weight_decay
+##            m += (1 - beta1) * (g - m);  v = beta2*v + (1 - beta2)*g*g
+##            p -= step_size * m / (sqrt(v) / bc2_sqrt + eps)
+##          (the order of PyTorch's own operations, so that results agree to rounding).
 ## One kernel per render, chosen by the context name `kernel`.
 ##
 ## Memory layout: p, g, v, x, y are packed float32 arrays of `size` elements (compile-time).
-## lr, momentum, weight_decay, a and b are run-time kernel arguments: a schedule changes them
-## without a rebuild. nesterov is compile-time (context).
+## p, g, v (and Adam's m) of one tensor are packed float32 arrays of the same size.
+## lr, momentum, weight_decay, a and b (and Adam's scalars) are run-time kernel arguments: a
+## schedule changes them without a rebuild. nesterov and decoupled are compile-time (context).
 ##
 ## Tunables (UpdateParams in hetcl/codegen/update.py, the same as eltwise's EltwiseParams).
 ## 1-D NDRange, global = ceil(size / (WGS*WPT*VW)) * WGS, local = WGS.
@@ -21,9 +29,10 @@
 ##        ((g*WPT + w)*WGS + l)*VW (neighbouring work-items, neighbouring vectors: coalesced)
 ##   VW   vector width (float .. float16) of loads, arithmetic and stores; the vector that runs
 ##        past the end is done lane by lane with bounds checks, so any size works.
-## nesterov is read inside a def so that axpby renders without it (strict_undefined resolves a
-## def's names only when it is called).
+## nesterov and decoupled are read inside defs so that the kernels without them render (strict_undefined
+## resolves a def's names only when it is called).
 <%def name="use_nesterov()"><% return bool(nesterov) %></%def>
+<%def name="use_decoupled()"><% return bool(decoupled) %></%def>
 <%
 VT = "float" if VW == 1 else "float%d" % VW
 
@@ -53,7 +62,29 @@ def axpby_body(t, vw):
         st("out", "y"),
     ]
 
-body = {"sgd": sgd_body, "axpby": axpby_body, "sgd_multi": sgd_body}[kernel]
+def adam_body(t, vw):
+    ld, st = vector_io(vw)
+    lines = ["%s pv = %s;" % (t, ld("p")), "%s gv = %s;" % (t, ld("g"))]
+    if use_decoupled():
+        lines.append("pv = pv * (1.0f - lr * weight_decay);")
+    else:
+        lines.append("gv = gv + weight_decay * pv;")
+    return lines + [
+        "const %s mv = %s + (1.0f - beta1) * (gv - %s);" % (t, ld("m"), ld("m")),
+        "const %s vv = beta2 * %s + (1.0f - beta2) * gv * gv;" % (t, ld("v")),
+        st("mv", "m"),
+        st("vv", "v"),
+        st("pv - step_size * mv / (sqrt(vv) / bc2_sqrt + eps)", "p"),
+    ]
+
+body = {"sgd": sgd_body, "axpby": axpby_body, "sgd_multi": sgd_body,
+        "adam_multi": adam_body}[kernel]
+# the buffers of one tensor in a multi-tensor kernel: (name, written)
+TENSOR = {"sgd_multi": (("p", 1), ("g", 0), ("v", 1)),
+          "adam_multi": (("p", 1), ("g", 0), ("m", 1), ("v", 1))}.get(kernel)
+SCALARS = {"sgd_multi": ("lr", "momentum", "weight_decay"),
+           "adam_multi": ("lr", "beta1", "beta2", "eps", "weight_decay", "step_size",
+                          "bc2_sqrt")}.get(kernel)
 %>
 <%def name="elements(SIZE, grp)">
 % for w in range(WPT):
@@ -74,8 +105,9 @@ body = {"sgd": sgd_body, "axpby": axpby_body, "sgd_multi": sgd_body}[kernel]
     }
 % endfor
 </%def>
-## sgd_multi reads `sizes`, the others `size`: each in its own def (names resolve when called).
-% if kernel == "sgd_multi":
+## the multi kernels read `sizes`, the others `size`: each in its own def (names resolve when
+## called).
+% if TENSOR:
 ${multi_kernel()}
 % else:
 ${single_kernel()}
@@ -88,15 +120,15 @@ for n in sizes:
     first.append(first[-1] + -(-n // per_group))
 %>
 __kernel __attribute__((reqd_work_group_size(${WGS}, 1, 1)))
-void sgd_multi(${", ".join("__global float* restrict p%d, __global const float* restrict g%d, __global float* restrict v%d" % (t, t, t) for t in range(len(sizes)))},
-               const float lr, const float momentum, const float weight_decay)
+void ${kernel}(${", ".join("__global %sfloat* restrict %s%d" % ("" if written else "const ", name, t) for t in range(len(sizes)) for name, written in TENSOR)},
+               ${", ".join("const float " + name for name in SCALARS)})
 {
     const int lid = get_local_id(0), grp = get_group_id(0);
 %  for t, n in enumerate(sizes):
     ${"if" if t == 0 else "else if"} (grp < ${first[t + 1]}) {  // tensor ${t}: ${n} floats
-        __global float* restrict p = p${t};
-        __global const float* restrict g = g${t};
-        __global float* restrict v = v${t};
+%   for name, written in TENSOR:
+        __global ${"" if written else "const "}float* restrict ${name} = ${name}${t};
+%   endfor
 ${elements(n, "(grp - %d)" % first[t])}
     }
 %  endfor

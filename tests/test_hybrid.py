@@ -17,11 +17,12 @@ pytestmark = pytest.mark.skipif(len(DEVICES) < 2, reason="needs two OpenCL devic
                                 "(POCL_DEVICES='pthread basic')")
 
 
-def train(make, mode, x, y, splits, steps, lr=0.05):
-    """(model, runtime) after `steps` SGD steps with each split of `splits` in turn."""
+def train(make, mode, x, y, splits, steps, lr=0.05, opt=None):
+    """(model, runtime) after `steps` SGD steps (or of `opt`) with each split of `splits` in
+    turn."""
     model = make(seed=1).build()
     rt = hetcl.Runtime(DEVICES[:2], parallel=mode)
-    opt = SGD(lr, 0.9, weight_decay=1e-3)
+    opt = opt or SGD(lr, 0.9, weight_decay=1e-3)
     for step in range(steps):
         rt.train_step(model, opt, x, y, split=splits[step * len(splits) // steps])
     return model, rt
@@ -84,9 +85,29 @@ def test_a_new_split_reslices_weights_and_momentum():
     hybrid, rt = train(lenet5, "hybrid", x, y, splits, 16)
     a, b = data.parameters(), hybrid.parameters()
     ma, mb = rt_data.optimizer_state(data), rt.optimizer_state(hybrid)
+    assert sorted(ma) == sorted(f"momentum:{k}" for k in a) == sorted(mb)
     for k in a:
-        assert rel(b[k], a[k]) < 1e-5 and rel(mb[k], ma[k]) < 1e-5, k
+        assert rel(b[k], a[k]) < 1e-5, k
+    for k in ma:
+        assert rel(mb[k], ma[k]) < 1e-5, k
     assert rt.state(hybrid).hybrid.cols[0] == [60, 60]
+
+
+@pytest.mark.parametrize("optimizer", [hetcl.optim.Adam, hetcl.optim.AdamW])
+def test_hybrid_adam_trains_like_data_parallelism(optimizer):
+    """Both Adam buffers are sliced with the dense weights and handed back whole."""
+    x, y = batch(64, seed=8)
+    splits = [[40, 24], [16, 48]]
+    data, rt_data = train(mlp, "data", x, y, splits, 8, opt=optimizer(1e-3))
+    hybrid, rt = train(mlp, "hybrid", x, y, splits, 8, opt=optimizer(1e-3))
+    a, b = data.parameters(), hybrid.parameters()
+    ma, mb = rt_data.optimizer_state(data), rt.optimizer_state(hybrid)
+    assert sorted(ma) == sorted(mb) == sorted(f"{kind}:{k}" for kind in ("exp_avg", "exp_avg_sq")
+                                              for k in a)
+    for k in a:
+        assert rel(b[k], a[k]) < 1e-5, k
+    for k in ma:
+        assert rel(mb[k], ma[k]) < 1e-4, k
 
 
 def test_gradients_are_assembled_from_the_slices():

@@ -334,6 +334,8 @@ def test_resume_refuses_other_data(small_data, tmp_path):
     (["--momentum", "1.5"], "--momentum must be a finite number, at least 0 below 1"),
     (["--seed", "-1"], "--seed must be between 0"),
     (["--max-loss", "nan"], "--max-loss must be a finite number"),
+    (["--optimizer", "adam", "--nesterov"], "--nesterov is SGD's"),
+    (["--optimizer", "adamw", "--lr", "-1"], "--lr must be a finite number, at least 0"),
 ])
 def test_bad_numbers_are_one_line_errors(args, message):
     result = invoke("train", "--devices", "0", *args)

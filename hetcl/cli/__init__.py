@@ -54,12 +54,18 @@ def main():
                    "on a 2-core CPU; with the defaults LeNet-5 reaches 90% in 10.")
 @click.option("--batch-size", type=int, default=256, show_default=True,
               help="Global mini-batch, split across the devices.")
-@click.option("--lr", type=float, default=0.1, show_default=True,
-              help="Peak learning rate (after warm-up).")
-@click.option("--momentum", type=float, default=0.9, show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]), default="sgd",
+              show_default=True, help="sgd: SGD with momentum; adam: Adam (betas 0.9, 0.999, "
+                                      "eps 1e-8); adamw: Adam with decoupled weight decay. "
+                                      "Each as PyTorch's, run on the devices.")
+@click.option("--lr", type=float, default=None,
+              help="Peak learning rate (after warm-up). Default: 0.1 for sgd, 0.001 for adam "
+                   "and adamw.")
+@click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD's.")
 @click.option("--weight-decay", type=float, default=5e-4, show_default=True,
-              help="L2 penalty, as PyTorch's SGD applies it.")
-@click.option("--nesterov", is_flag=True, help="Nesterov momentum.")
+              help="sgd and adam: an L2 penalty added to the gradient; adamw: the parameters "
+                   "shrink by lr x this each step.")
+@click.option("--nesterov", is_flag=True, help="Nesterov momentum (sgd).")
 @click.option("--lr-schedule", type=click.Choice(["constant", "step", "cosine"]),
               default="cosine", show_default=True,
               help="step: x0.1 at 50% and 75% of the epochs; cosine: to 0 over the run.")

@@ -1,6 +1,7 @@
-"""Host side of kernels/update.cl.mako: the SGD step (PyTorch semantics) and y = a*x + b*y.
+"""Host side of kernels/update.cl.mako: the SGD and Adam/AdamW steps (PyTorch semantics) and
+y = a*x + b*y.
 
-Both are flat element-wise kernels over ``size`` floats, so their parameters are eltwise's
+All are flat element-wise kernels over ``size`` floats, so their parameters are eltwise's
 (WGS, WPT, VW) on another template. The scalars (lr, momentum, ...) are kernel arguments, not
 compile-time constants: a learning-rate schedule costs no rebuild.
 """
@@ -49,31 +50,60 @@ class SGDStep:
                            wait_for=wait_for)
 
 
-class SGDMulti:
-    """SGD over several tensors in one launch (sizes: their element counts; at most MAX_TENSORS,
-    as OpenCL guarantees kernels only 1 KB of arguments): the same results as one SGD per
-    tensor. Called with [(p, g, v), ...] in the order of sizes."""
-    MAX_TENSORS = 32
+class _Multi:
+    """One update kernel over several tensors in one launch (sizes: their element counts; at most
+    MAX_TENSORS, as OpenCL guarantees kernels only 1 KB of arguments: MAX_TENSORS * BUFFERS
+    pointers of 8 bytes and the scalars): the same results as one launch per tensor. Called
+    with [(buffers of tensor 0), ...] in the order of sizes, then the kernel's scalars."""
+    kernel = None       # "sgd_multi" / "adam_multi"
+    BUFFERS = 0         # buffers per tensor
+    SCALARS = 0
+    MAX_TENSORS = 0
 
-    def __init__(self, device, sizes, nesterov=False, params=None):
+    def __init__(self, device, sizes, params=None, **context):
         self.sizes = tuple(_size(n) for n in sizes)
         if not 1 <= len(self.sizes) <= self.MAX_TENSORS:
             raise ValueError(f"{len(self.sizes)} tensors: 1 to {self.MAX_TENSORS} per launch")
         self.params = params or UpdateParams.defaults(device.features)
-        self.launch = Launch(device, self.params, "sgd_multi",
-                             [None] * (3 * len(self.sizes)) + [np.float32] * 3,
-                             self._global_size,
-                             kernel="sgd_multi", sizes=self.sizes, nesterov=int(nesterov))
+        self.launch = Launch(device, self.params, self.kernel,
+                             [None] * (self.BUFFERS * len(self.sizes)) +
+                             [np.float32] * self.SCALARS,
+                             self._global_size, kernel=self.kernel, sizes=self.sizes, **context)
         self.params = self.launch.params
 
     def _global_size(self, params):
         per_group = params.elements_per_group()
         return (sum(-(-n // per_group) for n in self.sizes) * params.WGS,)
 
+    def _enqueue(self, tensors, scalars, wait_for):
+        buffers = [b for group in tensors for b in group]
+        return self.launch(*buffers, *(float(x) for x in scalars), wait_for=wait_for)
+
+
+class SGDMulti(_Multi):
+    """SGDStep over several tensors: [(p, g, v), ...]."""
+    kernel, BUFFERS, SCALARS, MAX_TENSORS = "sgd_multi", 3, 3, 32
+
+    def __init__(self, device, sizes, nesterov=False, params=None):
+        super().__init__(device, sizes, params, nesterov=int(nesterov))
+
     def __call__(self, tensors, lr, momentum, weight_decay, wait_for=None):
-        buffers = [b for triple in tensors for b in triple]
-        return self.launch(*buffers, float(lr), float(momentum), float(weight_decay),
-                           wait_for=wait_for)
+        return self._enqueue(tensors, (lr, momentum, weight_decay), wait_for)
+
+
+class AdamMulti(_Multi):
+    """PyTorch's Adam (decoupled=False) or AdamW (True) over several tensors, in place on p, m
+    and v: [(p, g, m, v), ...], step t >= 1 (see the template's header for the update)."""
+    kernel, BUFFERS, SCALARS, MAX_TENSORS = "adam_multi", 4, 7, 24
+
+    def __init__(self, device, sizes, decoupled=False, params=None):
+        super().__init__(device, sizes, params, decoupled=int(decoupled))
+
+    def __call__(self, tensors, lr, beta1, beta2, eps, weight_decay, t, wait_for=None):
+        step_size = lr / (1.0 - beta1 ** t)
+        bc2_sqrt = (1.0 - beta2 ** t) ** 0.5
+        return self._enqueue(tensors, (lr, beta1, beta2, eps, weight_decay, step_size, bc2_sqrt),
+                             wait_for)
 
 
 class Axpby:

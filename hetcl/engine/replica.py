@@ -5,6 +5,7 @@ import numpy as np
 from ..backend.buffers import base_align_elements, empty, to_device
 from ..codegen.launch import round_up
 from ..errors import HetclError
+from ..model.optim import split_key, state_key
 
 # Where a layer's second gradient tensor starts in its region, in float32 elements (4 KiB).
 # The same on every device and every MPI rank: the all-reduce adds the regions of different
@@ -20,7 +21,7 @@ class Replica:
         host = self._host(model.parameters())
         self.params = {k: empty(device, v.shape) for k, v in host.items()}
         self.grads, self._spans = self._grouped(device, host)
-        self.state = {}  # optimizer buffers, e.g. {"momentum": {name: DeviceArray}}
+        self.state = {}  # optimizer buffers {kind: {name: DeviceArray}}, e.g. "momentum"
         self.version = None
         self.sync(host)
 
@@ -71,6 +72,24 @@ class Replica:
 
     def download(self):
         return {k: v.get() for k, v in self.params.items()}
+
+
+def state_on_host(state):
+    """A holder's optimizer buffers {kind: {name: DeviceArray}} as one host dict keyed
+    optim.state_key(kind, name)."""
+    return {state_key(kind, name): a.get() for kind, buffers in state.items()
+            for name, a in buffers.items()}
+
+
+def state_on_device(device, flat, names=None):
+    """Host optimizer buffers (state_on_host's form) as {kind: {name: DeviceArray}} on the
+    device, for the parameters `names` only where given."""
+    out = {}
+    for key, value in flat.items():
+        kind, name = split_key(key)
+        if names is None or name in names:
+            out.setdefault(kind, {})[name] = to_device(device, np.asarray(value, np.float32))
+    return out
 
 
 class Resident:

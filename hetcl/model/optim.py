@@ -1,45 +1,117 @@
 """Optimizers. The update runs on each device replica (kernels/update.cl.mako); the host only
-holds the hyper-parameters and the step count."""
+holds the hyper-parameters and the step count.
+
+An optimizer's state is BUFFERS kinds of buffers, one per parameter each, on every replica
+(replica.state[kind][name]); on the host (checkpoints, hand-overs between parallel modes, MPI)
+it is one flat dict keyed state_key(kind, name)."""
+import math
+
 from ..backend.buffers import empty
-from ..codegen.update import SGDMulti
+from ..codegen.update import AdamMulti, SGDMulti
 from ..errors import HetclError
 
 
-class SGD:
+def state_key(kind, name):
+    """The host key of the `kind` buffer of parameter `name` ("momentum:conv0.weight")."""
+    return f"{kind}:{name}"
+
+
+def split_key(key):
+    """-> (kind, parameter name) of a host key."""
+    kind, _, name = key.partition(":")
+    return kind, name
+
+
+class _Optimizer:
+    BUFFERS = ()
+    multi = None  # the kernel host that updates several tensors in one launch
+
+    def __init__(self):
+        self.steps = 0  # counted by Runtime.apply_update, once per step over all replicas
+        self._kernels = {}
+
+    def _kernel(self, device, sizes):
+        key = (device, sizes)  # kernels belong to the device's context
+        if key not in self._kernels:
+            self._kernels[key] = self._build(device, sizes)
+        return self._kernels[key]
+
+    def apply(self, replica):
+        """Update one replica's parameters from its gradients (enqueued, not waited for): one
+        launch for up to MAX_TENSORS parameters (every launch costs host time, and a
+        multi-GPU step is host-bound: docs/benchmarks.md, 'Several devices at once'). Buffers
+        start at zero."""
+        for kind in self.BUFFERS:
+            buffers = replica.state.setdefault(kind, {})
+            for name, p in replica.params.items():
+                if name not in buffers:
+                    buffers[name] = empty(replica.device, p.shape).fill(0.0)
+        tensors = [tuple([p, replica.grads[name]] +
+                         [replica.state[kind][name] for kind in self.BUFFERS])
+                   for name, p in replica.params.items()]
+        size = self.multi.MAX_TENSORS
+        for i in range(0, len(tensors), size):
+            part = tensors[i:i + size]
+            self._launch(self._kernel(replica.device, tuple(t[0].size for t in part)),
+                         [tuple(a.buffer for a in t) for t in part])
+
+
+class SGD(_Optimizer):
     """PyTorch's SGD: momentum (optionally Nesterov) and L2 weight decay."""
+    BUFFERS = ("momentum",)
+    multi = SGDMulti
 
     def __init__(self, lr=0.01, momentum=0.0, weight_decay=0.0, nesterov=False):
-        if lr <= 0 or momentum < 0 or weight_decay < 0:
+        super().__init__()
+        if not (lr > 0 and momentum >= 0 and weight_decay >= 0):
             raise HetclError(f"SGD needs lr > 0, momentum >= 0, weight_decay >= 0; got lr={lr}, "
                              f"momentum={momentum}, weight_decay={weight_decay}")
         if nesterov and momentum == 0:
             raise HetclError("Nesterov momentum needs momentum > 0")
         self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
         self.nesterov = bool(nesterov)
-        self.steps = 0  # counted by Runtime.train_step, once per step over all replicas
-        self._kernels = {}
 
-    def _kernel(self, device, sizes):
-        key = (device, sizes)  # kernels belong to the device's context
-        if key not in self._kernels:
-            self._kernels[key] = SGDMulti(device, sizes, nesterov=self.nesterov)
-        return self._kernels[key]
+    def _build(self, device, sizes):
+        return SGDMulti(device, sizes, nesterov=self.nesterov)
 
-    def apply(self, replica):
-        """Update one replica's parameters from its gradients (enqueued, not waited for): one
-        launch for up to SGDMulti.MAX_TENSORS parameters (every launch costs host time, and a
-        multi-GPU step is host-bound: docs/benchmarks.md, 'Several devices at once')."""
-        momentum = replica.state.setdefault("momentum", {})
-        tensors = []
-        for name, p in replica.params.items():
-            if name not in momentum:
-                momentum[name] = empty(replica.device, p.shape).fill(0.0)
-            tensors.append((p, replica.grads[name], momentum[name]))
-        for i in range(0, len(tensors), SGDMulti.MAX_TENSORS):
-            part = tensors[i:i + SGDMulti.MAX_TENSORS]
-            self._kernel(replica.device, tuple(p.size for p, _, _ in part))(
-                [tuple(t.buffer for t in triple) for triple in part], self.lr, self.momentum,
-                self.weight_decay)
+    def _launch(self, kernel, tensors):
+        kernel(tensors, self.lr, self.momentum, self.weight_decay)
+
+
+class Adam(_Optimizer):
+    """PyTorch's Adam: L2 weight decay added to the gradient (AdamW: decoupled)."""
+    BUFFERS = ("exp_avg", "exp_avg_sq")
+    multi = AdamMulti
+    decoupled = False
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__()
+        beta1, beta2 = (float(b) for b in betas)
+        name = type(self).__name__
+        if not (lr > 0 and 0 <= beta1 < 1 and 0 <= beta2 < 1 and eps > 0 and weight_decay >= 0
+                and math.isfinite(lr) and math.isfinite(weight_decay)):
+            raise HetclError(f"{name} needs lr > 0, betas in [0, 1), eps > 0 and weight_decay "
+                             f">= 0; got lr={lr}, betas=({beta1}, {beta2}), eps={eps}, "
+                             f"weight_decay={weight_decay}")
+        self.lr, self.betas, self.eps = float(lr), (beta1, beta2), float(eps)
+        self.weight_decay = float(weight_decay)
+
+    def _build(self, device, sizes):
+        return AdamMulti(device, sizes, decoupled=self.decoupled)
+
+    def _launch(self, kernel, tensors):
+        kernel(tensors, self.lr, *self.betas, self.eps, self.weight_decay, self.steps + 1)
+
+
+class AdamW(Adam):
+    """PyTorch's AdamW: weight decay applied to the parameters, apart from the gradient."""
+    decoupled = True
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(lr, betas, eps, weight_decay)
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 
 SCHEDULES = ("constant", "step", "cosine")

@@ -16,9 +16,8 @@ width and O_l = output width of dense layer l, L dense layers, N devices):
             dX_l [B, F_l]; the host sums the partials in device order (fixed: replicas stay
             bitwise identical) and hands on the columns (l > 0) or device d's rows (l = 0)
 
-hybrid_plan.py holds the dense tail, the column split and the bytes each mode moves;
-hybrid_transfers.py the step's buffers. Fewer bytes is not always faster: data parallelism's
-transfers overlap the backward pass, hybrid's host round trips do not; so `auto` times both.
+hybrid_plan.py: the dense tail, the column split, the bytes each mode moves; hybrid_transfers.py:
+the step's buffers. `auto` times both modes (data parallelism's transfers overlap the backward).
 """
 import numpy as np
 
@@ -26,9 +25,10 @@ from ..backend.buffers import empty, to_device
 from ..backend.device import event_seconds
 from ..engine.executor import Executor, interleave
 from ..engine.ops import DenseOp
-from ..engine.replica import Replica
+from ..engine.replica import Replica, state_on_device, state_on_host
 from ..errors import HetclError
 from ..log import logger
+from ..model.optim import split_key, state_key
 from .hybrid_plan import columns, dense_tail
 from .hybrid_transfers import Transfers
 
@@ -73,28 +73,27 @@ class Hybrid:
         cols = self.cols[layer]
         return [sum(cols[:d]) for d in range(len(cols))]
 
-    def _distribute(self, host, momentum=None):
+    def _distribute(self, host, state=None):
         """(Re)build every device's head replica and dense slices from full host arrays."""
         self.slices = {}
         for pos, device in enumerate(self.rt.devices):
             if pos not in self.heads:
                 self.heads[pos] = Replica(self.model, device, self.head_names)
             self.heads[pos].sync(host)
-            if momentum is not None:
-                self.heads[pos].state["momentum"] = {
-                    k: to_device(device, momentum[k]) for k in self.head_names if k in momentum}
-            part, mom = {}, {}
+            if state is not None:
+                self.heads[pos].state = state_on_device(device, state, self.head_names)
+            part, rows = {}, {}
             for layer, node in enumerate(self.tail):
                 start, count = self._offsets(layer)[pos], self.cols[layer][pos]
                 for k in ("weight", "bias"):
                     name = f"{node.layer.name}.{k}"
                     part[name] = host[name][start:start + count]
-                    if momentum is not None and name in momentum:
-                        mom[name] = momentum[name][start:start + count]
+                    rows[name] = slice(start, start + count)
             self.slices[pos] = _Slice(device, part)
-            if mom:
-                self.slices[pos].state["momentum"] = {k: to_device(device, v)
-                                                      for k, v in mom.items()}
+            if state is not None:
+                self.slices[pos].state = state_on_device(
+                    device, {key: value[rows[split_key(key)[1]]] for key, value in state.items()
+                             if split_key(key)[1] in rows})
             self.heads[pos].version = self.slices[pos].version = self.model.version
         self.version = self.model.version
 
@@ -125,18 +124,19 @@ class Hybrid:
         return out
 
     def optimizer_state(self):
-        first = self._fresh_head()
-        state = {k: v.get() for k, v in first.state.get("momentum", {}).items()}
-        if all("momentum" in s.state for s in self.slices.values()):
-            state.update(self._gather_tail(lambda s: s.state["momentum"]))
+        state = state_on_host(self._fresh_head().state)
+        kinds = [set(s.state) for s in self.slices.values()]
+        for kind in set.intersection(*kinds) if kinds else ():
+            tail = self._gather_tail(lambda s: s.state[kind])
+            state.update({state_key(kind, name): value for name, value in tail.items()})
         return state
 
     def load_optimizer_state(self, state):
         self._distribute(self.model.parameters(), state)
 
     def _prepare(self, plan):
-        """Column split from this step's batch split; re-slice (through the host, momentum
-        included) when it or the host parameters changed."""
+        """Column split from this step's batch split; re-slice (through the host, optimizer
+        state included) when it or the host parameters changed."""
         shards = [0] * len(self.rt.devices)
         for i, a, b in plan:
             shards[i] = b - a
@@ -144,13 +144,13 @@ class Hybrid:
         if cols == self.cols and self.version == self.model.version:
             return
         if self.cols is not None and self.version == self.model.version:
-            host, momentum = self.download(), self.optimizer_state()
-        else:  # first step, or new host parameters (a checkpoint): momentum as it was
+            host, state = self.download(), self.optimizer_state()
+        else:  # first step, or new host parameters (a checkpoint): the state as it was
             host = self.model.parameters()
-            momentum = self.optimizer_state() if self.cols is not None else \
+            state = self.optimizer_state() if self.cols is not None else \
                 self.rt.data_optimizer_state(self.model)
         self.cols = cols
-        self._distribute(host, momentum or None)
+        self._distribute(host, state or None)
         logger.info("hybrid: dense outputs split %s", cols)
 
     # --- the step ------------------------------------------------------------------------------

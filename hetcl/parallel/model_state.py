@@ -8,11 +8,9 @@ Strategies (strategies.py): data parallel until the model's first step on severa
 chooses: "data" stays, "hybrid" makes a Hybrid (hybrid.py), "auto" times both (auto.py) and
 keeps the faster, handing weights and momentum over between them.
 """
-import numpy as np
-
 from ..backend.buffers import to_device
 from ..engine.executor import Executor
-from ..engine.replica import Replica
+from ..engine.replica import Replica, state_on_device, state_on_host
 from ..log import logger
 from .auto import AutoTrial
 from .hybrid import Hybrid
@@ -87,12 +85,12 @@ class ModelState:
 
     def _to_data(self):
         """Hand a model trained hybrid back to data-parallel replicas (parameters and
-        momentum from the slices)."""
+        optimizer state from the slices)."""
         state = self.hybrid.optimizer_state()
         self.hybrid = None
         for device in self.rt.devices:
             rep = self.replica(device)  # uploads the parameters assembled from the slices
-            rep.state["momentum"] = {k: to_device(device, v) for k, v in state.items()}
+            rep.state = state_on_device(device, state)
 
     def mode(self):
         return "hybrid" if self.hybrid else "data"
@@ -104,7 +102,8 @@ class ModelState:
             else None
 
     def optimizer_state(self):
-        """Optimizer buffers of the model (identical on every replica): {name: array}."""
+        """Optimizer buffers of the model (identical on every replica): {optim.state_key(kind,
+        name): array}."""
         hybrid = self._trained_hybrid()
         return hybrid.optimizer_state() if hybrid else self.data_optimizer_state()
 
@@ -114,13 +113,11 @@ class ModelState:
         reps = sorted(self.replicas.values(), key=lambda r: r.version != self.model.version)
         if not reps:
             return {}
-        return {k: v.get() for k, v in reps[0].state.get("momentum", {}).items()}
+        return state_on_host(reps[0].state)
 
     def load_optimizer_state(self, state):
         hybrid = self._trained_hybrid()
         if hybrid:
             hybrid.load_optimizer_state(state)
         for device in self.rt.devices:
-            rep = self.replica(device)
-            rep.state["momentum"] = {k: to_device(device, np.asarray(v, np.float32))
-                                     for k, v in state.items()}
+            self.replica(device).state = state_on_device(device, state)

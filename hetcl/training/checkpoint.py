@@ -22,9 +22,12 @@ import numpy as np
 
 from ..atomic import write_atomically
 from ..errors import HetclError
+from ..model.optim import split_key, state_key
 
-FORMAT = 2
-READS = (1, 2)  # format 1: the same files, no "best", no configuration
+FORMAT = 3
+# format 1: the same files, no "best", no configuration; formats 1 and 2: optim-N.npz holds
+# SGD momentum keyed by the parameter's name alone (read as optim.state_key("momentum", name))
+READS = (1, 2, 3)
 FILE_NAME = re.compile(r"(weights|optim)-[0-9]{1,12}\.npz")
 TEMP_PREFIX = ".tmp-"
 
@@ -177,6 +180,8 @@ def load(directory, which="last"):
                                   f"them); use the last one")
         try:
             params, optim_state = _load_set(directory, entry)
+            if meta["format"] < 3:
+                optim_state = {state_key("momentum", k): v for k, v in optim_state.items()}
             return params, optim_state, meta
         except CheckpointError:
             if attempt or read_meta(directory) == meta:
@@ -185,20 +190,23 @@ def load(directory, which="last"):
 
 def check_arrays(params, optim_state, shapes, where):
     """Refuse arrays that do not fit the model before they reach a device: shapes {name: shape}
-    of the model's parameters; the optimizer's buffers are empty or one per parameter."""
-    def check(arrays, what):
-        missing, unknown = sorted(set(shapes) - set(arrays)), sorted(set(arrays) - set(shapes))
+    of the model's parameters; the optimizer's buffers are empty or, for each of their kinds
+    (optim.state_key), one per parameter."""
+    def check(arrays, what, shape_of=shapes):
+        missing, unknown = sorted(set(shape_of) - set(arrays)), sorted(set(arrays) - set(shape_of))
         if missing or unknown:
             raise CheckpointError(f"checkpoint {where}: its {what} do not fit the model "
                                   f"(missing {missing}, unknown {unknown})")
         for name, a in arrays.items():
-            if tuple(a.shape) != tuple(shapes[name]) or a.dtype != np.float32:
+            if tuple(a.shape) != tuple(shape_of[name]) or a.dtype != np.float32:
                 raise CheckpointError(f"checkpoint {where}: {what} {name} is {a.dtype} "
                                       f"{tuple(a.shape)}, the model needs float32 "
-                                      f"{tuple(shapes[name])}")
+                                      f"{tuple(shape_of[name])}")
             if not np.isfinite(a).all():
                 raise CheckpointError(f"checkpoint {where}: {what} {name} holds NaN or Inf; "
                                       f"resume from another checkpoint")
     check(params, "parameters")
     if optim_state:
-        check(optim_state, "optimizer buffers")
+        kinds = sorted({split_key(k)[0] for k in optim_state})
+        check(optim_state, "optimizer buffers",
+              {state_key(kind, name): shape for kind in kinds for name, shape in shapes.items()})

@@ -26,9 +26,10 @@ class TrainConfig:
     data: str = None
     epochs: int = 2
     batch_size: int = 256
+    optimizer: str = "sgd"  # a name of optim.OPTIMIZERS
+    lr: float = None  # None: DEFAULT_LR of the optimizer (with_defaults)
     # Defaults measured on Fashion-MNIST (docs/benchmarks.md, "Training throughput", the
     # accuracy runs).
-    lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = False
@@ -48,8 +49,11 @@ class TrainConfig:
     progress: bool = True
 
 
-SETTINGS = ("model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "nesterov",
-            "lr_schedule", "warmup_epochs", "seed", "max_loss")
+SETTINGS = ("model", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
+            "nesterov", "lr_schedule", "warmup_epochs", "seed", "max_loss")
+# SGD's was measured on Fashion-MNIST (docs/benchmarks.md, the accuracy runs); Adam's and
+# AdamW's are PyTorch's.
+DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
 FLAG = {name: "--" + name.replace("_", "-") for name in SETTINGS}
 
 
@@ -62,8 +66,21 @@ def _finite(value, low, name, high=math.inf, high_open=False):
                          f" (got {value})")
 
 
+def with_defaults(cfg):
+    """The configuration with the optimizer's learning rate where none was given."""
+    if cfg.lr is not None or cfg.optimizer not in DEFAULT_LR:
+        return cfg
+    return dataclasses.replace(cfg, lr=DEFAULT_LR[cfg.optimizer])
+
+
 def check(cfg):
     """One-line HetclError for a value no run can use (before any data or device is touched)."""
+    if cfg.optimizer not in DEFAULT_LR:
+        raise HetclError(f"unknown optimizer {cfg.optimizer!r}: use one of "
+                         f"{', '.join(DEFAULT_LR)}")
+    if cfg.nesterov and cfg.optimizer != "sgd":
+        raise HetclError(f"--nesterov is SGD's; --optimizer {cfg.optimizer} has no momentum "
+                         f"buffer to look ahead with")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise HetclError(f"--epochs and --batch-size must be at least 1 (got {cfg.epochs}, "
                          f"{cfg.batch_size})")

@@ -14,7 +14,7 @@ import numpy as np
 from ..backend.affinity import host_thread_pinned
 from ..errors import HetclError
 from ..model.models import build_model
-from ..model.optim import SGD, scheduled_lr
+from ..model.optim import OPTIMIZERS, SGD, scheduled_lr, split_key
 from ..parallel import mpi
 from . import checkpoint, run_config
 from .data import check_input_shape, load_dataset, shuffled_batches
@@ -36,6 +36,7 @@ class Trainer:
     these are compared with the saved run, and the others are taken from it."""
 
     def __init__(self, config, dataset=None, runtime=None, given=None):
+        config = run_config.with_defaults(config)
         run_config.check(config)
         self.cfg = config
         # Under mpirun every rank trains its slice of each batch; rank 0 alone prints, logs
@@ -70,7 +71,9 @@ class Trainer:
         self.model = build_model(cfg.model, self.data.sample_shape, self.data.classes, cfg.seed)
         check_input_shape(self.data, self.model.input_shape)
         self.max_loss = run_config.max_loss(cfg, self.data.classes)
-        self.opt = SGD(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov)
+        self.opt = SGD(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov) \
+            if cfg.optimizer == "sgd" else OPTIMIZERS[cfg.optimizer](cfg.lr,
+                                                                     weight_decay=cfg.weight_decay)
         self.epoch, self.step_in_epoch, self.history = 0, 0, []
         self.totals = self._zero_totals()
         self.ctrl_c = CtrlC()
@@ -136,10 +139,12 @@ class Trainer:
         params, optim_state, _ = checkpoint.load(where)
         shapes = {k: v.shape for k, v in self.model.parameters().items()}
         checkpoint.check_arrays(params, optim_state, shapes, where)
-        if not optim_state and cfg.momentum and meta.get("optimizer_steps"):
-            raise HetclError(f"checkpoint {where} has no momentum buffers though the run "
-                             f"uses --momentum {cfg.momentum}: resuming would restart them "
-                             f"from zero; resume from another checkpoint")
+        if not optim_state and (cfg.momentum or cfg.optimizer != "sgd") and \
+                meta.get("optimizer_steps"):
+            raise HetclError(f"checkpoint {where} has no optimizer buffers though the run's "
+                             f"{cfg.optimizer} keeps them: resuming would restart them from "
+                             f"zero; resume from another checkpoint")
+        optim_state = {k: v for k, v in optim_state.items() if split_key(k)[0] in self.opt.BUFFERS}
         self.model.load_parameters(params)
         self.rt.load_optimizer_state(self.model, optim_state)
         self.epoch, self.step_in_epoch = meta["epoch"], meta["step"]
@@ -155,14 +160,15 @@ class Trainer:
         self.model.load_parameters(w.broadcast(self.model.parameters(), "initial parameters"))
         state = w.broadcast_object({"epoch": self.epoch, "step": self.step_in_epoch,
                                     "optimizer_steps": self.opt.steps, "history": self.history,
-                                    "momentum": bool(self.rt.optimizer_state(self.model))},
+                                    "buffers": sorted(self.rt.optimizer_state(self.model))},
                                    "the run's progress")
         self.epoch, self.step_in_epoch = state["epoch"], state["step"]
         self.opt.steps, self.history = state["optimizer_steps"], state["history"]
-        if state["momentum"]:
-            momentum = self.rt.optimizer_state(self.model) if self.lead else \
-                {k: v * 0 for k, v in self.model.parameters().items()}
-            self.rt.load_optimizer_state(self.model, w.broadcast(momentum, "optimizer state"))
+        if state["buffers"]:
+            params = self.model.parameters()
+            buffers = self.rt.optimizer_state(self.model) if self.lead else \
+                {k: params[split_key(k)[1]] * 0 for k in state["buffers"]}
+            self.rt.load_optimizer_state(self.model, w.broadcast(buffers, "optimizer state"))
 
     # --- loop ---------------------------------------------------------------------------------
     def run(self):

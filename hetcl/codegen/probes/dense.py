@@ -4,7 +4,7 @@ import numpy as np
 from ..gather import Gather
 from ..gemm import Gemm
 from ..loss import LABEL_TYPES, SigmoidBCE, SoftmaxCE
-from ..update import SGDMulti, SGDStep, Axpby
+from ..update import AdamMulti, Axpby, SGDMulti, SGDStep
 from . import NUMPY_ACTIVATIONS, relative_error
 
 
@@ -88,10 +88,11 @@ def loss(device, params, n, classes, loss, label_type):
                relative_error(row_loss.get(), ref_loss / global_n))
 
 
-def update(device, params, kernel, size=None, sizes=None, nesterov=0):
+def update(device, params, kernel, size=None, sizes=None, nesterov=0, decoupled=0):
     """The prover's check of one update variant (prover.py), on the size(s) it was built for:
-    the largest error, relative to the largest magnitude, of y (axpby, b != 0) or of p and v
-    after one SGD step with momentum and weight decay, against numpy."""
+    the largest error, relative to the largest magnitude, of y (axpby, b != 0), of p and v
+    after one SGD step with momentum and weight decay, or of p, m and v after the third Adam
+    step, against numpy."""
     from ...backend.buffers import to_device
     rng = np.random.default_rng(0)
     if kernel == "axpby":
@@ -99,6 +100,8 @@ def update(device, params, kernel, size=None, sizes=None, nesterov=0):
         y = to_device(device, y0)
         Axpby(device, size, params=params)(to_device(device, x), y, 1.5, 0.5)
         return relative_error(y.get(), 1.5 * x + 0.5 * y0.astype(np.float64))
+    if kernel == "adam_multi":
+        return _adam(device, params, sizes, decoupled, rng)
     lr, momentum, weight_decay = 0.1, 0.9, 0.01
     host = [rng.standard_normal((3, n)).astype(np.float32) for n in sizes or (size,)]  # p, g, v
     tensors = [tuple(to_device(device, a) for a in pgv) for pgv in host]
@@ -113,3 +116,32 @@ def update(device, params, kernel, size=None, sizes=None, nesterov=0):
         p = p - lr * (d + momentum * v if nesterov else v)
         error = max(error, relative_error(p_dev.get(), p), relative_error(v_dev.get(), v))
     return error
+
+
+def adam_reference(p, g, m, v, t, lr, beta1, beta2, eps, weight_decay, decoupled):
+    """One Adam (decoupled: AdamW) step of PyTorch's, in float64 -> (p, m, v)."""
+    p, g = p.astype(np.float64), g.astype(np.float64)
+    if decoupled:
+        p = p * (1 - lr * weight_decay)
+    else:
+        g = g + weight_decay * p
+    m = m + (1 - beta1) * (g - m)
+    v = beta2 * v + (1 - beta2) * g * g
+    denom = np.sqrt(v) / np.sqrt(1 - beta2 ** t) + eps
+    return p - lr / (1 - beta1 ** t) * m / denom, m, v
+
+
+def _adam(device, params, sizes, decoupled, rng):
+    """Three Adam steps from m = v = 0 (the bias corrections move with t)."""
+    from ...backend.buffers import to_device
+    hyper = (0.01, 0.9, 0.999, 1e-8, 0.1)
+    host = [[rng.standard_normal(n), rng.standard_normal(n), np.zeros(n), np.zeros(n)]
+            for n in sizes]
+    tensors = [tuple(to_device(device, a.astype(np.float32)) for a in t) for t in host]
+    kernel = AdamMulti(device, sizes, bool(decoupled), params=params)
+    for t in (1, 2, 3):
+        kernel([tuple(a.buffer for a in group) for group in tensors], *hyper, t)
+        for state in host:
+            state[0], state[2], state[3] = adam_reference(*state, t, *hyper, decoupled)
+    return max(relative_error(dev.get(), ref) for group, state in zip(tensors, host)
+               for dev, ref in zip(group[::2] + group[3:], state[::2] + state[3:]))
