@@ -15,6 +15,12 @@
 ##            m += (1 - beta1) * (g - m);  v = beta2*v + (1 - beta2)*g*g
 ##            p -= step_size * m / (sqrt(v) / bc2_sqrt + eps)
 ##          (the order of PyTorch's own operations, so that results agree to rounding).
+##   With clip = 1 (compile-time), both multi kernels take one more scalar last, gscale, and
+##   update with g' = gscale * g, rounded before the update as PyTorch's clip_grad_norm_
+##   leaves it (global gradient-norm clipping); clip = 0 reads g as it is.
+##   sumsq_multi  the sum of squares of several tensors g0, g1, ... (context sizes), one partial
+##          sum per work-group into partial[group] (groups laid out as in sgd_multi); the host
+##          adds the partials. Needs WGS a power of two (the local reduction tree).
 ## One kernel per render, chosen by the context name `kernel`.
 ##
 ## Memory layout: p, g, v, x, y are packed float32 arrays of `size` elements (compile-time).
@@ -33,6 +39,7 @@
 ## resolves a def's names only when it is called).
 <%def name="use_nesterov()"><% return bool(nesterov) %></%def>
 <%def name="use_decoupled()"><% return bool(decoupled) %></%def>
+<%def name="use_clip()"><% return bool(clip) %></%def>
 <%
 VT = "float" if VW == 1 else "float%d" % VW
 
@@ -43,12 +50,19 @@ def vector_io(vw):
     return ((lambda ptr: "vload%d(0, %s + i)" % (vw, ptr)),
             (lambda val, ptr: "vstore%d(%s, 0, %s + i);" % (vw, val, ptr)))
 
+def grad(t, ld):
+    """The line that reads the gradient into gg: times gscale where clipping (a statement of
+    its own, so that no contraction fuses the product into the update's sums)."""
+    scaled = kernel in ("sgd_multi", "adam_multi") and use_clip()
+    return "const %s gg = %s%s;" % (t, "gscale * " if scaled else "", ld("g"))
+
 def sgd_body(t, vw):
     ld, st = vector_io(vw)
     step = "d + momentum * vv" if use_nesterov() else "vv"
     return [
         "const %s pv = %s;" % (t, ld("p")),
-        "const %s d = %s + weight_decay * pv;" % (t, ld("g")),
+        grad(t, ld),
+        "const %s d = gg + weight_decay * pv;" % t,
         "const %s vv = momentum != 0.0f ? momentum * %s + d : d;  // momentum 0: v unread" % (t, ld("v")),
         st("vv", "v"),
         st("pv - lr * (%s)" % step, "p"),
@@ -64,7 +78,7 @@ def axpby_body(t, vw):
 
 def adam_body(t, vw):
     ld, st = vector_io(vw)
-    lines = ["%s pv = %s;" % (t, ld("p")), "%s gv = %s;" % (t, ld("g"))]
+    lines = ["%s pv = %s;" % (t, ld("p")), grad(t, ld), "%s gv = gg;" % t]
     if use_decoupled():
         lines.append("pv = pv * (1.0f - lr * weight_decay);")
     else:
@@ -78,13 +92,15 @@ def adam_body(t, vw):
     ]
 
 body = {"sgd": sgd_body, "axpby": axpby_body, "sgd_multi": sgd_body,
-        "adam_multi": adam_body}[kernel]
+        "adam_multi": adam_body, "sumsq_multi": None}[kernel]
 # the buffers of one tensor in a multi-tensor kernel: (name, written)
 TENSOR = {"sgd_multi": (("p", 1), ("g", 0), ("v", 1)),
           "adam_multi": (("p", 1), ("g", 0), ("m", 1), ("v", 1))}.get(kernel)
 SCALARS = {"sgd_multi": ("lr", "momentum", "weight_decay"),
            "adam_multi": ("lr", "beta1", "beta2", "eps", "weight_decay", "step_size",
                           "bc2_sqrt")}.get(kernel)
+if SCALARS and use_clip():
+    SCALARS += ("gscale",)
 %>
 <%def name="elements(SIZE, grp)">
 % for w in range(WPT):
@@ -107,7 +123,9 @@ SCALARS = {"sgd_multi": ("lr", "momentum", "weight_decay"),
 </%def>
 ## the multi kernels read `sizes`, the others `size`: each in its own def (names resolve when
 ## called).
-% if TENSOR:
+% if kernel == "sumsq_multi":
+${sumsq_kernel()}
+% elif TENSOR:
 ${multi_kernel()}
 % else:
 ${single_kernel()}
@@ -132,6 +150,42 @@ void ${kernel}(${", ".join("__global %sfloat* restrict %s%d" % ("" if written el
 ${elements(n, "(grp - %d)" % first[t])}
     }
 %  endfor
+}
+</%def>
+<%def name="sumsq_kernel()">
+<%
+per_group = WGS * WPT * VW
+first = [0]
+for n in sizes:
+    first.append(first[-1] + -(-n // per_group))
+%>
+__kernel __attribute__((reqd_work_group_size(${WGS}, 1, 1)))
+void sumsq_multi(${", ".join("__global const float* restrict g%d" % t for t in range(len(sizes)))},
+                 __global float* restrict partial)
+{
+    __local float part[${WGS}];
+    const int lid = get_local_id(0), grp = get_group_id(0);
+    float acc = 0.0f;
+%  for t, n in enumerate(sizes):
+    ${"if" if t == 0 else "else if"} (grp < ${first[t + 1]}) {  // tensor ${t}: ${n} floats
+        const int i0 = ((grp - ${first[t]}) * ${WPT} * ${WGS} + lid) * ${VW};
+        for (int w = 0; w < ${WPT}; ++w)
+            for (int j = 0; j < ${VW}; ++j) {
+                const int i = i0 + w * ${WGS * VW} + j;
+                if (i < ${n})
+                    acc += g${t}[i] * g${t}[i];
+            }
+    }
+%  endfor
+    part[lid] = acc;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int width = ${WGS} / 2; width > 0; width /= 2) {  // ("half" is a type in OpenCL C)
+        if (lid < width)
+            part[lid] += part[lid + width];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (lid == 0)
+        partial[grp] = part[0];
 }
 </%def>
 <%def name="single_kernel()">

@@ -19,7 +19,8 @@ from hetcl.codegen.conv import Col2Im, Col2ImParams, Im2Col, Im2ColParams, Weigh
 from hetcl.codegen.eltwise import ActBwd, BiasAct, BiasGrad, BiasGradParams, EltwiseParams
 from hetcl.codegen.loss import LossParams, SigmoidBCE, SoftmaxCE
 from hetcl.codegen.pool import MaxPoolBwd, MaxPoolFwd, PoolParams
-from hetcl.codegen.update import AdamMulti, Axpby, SGDMulti, SGDStep, UpdateParams
+from hetcl.codegen.update import (AdamMulti, Axpby, SGDMulti, SGDStep, SumSquares,
+                                  UpdateParams)
 
 TOL = 1e-5
 
@@ -67,6 +68,9 @@ CASES = {
     "adam_multi": lambda d: AdamMulti(d, (1, 1003, 64, 5), params=UpdateParams(16, 1, 1)),
     "adam_multi-w": lambda d: AdamMulti(d, (7, 300), decoupled=True,
                                         params=UpdateParams(64, 4, 16)),
+    "adam_multi-clip": lambda d: AdamMulti(d, (5, 300), clip=True),
+    "sgd_multi-clip": lambda d: SGDMulti(d, (7, 300), clip=True, params=UpdateParams(16, 2, 8)),
+    "sumsq_multi": lambda d: SumSquares(d, (1, 1003, 64, 5), params=UpdateParams(16, 2, 4)),
     "axpby": lambda d: Axpby(d, 1003, params=UpdateParams(64, 4, 16)),
     "axpby-one": lambda d: Axpby(d, 1),
     # conv2d: padding, strides, ragged channel groups, both decompositions, other plane orders
@@ -98,6 +102,7 @@ WRONG = {
     "sgd-nesterov": {"nesterov": 0},
     "sgd_multi": {"nesterov": 1},
     "adam_multi": {"decoupled": 1},
+    "sgd_multi-clip": {"nesterov": 1},
     "axpby": {"size": 1002},
     "im2col-columns": {"images": 3},
     "col2im-planes": {"images": 2},
@@ -106,7 +111,7 @@ WRONG = {
 
 FAMILIES = {"eltwise": ("bias_act", "act_bwd", "bias_grad"),
             "pool": ("maxpool",), "avgpool": ("avgpool",), "loss": ("softmax_ce", "sigmoid_bce"),
-            "update": ("sgd", "adam", "axpby"), "conv2d": ("im2col", "col2im", "wflip")}
+            "update": ("sgd", "adam", "sumsq", "axpby"), "conv2d": ("im2col", "col2im", "wflip")}
 
 
 def family(case):

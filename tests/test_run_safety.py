@@ -335,6 +335,8 @@ def test_resume_refuses_other_data(small_data, tmp_path):
     (["--seed", "-1"], "--seed must be between 0"),
     (["--max-loss", "nan"], "--max-loss must be a finite number"),
     (["--optimizer", "adam", "--nesterov"], "--nesterov is SGD's"),
+    (["--max-grad-norm", "0"], "--max-grad-norm must be above 0"),
+    (["--max-grad-norm", "nan"], "--max-grad-norm must be a finite number"),
     (["--optimizer", "adamw", "--lr", "-1"], "--lr must be a finite number, at least 0"),
 ])
 def test_bad_numbers_are_one_line_errors(args, message):

@@ -66,6 +66,9 @@ def main():
               help="sgd and adam: an L2 penalty added to the gradient; adamw: the parameters "
                    "shrink by lr x this each step.")
 @click.option("--nesterov", is_flag=True, help="Nesterov momentum (sgd).")
+@click.option("--max-grad-norm", type=float, default=None,
+              help="Clip the gradients to this global L2 norm before each update (PyTorch's "
+                   "clip_grad_norm_). Default: no clipping.")
 @click.option("--lr-schedule", type=click.Choice(["constant", "step", "cosine"]),
               default="cosine", show_default=True,
               help="step: x0.1 at 50% and 75% of the epochs; cosine: to 0 over the run.")

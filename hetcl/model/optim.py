@@ -7,7 +7,7 @@ it is one flat dict keyed state_key(kind, name)."""
 import math
 
 from ..backend.buffers import empty
-from ..codegen.update import AdamMulti, SGDMulti
+from ..codegen.update import AdamMulti, SGDMulti, SumSquares
 from ..errors import HetclError
 
 
@@ -26,21 +26,42 @@ class _Optimizer:
     BUFFERS = ()
     multi = None  # the kernel host that updates several tensors in one launch
 
-    def __init__(self):
+    def __init__(self, max_grad_norm=None):
+        """max_grad_norm: clip the gradients to this global L2 norm (PyTorch's
+        clip_grad_norm_ before the step); None: no clipping."""
+        if max_grad_norm is not None and not (max_grad_norm > 0 and math.isfinite(max_grad_norm)):
+            raise HetclError(f"max_grad_norm must be a finite number above 0 (got "
+                             f"{max_grad_norm})")
+        self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
         self.steps = 0  # counted by Runtime.apply_update, once per step over all replicas
         self._kernels = {}
 
-    def _kernel(self, device, sizes):
-        key = (device, sizes)  # kernels belong to the device's context
+    def _kernel(self, device, sizes, build=None):
+        key = (device, sizes, build)  # kernels belong to the device's context
         if key not in self._kernels:
-            self._kernels[key] = self._build(device, sizes)
+            self._kernels[key] = (build or self._build)(device, sizes)
         return self._kernels[key]
 
-    def apply(self, replica):
-        """Update one replica's parameters from its gradients (enqueued, not waited for): one
-        launch for up to MAX_TENSORS parameters (every launch costs host time, and a
-        multi-GPU step is host-bound: docs/benchmarks.md, 'Several devices at once'). Buffers
-        start at zero."""
+    def sum_of_squares(self, holder):
+        """The sum of squares of a replica's (or hybrid slice's) gradients; waits for them."""
+        grads = [g for g in holder.grads.values() if g.size]  # (a slice may have no rows)
+        n, total = SumSquares.MAX_TENSORS, 0.0
+        for i in range(0, len(grads), n):
+            part = grads[i:i + n]
+            total += self._kernel(holder.device, tuple(g.size for g in part), SumSquares)(
+                [(g.buffer,) for g in part])
+        return total
+
+    def clip_scale(self, sum_of_squares):
+        """The factor clipping takes the gradients by, from their global sum of squares, as
+        PyTorch's clip_grad_norm_: max_norm / (norm + 1e-6), at most 1."""
+        return min(1.0, self.max_grad_norm / (math.sqrt(sum_of_squares) + 1e-6))
+
+    def apply(self, replica, gscale=None):
+        """Update one replica's parameters from its gradients, times gscale where the optimizer
+        clips (clip_scale; enqueued, not waited for): one launch for up to MAX_TENSORS
+        parameters (every launch costs host time, and a multi-GPU step is host-bound:
+        docs/benchmarks.md, 'Several devices at once'). Buffers start at zero."""
         for kind in self.BUFFERS:
             buffers = replica.state.setdefault(kind, {})
             for name, p in replica.params.items():
@@ -53,7 +74,7 @@ class _Optimizer:
         for i in range(0, len(tensors), size):
             part = tensors[i:i + size]
             self._launch(self._kernel(replica.device, tuple(t[0].size for t in part)),
-                         [tuple(a.buffer for a in t) for t in part])
+                         [tuple(a.buffer for a in t) for t in part], gscale)
 
 
 class SGD(_Optimizer):
@@ -61,8 +82,9 @@ class SGD(_Optimizer):
     BUFFERS = ("momentum",)
     multi = SGDMulti
 
-    def __init__(self, lr=0.01, momentum=0.0, weight_decay=0.0, nesterov=False):
-        super().__init__()
+    def __init__(self, lr=0.01, momentum=0.0, weight_decay=0.0, nesterov=False,
+                 max_grad_norm=None):
+        super().__init__(max_grad_norm)
         if not (lr > 0 and momentum >= 0 and weight_decay >= 0):
             raise HetclError(f"SGD needs lr > 0, momentum >= 0, weight_decay >= 0; got lr={lr}, "
                              f"momentum={momentum}, weight_decay={weight_decay}")
@@ -72,10 +94,11 @@ class SGD(_Optimizer):
         self.nesterov = bool(nesterov)
 
     def _build(self, device, sizes):
-        return SGDMulti(device, sizes, nesterov=self.nesterov)
+        return SGDMulti(device, sizes, nesterov=self.nesterov,
+                        clip=self.max_grad_norm is not None)
 
-    def _launch(self, kernel, tensors):
-        kernel(tensors, self.lr, self.momentum, self.weight_decay)
+    def _launch(self, kernel, tensors, gscale):
+        kernel(tensors, self.lr, self.momentum, self.weight_decay, gscale)
 
 
 class Adam(_Optimizer):
@@ -84,8 +107,9 @@ class Adam(_Optimizer):
     multi = AdamMulti
     decoupled = False
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__()
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 max_grad_norm=None):
+        super().__init__(max_grad_norm)
         beta1, beta2 = (float(b) for b in betas)
         name = type(self).__name__
         if not (lr > 0 and 0 <= beta1 < 1 and 0 <= beta2 < 1 and eps > 0 and weight_decay >= 0
@@ -97,18 +121,20 @@ class Adam(_Optimizer):
         self.weight_decay = float(weight_decay)
 
     def _build(self, device, sizes):
-        return AdamMulti(device, sizes, decoupled=self.decoupled)
+        return AdamMulti(device, sizes, decoupled=self.decoupled,
+                         clip=self.max_grad_norm is not None)
 
-    def _launch(self, kernel, tensors):
-        kernel(tensors, self.lr, *self.betas, self.eps, self.weight_decay, self.steps + 1)
+    def _launch(self, kernel, tensors, gscale):
+        kernel(tensors, self.lr, *self.betas, self.eps, self.weight_decay, self.steps + 1, gscale)
 
 
 class AdamW(Adam):
     """PyTorch's AdamW: weight decay applied to the parameters, apart from the gradient."""
     decoupled = True
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
-        super().__init__(lr, betas, eps, weight_decay)
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 max_grad_norm=None):
+        super().__init__(lr, betas, eps, weight_decay, max_grad_norm)
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}

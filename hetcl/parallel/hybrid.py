@@ -99,19 +99,19 @@ class Hybrid:
 
     def download(self):
         """The model's parameters assembled from the devices (head from the first one)."""
-        first = self._fresh_head()
+        first = self.fresh_head()
         out = first.download()
         out.update(self._gather_tail(lambda s: s.params))
         return out
 
-    def _fresh_head(self):
+    def fresh_head(self):
         """A head replica that took part in the last step (a device the scheduler left out
         has an old one)."""
         return self.heads[self.last_positions[0] if self.last_positions else min(self.heads)]
 
     def gradients(self):
         """The last step's gradients, assembled like download()."""
-        out = {k: v.get() for k, v in self._fresh_head().grads.items()}
+        out = {k: v.get() for k, v in self.fresh_head().grads.items()}
         out.update(self._gather_tail(lambda s: s.grads))
         return out
 
@@ -124,7 +124,7 @@ class Hybrid:
         return out
 
     def optimizer_state(self):
-        state = state_on_host(self._fresh_head().state)
+        state = state_on_host(self.fresh_head().state)
         kinds = [set(s.state) for s in self.slices.values()]
         for kind in set.intersection(*kinds) if kinds else ():
             tail = self._gather_tail(lambda s: s.state[kind])

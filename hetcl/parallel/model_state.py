@@ -95,6 +95,15 @@ class ModelState:
     def mode(self):
         return "hybrid" if self.hybrid else "data"
 
+    def clip_scale(self, opt, updated):
+        """What the gradients of a step that updates `updated` are taken times: the
+        optimizer's clipping factor for their global norm - counting each gradient once: one
+        data-parallel replica (all hold the summed gradients), or one hybrid head and every
+        slice."""
+        holders = [self.hybrid.fresh_head()] + list(self.hybrid.slices.values()) \
+            if self.hybrid else updated[:1]
+        return opt.clip_scale(sum(opt.sum_of_squares(h) for h in holders))
+
     # --- optimizer state --------------------------------------------------------------------
     def _trained_hybrid(self):
         """The hybrid state once it holds parameters (it ran a step), else None."""

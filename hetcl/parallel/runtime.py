@@ -1,6 +1,5 @@
-"""Run a Graph on devices: forward / gradients / train_step over the selected devices.
-
-With several devices the batch is split into contiguous shards sized by the Scheduler
+"""Run a Graph on devices: forward / gradients / train_step over the selected devices. With
+several devices the batch is split into contiguous shards sized by the Scheduler
 (scheduler.py); every shard's loss and gradients are already divided by the global batch size,
 so the gradients are summed across devices (comm.py: per layer, overlapped with the backward
 pass, summed on the devices in a fixed order) and the same update runs on every replica, which
@@ -292,8 +291,9 @@ class Runtime:
     def apply_update(self, model, opt, updated):
         """The optimizer's update on every replica (and slice) that took part in the step."""
         started = time.perf_counter()
+        gscale = self.state(model).clip_scale(opt, updated) if opt.max_grad_norm else None
         for rep in updated:
-            opt.apply(rep)
+            opt.apply(rep, gscale)
         opt.steps += 1
         self.steps += 1
         self.state(model).committed(updated)

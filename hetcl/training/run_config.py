@@ -33,6 +33,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = False
+    max_grad_norm: float = None  # clip the gradients to this global L2 norm; None: no clipping
     lr_schedule: str = "cosine"
     warmup_epochs: float = 1.0
     seed: int = 0
@@ -50,7 +51,7 @@ class TrainConfig:
 
 
 SETTINGS = ("model", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
-            "nesterov", "lr_schedule", "warmup_epochs", "seed", "max_loss")
+            "nesterov", "max_grad_norm", "lr_schedule", "warmup_epochs", "seed", "max_loss")
 # SGD's was measured on Fashion-MNIST (docs/benchmarks.md, the accuracy runs); Adam's and
 # AdamW's are PyTorch's.
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
@@ -92,6 +93,10 @@ def check(cfg):
     _finite(cfg.warmup_epochs, 0, "--warmup-epochs")
     if cfg.max_loss is not None:
         _finite(cfg.max_loss, 0, "--max-loss")
+    if cfg.max_grad_norm is not None:
+        _finite(cfg.max_grad_norm, 0, "--max-grad-norm")
+        if cfg.max_grad_norm <= 0:
+            raise HetclError(f"--max-grad-norm must be above 0 (got {cfg.max_grad_norm})")
     if not 0 <= cfg.seed < 2 ** 63:
         raise HetclError(f"--seed must be between 0 and 2^63-1 (got {cfg.seed})")
     if cfg.resume and not cfg.checkpoint:

@@ -71,9 +71,9 @@ class Trainer:
         self.model = build_model(cfg.model, self.data.sample_shape, self.data.classes, cfg.seed)
         check_input_shape(self.data, self.model.input_shape)
         self.max_loss = run_config.max_loss(cfg, self.data.classes)
-        self.opt = SGD(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov) \
-            if cfg.optimizer == "sgd" else OPTIMIZERS[cfg.optimizer](cfg.lr,
-                                                                     weight_decay=cfg.weight_decay)
+        self.opt = SGD(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov, cfg.max_grad_norm) \
+            if cfg.optimizer == "sgd" else OPTIMIZERS[cfg.optimizer](
+                cfg.lr, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm)
         self.epoch, self.step_in_epoch, self.history = 0, 0, []
         self.totals = self._zero_totals()
         self.ctrl_c = CtrlC()

@@ -4,7 +4,7 @@ import numpy as np
 from ..gather import Gather
 from ..gemm import Gemm
 from ..loss import LABEL_TYPES, SigmoidBCE, SoftmaxCE
-from ..update import AdamMulti, Axpby, SGDMulti, SGDStep
+from ..update import AdamMulti, Axpby, SGDMulti, SGDStep, SumSquares
 from . import NUMPY_ACTIVATIONS, relative_error
 
 
@@ -88,11 +88,12 @@ def loss(device, params, n, classes, loss, label_type):
                relative_error(row_loss.get(), ref_loss / global_n))
 
 
-def update(device, params, kernel, size=None, sizes=None, nesterov=0, decoupled=0):
+def update(device, params, kernel, size=None, sizes=None, nesterov=0, decoupled=0, clip=0):
     """The prover's check of one update variant (prover.py), on the size(s) it was built for:
     the largest error, relative to the largest magnitude, of y (axpby, b != 0), of p and v
-    after one SGD step with momentum and weight decay, or of p, m and v after the third Adam
-    step, against numpy."""
+    after one SGD step with momentum and weight decay, of p, m and v after the third Adam
+    step, or of a sum of squares, against numpy. Clipping variants scale the gradients by
+    0.375."""
     from ...backend.buffers import to_device
     rng = np.random.default_rng(0)
     if kernel == "axpby":
@@ -100,18 +101,25 @@ def update(device, params, kernel, size=None, sizes=None, nesterov=0, decoupled=
         y = to_device(device, y0)
         Axpby(device, size, params=params)(to_device(device, x), y, 1.5, 0.5)
         return relative_error(y.get(), 1.5 * x + 0.5 * y0.astype(np.float64))
+    gscale = 0.375 if clip else None
     if kernel == "adam_multi":
-        return _adam(device, params, sizes, decoupled, rng)
+        return _adam(device, params, sizes, decoupled, gscale, rng)
+    if kernel == "sumsq_multi":
+        grads = [to_device(device, rng.standard_normal(n).astype(np.float32)) for n in sizes]
+        got = SumSquares(device, sizes, params=params)([(g.buffer,) for g in grads])
+        ref = sum(float((g.get().astype(np.float64) ** 2).sum()) for g in grads)
+        return abs(got - ref) / max(1.0, ref)
     lr, momentum, weight_decay = 0.1, 0.9, 0.01
     host = [rng.standard_normal((3, n)).astype(np.float32) for n in sizes or (size,)]  # p, g, v
     tensors = [tuple(to_device(device, a) for a in pgv) for pgv in host]
     if kernel == "sgd":
         SGDStep(device, size, bool(nesterov), params=params)(*tensors[0], lr, momentum, weight_decay)
     else:
-        SGDMulti(device, sizes, bool(nesterov), params=params)(tensors, lr, momentum, weight_decay)
+        SGDMulti(device, sizes, bool(nesterov), params=params, clip=bool(clip))(
+            tensors, lr, momentum, weight_decay, gscale)
     error = 0.0
     for (p, g, v), (p_dev, _, v_dev) in zip(host, tensors):
-        d = g + weight_decay * p.astype(np.float64)
+        d = g * (gscale or 1.0) + weight_decay * p.astype(np.float64)
         v = momentum * v + d
         p = p - lr * (d + momentum * v if nesterov else v)
         error = max(error, relative_error(p_dev.get(), p), relative_error(v_dev.get(), v))
@@ -131,17 +139,19 @@ def adam_reference(p, g, m, v, t, lr, beta1, beta2, eps, weight_decay, decoupled
     return p - lr / (1 - beta1 ** t) * m / denom, m, v
 
 
-def _adam(device, params, sizes, decoupled, rng):
+def _adam(device, params, sizes, decoupled, gscale, rng):
     """Three Adam steps from m = v = 0 (the bias corrections move with t)."""
     from ...backend.buffers import to_device
     hyper = (0.01, 0.9, 0.999, 1e-8, 0.1)
     host = [[rng.standard_normal(n), rng.standard_normal(n), np.zeros(n), np.zeros(n)]
             for n in sizes]
     tensors = [tuple(to_device(device, a.astype(np.float32)) for a in t) for t in host]
-    kernel = AdamMulti(device, sizes, bool(decoupled), params=params)
+    kernel = AdamMulti(device, sizes, bool(decoupled), params=params, clip=gscale is not None)
     for t in (1, 2, 3):
-        kernel([tuple(a.buffer for a in group) for group in tensors], *hyper, t)
+        kernel([tuple(a.buffer for a in group) for group in tensors], *hyper, t, gscale)
         for state in host:
-            state[0], state[2], state[3] = adam_reference(*state, t, *hyper, decoupled)
+            p, g, m, v = state
+            state[0], state[2], state[3] = adam_reference(p, g * (gscale or 1.0), m, v, t,
+                                                          *hyper, decoupled)
     return max(relative_error(dev.get(), ref) for group, state in zip(tensors, host)
                for dev, ref in zip(group[::2] + group[3:], state[::2] + state[3:]))
