@@ -123,9 +123,13 @@ def weights(ckpt):
 
 
 @needs_mpi
-def test_resume_under_mpi_equals_the_uninterrupted_run(small_data, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("optimizer", [["--lr", "0.05"],  # SGD: momentum broadcast on resume
+                                       ["--optimizer", "adamw", "--lr", "0.001",
+                                        "--max-grad-norm", "1.0"]])  # both Adam buffers
+def test_resume_under_mpi_equals_the_uninterrupted_run(small_data, tmp_path,  # noqa: F811
+                                                        optimizer):
     common = ["--data", small_data, "--batch-size", "128", "--lr-schedule", "constant",
-              "--warmup-epochs", "0", "--devices", "0", "--lr", "0.05"]
+              "--warmup-epochs", "0", "--devices", "0"] + optimizer
     full, part = str(tmp_path / "full"), str(tmp_path / "part")
     done = train(common + ["--epochs", "2", "--checkpoint", full], 2, tmp_path)
     assert done.returncode == 0, done.stderr
