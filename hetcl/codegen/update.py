@@ -77,9 +77,9 @@ class _Multi:
         per_group = params.elements_per_group()
         return (sum(-(-n // per_group) for n in self.sizes) * params.WGS,)
 
-    def _enqueue(self, tensors, scalars, wait_for):
+    def _enqueue(self, tensors, scalars=(), wait_for=None, outputs=()):
         buffers = [b for group in tensors for b in group]
-        return self.launch(*buffers, *(float(x) for x in scalars), wait_for=wait_for)
+        return self.launch(*buffers, *outputs, *(float(x) for x in scalars), wait_for=wait_for)
 
 
 class _Update(_Multi):
@@ -140,8 +140,7 @@ class SumSquares(_Multi):
 
     def __call__(self, tensors):
         """-> the sum of squares (waits for the device)."""
-        buffers = [b for group in tensors for b in group]
-        self.launch(*buffers, self.partial)
+        self._enqueue(tensors, outputs=(self.partial,))
         return float(self.partial.get().astype(np.float64).sum())
 
 

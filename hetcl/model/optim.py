@@ -147,7 +147,6 @@ def scheduled_lr(schedule, base_lr, epoch, step, steps_per_epoch, epochs, warmup
     """Learning rate for a step. step: x0.1 at 50% and again at 75% of the epochs; cosine:
     base_lr * (1 + cos(pi * t)) / 2 over all steps, t in [0, 1). warmup_epochs: a linear ramp
     from ~0 to that rate over the first epochs (lets a high rate start without killing ReLUs)."""
-    import math
     done = epoch * steps_per_epoch + step
     if warmup_epochs > 0 and done < warmup_epochs * steps_per_epoch:
         ramp = (done + 1) / (warmup_epochs * steps_per_epoch)

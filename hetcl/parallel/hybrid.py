@@ -35,7 +35,7 @@ from .hybrid_transfers import Transfers
 
 class _Slice:
     """One device's rows of every dense layer's parameters, with gradients and optimizer
-    state: what SGD.apply needs of a replica."""
+    state: what an optimizer's apply needs of a replica."""
 
     def __init__(self, device, host):
         self.device, self.version = device, None

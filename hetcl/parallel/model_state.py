@@ -8,7 +8,6 @@ Strategies (strategies.py): data parallel until the model's first step on severa
 chooses: "data" stays, "hybrid" makes a Hybrid (hybrid.py), "auto" times both (auto.py) and
 keeps the faster, handing weights and momentum over between them.
 """
-from ..backend.buffers import to_device
 from ..engine.executor import Executor
 from ..engine.replica import Replica, state_on_device, state_on_host
 from ..log import logger
@@ -38,8 +37,7 @@ class ModelState:
                           if r.version == self.model.version), None)
             rep.sync()
             if fresh is not None:
-                for kind, buffers in fresh.state.items():
-                    rep.state[kind] = {k: to_device(device, v.get()) for k, v in buffers.items()}
+                rep.state = state_on_device(device, state_on_host(fresh.state))
         return rep
 
     def executor(self, device, n):
