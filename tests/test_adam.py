@@ -67,10 +67,13 @@ def test_adam_two_uneven_devices_equal_one():
     y = rng.integers(0, 10, 64)
     fresh = [Device(d.cl_device, dict(d.profile)) for d in DEVICES[:2]]
     out = []
-    for devices, split in ((fresh[:1], None), (fresh, [50, 14])):
+    # the second device sits out steps 2 and 3 and rejoins with the others' parameters and
+    # both Adam buffers
+    splits = [[50, 14], [64, 0], [64, 0], [32, 32], [50, 14]]
+    for devices, split in ((fresh[:1], [None] * 5), (fresh, splits)):
         model, opt, rt = mlp(seed=2).build(), AdamW(1e-3), hetcl.Runtime(devices)
-        for _ in range(5):
-            rt.train_step(model, opt, x, y, split=split)
+        for step in range(5):
+            rt.train_step(model, opt, x, y, split=split[step])
         out.append((model.parameters(), rt.optimizer_state(model)))
     (p1, s1), (p2, s2) = out
     assert sorted(s1) == sorted(s2) and len(s1) == 2 * len(p1)
