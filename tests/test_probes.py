@@ -1,5 +1,5 @@
 """The prover's probes (hetcl/codegen/prover.py PROBES) of the eltwise, pool, avgpool, loss,
-update and conv2d families on every device.
+update, conv2d and batchnorm families on every device.
 
 Each wrapper is built at a few shapes (sizes that are multiples of nothing, partial vectors and
 groups, non-default parameters); the build it asks for - params and template context - is
@@ -15,6 +15,7 @@ import pytest
 
 from hetcl.codegen import launch, prove, prover
 from hetcl.codegen.avgpool import AvgPoolBwd, AvgPoolFwd, AvgPoolParams
+from hetcl.codegen.batchnorm import BatchNormSumsParams, BnSums
 from hetcl.codegen.conv import Col2Im, Col2ImParams, Im2Col, Im2ColParams, WeightFlip
 from hetcl.codegen.eltwise import ActBwd, BiasAct, BiasGrad, BiasGradParams, EltwiseParams
 from hetcl.codegen.loss import LossParams, SigmoidBCE, SoftmaxCE
@@ -85,6 +86,9 @@ CASES = {
     "col2im-planes": lambda d: Col2Im(d, (3, 7, 6), (5, 5), (2, 2), (0, 0), 3,
                                       params=Col2ImParams(1, 1, 1, 1)),
     "wflip": lambda d: WeightFlip(d, 5, 3, (3, 2)),
+    # batchnorm: statistics finalised in the same launch, several channels per group, 33 of them
+    "bn_sums-fused": lambda d: BnSums(d, 7, 33, 1, finalize=True,
+                                      params=BatchNormSumsParams(4, 8, 1, 0)),
 }
 
 # Wrong variants: id -> the context changes the probe's program is rendered with. Each keeps
@@ -107,11 +111,13 @@ WRONG = {
     "im2col-columns": {"images": 3},
     "col2im-planes": {"images": 2},
     "wflip": {"c": 3, "h": 5},                 # filters and channels swapped
+    "bn_sums-fused": {"n": 6},                 # the last row is never summed
 }
 
 FAMILIES = {"eltwise": ("bias_act", "act_bwd", "bias_grad"),
             "pool": ("maxpool",), "avgpool": ("avgpool",), "loss": ("softmax_ce", "sigmoid_bce"),
-            "update": ("sgd", "adam", "sumsq", "axpby"), "conv2d": ("im2col", "col2im", "wflip")}
+            "update": ("sgd", "adam", "sumsq", "axpby"), "conv2d": ("im2col", "col2im", "wflip"),
+            "batchnorm": ("bn_",)}
 
 
 def family(case):

@@ -15,30 +15,20 @@ import numpy as np
 
 
 from hetcl.measure.bench import INPUT_SHAPES, train_throughput  # noqa: E402
+from hetcl.model.models import build_model  # noqa: E402
 from hetcl.backend.device import select_devices  # noqa: E402
 
 
-def torch_model(name, torch):
-    nn = torch.nn
-    if name == "lenet5":
-        return nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                             nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                             nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
-                             nn.Linear(84, 10))
-    if name == "mlp":
-        return nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128),
-                             nn.ReLU(), nn.Linear(128, 10))
-    return nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Flatten(), nn.Linear(8192, 256), nn.ReLU(), nn.Linear(256, 10))
+def torch_model(name):
+    """The PyTorch twin of hetcl's model `name` (tools/torch_twin.py), from the same weights."""
+    from torch_twin import TorchTwin
+    return TorchTwin(build_model(name, INPUT_SHAPES[name], 10, seed=0))
 
 
 def torch_step_rate(torch, name, batch, steps, device="cpu", warmup=3):
     """Images/s of PyTorch eager training steps (SGD with momentum, cross-entropy) of the model
     on random data already on `device` ("cpu" or "cuda"; tools/cudnn_compare.py uses it too)."""
-    model = torch_model(name, torch).to(device)
+    model = torch_model(name).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn((batch,) + INPUT_SHAPES[name], device=device)
     y = torch.randint(0, 10, (batch,), device=device)

@@ -5,6 +5,8 @@ Executor - the bound ops and activation/gradient buffers for one batch size on o
            small read of the per-row loss and accuracy results.
 StepResult - a step's (loss, correct count) over its devices' executors, read when asked.
 """
+import dataclasses
+
 import numpy as np
 import pyopencl as cl
 
@@ -15,6 +17,19 @@ from ..codegen.update import Axpby
 from ..errors import HetclError
 
 _LOSS_OPS = {"softmax_ce": SoftmaxCE, "sigmoid_bce": SigmoidBCE}
+
+
+@dataclasses.dataclass
+class StepContext:
+    """What the layers that depend on the step (batch norm, dropout) need of one device's part
+    of a training step, beyond their inputs."""
+    global_n: int        # samples in the whole batch, over every device and rank
+    offset: int = 0      # the index of this device's first sample in the whole batch
+    step: int = 0        # optimizer steps taken before this one (dropout's counter)
+    seed: int = 0        # the run's seed (dropout's key)
+    sums: object = None  # the step's BatchSums across devices and ranks; None: one device
+    position: int = 0    # this device's place in the step's fixed order of sums
+
 
 class Executor:
     def __init__(self, replica, n, upto=None):
@@ -65,8 +80,9 @@ class Executor:
         key = (node.index, id(table))
         if key not in self._param_views:
             layer = node.layer
-            self._param_views[key] = ({k: table[f"{layer.name}.{k}"]
-                                       for k in layer.param_shapes()}, table)
+            names = (f"{layer.name}.{k}" for k in (*layer.param_shapes(), *layer.running_shapes()))
+            self._param_views[key] = ({name.rsplit(".", 1)[1]: table[name] for name in names
+                                       if name in table}, table)  # (grads: no running stats)
         return self._param_views[key][0]
 
     def set_input(self, x, labels=None):
@@ -91,35 +107,50 @@ class Executor:
                            self.labels)
 
     def forward(self, x=None):
+        """The forward pass in evaluation mode (batch norm's running statistics, no dropout)."""
         if x is not None:
             self.set_input(x)
         for _ in self.forward_nodes():
             pass
         return self.out[self.replica.model.output_node]
 
-    def forward_nodes(self):
-        """The forward pass as a generator, one node enqueued per next() (see enqueue_step)."""
+    def forward_nodes(self, step=None):
+        """The forward pass as a generator, one node enqueued per next() (see enqueue_step).
+        step: the StepContext of a training step, None for evaluation."""
         for index, op in self.ops.items():
             node = self.nodes[index]
-            op.forward([self.out[i] for i in node.inputs], self.out[index],
-                       self._node_params(node, self.replica.params))
+            args = ([self.out[i] for i in node.inputs], self.out[index],
+                    self._node_params(node, self.replica.params))
+            if node.layer.takes_step:
+                yield from self._all_reduced(op.forward(*args, step), step, ("fwd", index))
+            else:
+                op.forward(*args)
             yield
+
+    @staticmethod
+    def _all_reduced(sums, step, key):
+        """Drive a step-taking op's forward/backward: each array of per-channel sums it yields
+        is summed across the step's devices (step.sums) before it goes on."""
+        for part, array in enumerate(sums):
+            yield from step.sums.all_reduce(key + (part,), step.position, array)
 
     def begin_step(self):
         """Count a step (the scheduler leaves an executor's first step unmeasured: it built
         the kernels)."""
         self.steps += 1
 
-    def enqueue_step(self, global_n, on_node=None):
+    def enqueue_step(self, global_n, on_node=None, step=None):
         """Forward, loss and backward as a generator that enqueues one node per next() call:
         a runtime driving several devices takes turns between them, so that every device gets
         work from the start instead of waiting for the host to enqueue the others' whole step.
+        step: its StepContext (default: this device alone holds the whole batch, step 0).
         Its return value (StopIteration.value) is what loss() returned."""
+        step = step or StepContext(global_n, seed=self.replica.model.seed or 0)
         self.begin_step()
-        yield from self.forward_nodes()
+        yield from self.forward_nodes(step)
         done = self.loss(global_n)
         yield
-        yield from self.backward_nodes(on_node)
+        yield from self.backward_nodes(on_node, step)
         return done
 
     def loss(self, global_n, logits=None, dlogits=None):
@@ -136,13 +167,10 @@ class Executor:
         self.replica.device.retire(self.row_loss.get_async(host_loss))
         return self.row_correct.get_async(host_correct), host_loss, host_correct
 
-    def backward(self, on_node=None):
-        """Enqueue the backward pass, last node first. on_node(parameter names) is called as
-        soon as a node's gradients are enqueued (the all-reduce reads them back from there)."""
-        for _ in self.backward_nodes(on_node):
-            pass
-
-    def backward_nodes(self, on_node):
+    def backward_nodes(self, on_node, step):
+        """The backward pass as a generator, last node first. on_node(parameter names) is
+        called as soon as a node's gradients are enqueued (the all-reduce reads them back from
+        there). step: the StepContext the forward pass had."""
         for node in reversed(self.nodes[1:self.upto]):
             aliased = node.fused_into is not None or getattr(node.layer, "alias", False)
             dxs, adds = [], []
@@ -164,10 +192,14 @@ class Executor:
                                                  target, 1.0, 1.0)
                 yield
                 continue
-            self.ops[node.index].backward(
-                [self.out[i] for i in node.inputs], self.out[node.index],
-                self.grad[node.index], dxs, self._node_params(node, self.replica.params),
-                self._node_params(node, self.replica.grads))
+            args = ([self.out[i] for i in node.inputs], self.out[node.index],
+                    self.grad[node.index], dxs, self._node_params(node, self.replica.params),
+                    self._node_params(node, self.replica.grads))
+            if node.layer.takes_step:
+                yield from self._all_reduced(self.ops[node.index].backward(*args, step), step,
+                                             ("bwd", node.index))
+            else:
+                self.ops[node.index].backward(*args)
             for scratch, target in adds:
                 self._axpby_for(target.size)(scratch, target, 1.0, 1.0)
             if on_node is not None and node.layer.param_shapes():

@@ -15,8 +15,11 @@ import numpy as np
 
 from ..backend.buffers import empty
 from ..codegen.avgpool import AvgPoolBwd, AvgPoolFwd
+from ..codegen.batchnorm import (BnApply, BnBwdDx, BnBwdSums, BnEvalCoef, BnFinalize,
+                                 BnSums)
 from ..codegen.conv import Im2Col
 from ..codegen.conv_dx import ConvBackwardData
+from ..codegen.dropout import DropoutBwd, DropoutFwd
 from ..codegen.eltwise import ActBwd, BiasAct, BiasGrad
 from ..codegen.gemm import Gemm
 from ..codegen.pool import MaxPoolBwd, MaxPoolFwd
@@ -73,7 +76,7 @@ class DenseOp:
 
 
 class ConvOp:
-    def __init__(self, device, n, in_chw, f, kernel, stride, pad, act):
+    def __init__(self, device, n, in_chw, f, kernel, stride, pad, act, bias=True):
         c, h, w = in_chw
         oh = (h + 2 * pad[0] - kernel[0]) // stride[0] + 1
         ow = (w + 2 * pad[1] - kernel[1]) // stride[1] + 1
@@ -99,7 +102,9 @@ class ConvOp:
         self.fwd = {nc: Gemm(device, f, nc * self.s, ckk, epilogue=(act, self.s))
                     for nc in sizes}
         self.act_bwd = ActBwd(device, n, f, self.s, act, "fns")
-        self.bias_grad = BiasGrad(device, n, f, self.s, "fns")
+        self.bias_grad = BiasGrad(device, n, f, self.s, "fns") if bias else None
+        # without a bias of its own, the epilogue adds zeros (one GEMM variant for both)
+        self.zeros = None if bias else empty(device, (f,)).fill(0.0)
         # dW (F x CKK) [+]= dz[:, chunk] (F x nc*S) @ col^T
         self.dw = {nc: SplitKGemm(device, f, ckk, nc * self.s, True, ns, nc * self.s)
                    for nc in sizes}
@@ -108,13 +113,15 @@ class ConvOp:
     def forward(self, xs, y, p):
         for n0, nc in self.chunks:
             self.im2col[nc](xs[0], self.col, x_off=n0 * self.chw)
-            self.fwd[nc](p["weight"], self.col, y, c_off=n0 * self.f * self.s, bias=p["bias"])
+            self.fwd[nc](p["weight"], self.col, y, c_off=n0 * self.f * self.s,
+                         bias=p.get("bias", self.zeros))
         self.col_holds_x = len(self.chunks) == 1
 
     def backward(self, xs, y, dy, dxs, p, g):
         dz = self.z
         self.act_bwd(y, dy, dz)
-        self.bias_grad(dz, g["bias"])
+        if self.bias_grad is not None:
+            self.bias_grad(dz, g["bias"])
         for i, (n0, nc) in enumerate(self.chunks):
             if not self.col_holds_x:
                 self.im2col[nc](xs[0], self.col, x_off=n0 * self.chw)
@@ -184,3 +191,72 @@ class AddOp:
         for dx in dxs:
             if dx is not None:
                 self.axpby(dy, dx, 1.0, 0.0)
+
+
+class BatchNormOp:
+    """Batch norm (model/batchnorm.py) over x [n, c, s], with a following activation fused.
+    Training, one device: one kernel sums each channel and finalises its statistics, one
+    normalises. Several devices (step.sums): the channel sums are yielded to be all-reduced
+    across them between the two, then finalised with the whole batch's count on each; the
+    backward pass likewise. Evaluation: the running statistics' scale and shift, then the
+    same normalising kernel."""
+
+    def __init__(self, device, n, c, s, act, eps, momentum):
+        self.s = s
+        self.fused_sums = Lazy(lambda: BnSums(device, n, c, s, True, eps, momentum))
+        self.sums = Lazy(lambda: BnSums(device, n, c, s, False, eps, momentum))
+        self.finalize = Lazy(lambda: BnFinalize(device, c, eps, momentum))
+        self.eval_coef = Lazy(lambda: BnEvalCoef(device, c, eps))
+        self.apply = BnApply(device, n, c, s, act)
+        self.bwd_sums = BnBwdSums(device, n, c, s, act)
+        self.bwd_dx = Lazy(lambda: BnBwdDx(device, n, c, s, act))
+        # per channel, [2, c]: the sums; (mean, 1/std); (scale, shift) of the normalisation
+        self.totals, self.saved, self.coef = (empty(device, (2, c)) for _ in range(3))
+
+    def forward(self, xs, y, p, step):
+        stats = (p["weight"], p["bias"], p["running_mean"], p["running_var"], self.saved,
+                 self.coef)
+        if step is None:
+            self.eval_coef(*stats[:4], self.coef)
+        elif step.sums is None:
+            self.fused_sums(xs[0], self.totals, *stats, float(step.global_n * self.s))
+        else:
+            self.sums(xs[0], self.totals)
+            yield self.totals
+            self.finalize(self.totals, *stats, float(step.global_n * self.s))
+        self.apply(xs[0], self.coef, y)
+
+    def backward(self, xs, y, dy, dxs, p, g, step):
+        self.bwd_sums(xs[0], y, dy, self.saved, self.totals, g["weight"], g["bias"])
+        if dxs[0] is None:
+            return
+        if step.sums is not None:
+            yield self.totals
+        self.bwd_dx(xs[0], y, dy, self.saved, self.coef, self.totals, dxs[0],
+                    float(step.global_n * self.s))
+
+
+class DropoutOp:
+    """Dropout (model/layers.py) over [n, features]; evaluation copies x."""
+
+    def __init__(self, device, n, features, p, key):
+        self.fwd = DropoutFwd(device, n, features, p)
+        self.bwd = DropoutBwd(device, n, features, p)
+        self.copy = Axpby(device, n * features)
+        self.key = key
+
+    def forward(self, xs, y, p, step):
+        if step is None:
+            self.copy(xs[0], y, 1.0, 0.0)
+        else:
+            self.fwd(xs[0], y, *self._counter(step))
+        return ()
+
+    def backward(self, xs, y, dy, dxs, p, g, step):
+        if dxs[0] is not None:
+            self.bwd(dy, dxs[0], *self._counter(step))
+        return ()
+
+    def _counter(self, step):
+        """(seed_lo, seed_hi, step, offset) of the mask's generator (kernels/dropout.cl.mako)."""
+        return step.seed & 0xFFFFFFFF, self.key, step.step & 0xFFFFFFFF, step.offset

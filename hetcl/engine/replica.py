@@ -19,8 +19,12 @@ class Replica:
         """names: only these parameters (hybrid.py keeps the dense layers elsewhere)."""
         self.model, self.device, self.names = model, device, names
         host = self._host(model.parameters())
+        running = model.running_names()
+        # params: every tensor a layer's kernels read, its running statistics included;
+        # grads: the trained ones
         self.params = {k: empty(device, v.shape) for k, v in host.items()}
-        self.grads, self._spans = self._grouped(device, host)
+        self.grads, self._spans = self._grouped(
+            device, {k: v for k, v in host.items() if k not in running})
         self.state = {}  # optimizer buffers {kind: {name: DeviceArray}}, e.g. "momentum"
         self.version = None
         self.sync(host)

@@ -2,7 +2,8 @@
 
 Nodes are numbered in the order they are added, which is a topological order (a node's inputs
 exist before it). Node 0 is the input. Parameters live here on the host as float32 numpy arrays,
-named "<layer name>.weight" / ".bias"; a Runtime keeps device replicas and, after it updates
+named "<layer name>.weight" / ".bias" (and a batch norm's ".running_mean" / ".running_var":
+in parameters() like PyTorch's state_dict, but not trained: running_names()); a Runtime keeps device replicas and, after it updates
 them, registers a pull so that ``parameters()`` returns the current values.
 """
 import numpy as np
@@ -30,6 +31,7 @@ class Graph:
         self.output_node = None
         self.built = False
         self._params = {}
+        self._running = set()  # names in _params that are running statistics, not trained
         self.version = 0   # bumped whenever the host parameters change
         self._pull = None  # callable returning fresher parameters held by a device
 
@@ -86,6 +88,7 @@ class Graph:
                 self.nodes[i].consumers.append(node.index)
             for key, value in layer.init_params(rng).items():
                 self._params[f"{layer.name}.{key}"] = value
+            self._running.update(f"{layer.name}.{key}" for key in layer.running_shapes())
         self._fuse_activations()
         self.built = True
         return self
@@ -108,6 +111,15 @@ class Graph:
             self._pull = None
         return {k: v.copy() for k, v in self._params.items()}
 
+    def running_names(self):
+        """The names in parameters() that are running statistics (no gradient, no update)."""
+        return frozenset(self._running)
+
+    def check_batch(self, global_n):
+        """Raise (one line) where a training batch of global_n samples cannot run."""
+        for node in self.nodes[1:]:
+            node.layer.check_batch(global_n)
+
     def fresher_on_devices(self, pull):
         """The devices hold newer parameters than the host (a runtime updated them): the next
         parameters() call takes them from pull() -> {name: array}. -> the new version, which
@@ -120,6 +132,11 @@ class Graph:
         self._check_built()
         missing = set(self._params) - set(params)
         unknown = set(params) - set(self._params)
+        if missing and not unknown and missing <= self._running:
+            layers = sorted({name.rsplit(".", 1)[0] for name in missing})
+            raise ShapeError(f"the parameters lack the running statistics of batch norm "
+                             f"layer(s) {', '.join(layers)}: they were saved from a model "
+                             f"without them; train this model from the start")
         if missing or unknown:
             raise ShapeError(f"parameters do not fit this model: missing {sorted(missing)}, "
                              f"unknown {sorted(unknown)}")

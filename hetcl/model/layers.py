@@ -6,8 +6,15 @@ Weights use PyTorch's layouts: Dense [out, in] (y = x W^T + b), Conv2D [F, C, KH
 A bound op enqueues on its device's in-order queue and never waits:
   forward(xs, y, params)                       xs: input DeviceArrays, y: output DeviceArray
   backward(xs, y, dy, dxs, params, grads)      dxs[i] is None where no input gradient is needed
-params and grads map "weight"/"bias" to DeviceArrays of the device's replica.
+params and grads map "weight"/"bias" to DeviceArrays of the device's replica; params also holds
+a layer's running statistics (batch norm's running_mean/var: state, not trained).
+Layers whose output depends on the step (takes_step: batch norm, dropout) take one more
+argument, `step`: an engine.executor.StepContext in training, None in evaluation; their forward
+and backward return an iterable of per-channel sums to all-reduce across the step's devices
+(empty where none), each summed before the iteration continues.
 """
+import zlib
+
 import numpy as np
 
 from ..errors import ShapeError
@@ -20,7 +27,8 @@ def _pair(v):
 class Layer:
     kind = "layer"
     activation = None  # "relu"/"sigmoid" for activation layers (fusable into the producer)
-    fuses_activation = False  # Dense and Conv2D apply a following activation in their epilogue
+    fuses_activation = False  # Dense, Conv2D and batch norm apply a following activation
+    takes_step = False        # its kernels take the step's StepContext (see above)
 
     def __init__(self, name=None):
         self.name = name
@@ -35,7 +43,16 @@ class Layer:
         return shape
 
     def param_shapes(self):
+        """The trained tensors {short name: shape}."""
         return {}
+
+    def running_shapes(self):
+        """State the layer keeps up to date itself, not trained (batch norm's running
+        statistics): saved and loaded with the parameters, no gradient."""
+        return {}
+
+    def check_batch(self, global_n):
+        """Raise where a training batch of global_n samples cannot run through this layer."""
 
     def init_params(self, rng):
         return {}
@@ -82,9 +99,12 @@ class Conv2D(Layer):
     kind = "conv"
     fuses_activation = True
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, name=None):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
+                 name=None):
+        """bias=False: no bias (a convolution followed by batch norm, whose shift replaces it)."""
         super().__init__(name)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.bias = bool(bias)
         self.kernel_size, self.stride, self.padding = (_pair(kernel_size), _pair(stride),
                                                        _pair(padding))
 
@@ -100,23 +120,25 @@ class Conv2D(Layer):
         return (self.out_channels, out[0], out[1])
 
     def param_shapes(self):
-        return {"weight": (self.out_channels, self.in_channels) + self.kernel_size,
-                "bias": (self.out_channels,)}
+        weight = {"weight": (self.out_channels, self.in_channels) + self.kernel_size}
+        return dict(weight, bias=(self.out_channels,)) if self.bias else weight
 
     def init_params(self, rng):
         fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
-        return {"weight": (rng.standard_normal(self.param_shapes()["weight"])
-                           * np.sqrt(2.0 / fan_in)).astype(np.float32),
-                "bias": np.zeros(self.out_channels, np.float32)}
+        weight = {"weight": (rng.standard_normal(self.param_shapes()["weight"])
+                             * np.sqrt(2.0 / fan_in)).astype(np.float32)}
+        return dict(weight, bias=np.zeros(self.out_channels, np.float32)) if self.bias \
+            else weight
 
     def bind(self, device, batch, act="none"):
         from ..engine.ops import ConvOp
         return ConvOp(device, batch, self.input_shape, self.out_channels, self.kernel_size,
-                      self.stride, self.padding, act)
+                      self.stride, self.padding, act, self.bias)
 
     def __repr__(self):
         return (f"Conv2D({self.in_channels}, {self.out_channels}, {self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding})")
+                f"stride={self.stride}, padding={self.padding}"
+                f"{'' if self.bias else ', bias=False'})")
 
 
 class _Pool2D(Layer):
@@ -204,3 +226,29 @@ class Add(Layer):
     def bind(self, device, batch, act="none"):
         from ..engine.ops import AddOp
         return AddOp(device, batch * int(np.prod(self.output_shape)), len(self.input_shape))
+
+
+class Dropout(Layer):
+    """PyTorch's Dropout: in training each element is zeroed with probability p and the rest
+    scaled by 1/(1-p); in evaluation the identity. The mask is a function of (the run's seed,
+    the layer, the step, the element's index in the whole batch), made on the device
+    (kernels/dropout.cl.mako): a resumed run and any split of the batch draw the same one."""
+    kind = "dropout"
+    takes_step = True
+
+    def __init__(self, p=0.5, name=None):
+        super().__init__(name)
+        if not 0 <= p < 1:
+            raise ShapeError(f"Dropout needs 0 <= p < 1 (got p={p})")
+        self.p = float(p)
+
+    def key(self):
+        """The layer's part of the mask's key: a hash of its name (stable across runs)."""
+        return zlib.crc32(self.name.encode())
+
+    def bind(self, device, batch, act="none"):
+        from ..engine.ops import DropoutOp
+        return DropoutOp(device, batch, int(np.prod(self.input_shape)), self.p, self.key())
+
+    def __repr__(self):
+        return f"Dropout(p={self.p})"

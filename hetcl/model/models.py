@@ -1,8 +1,9 @@
 """The models `hetcl train --model NAME` knows. Each is a function returning a fresh Sequential
 for an input shape and class count; custom models are built the same way in Python."""
 from ..errors import HetclError
-from .graph import Sequential
-from .layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+from .batchnorm import BatchNorm2D
+from .graph import Graph, Sequential
+from .layers import Add, Conv2D, Dense, Flatten, GlobalAvgPool, MaxPool2D, ReLU
 
 
 def lenet5(input_shape=(1, 28, 28), classes=10, seed=None):
@@ -50,10 +51,44 @@ def cifar_cnn_wide(input_shape=(3, 32, 32), classes=10, seed=None):
                       seed=seed, input_shape=input_shape)
 
 
-MODELS = {"lenet5": lenet5, "mlp": mlp, "cifar-cnn": cifar_cnn, "cifar-cnn-wide": cifar_cnn_wide}
+def _conv_bn(graph, x, c_in, c_out, size, stride, relu):
+    """A convolution without bias (batch norm's shift replaces it), batch norm, ReLU if asked."""
+    x = graph.add(Conv2D(c_in, c_out, size, stride=stride, padding=size // 2, bias=False), x)
+    x = graph.add(BatchNorm2D(c_out), x)
+    return graph.add(ReLU(), x) if relu else x
+
+
+def _basic_block(graph, x, c_in, c_out, stride):
+    """He et al.'s basic block: relu(bn(conv3x3(relu(bn(conv3x3(x))))) + shortcut), the
+    shortcut x itself, or a strided 1x1 convolution + batch norm where the shape changes."""
+    y = _conv_bn(graph, x, c_in, c_out, 3, stride, relu=True)
+    y = _conv_bn(graph, y, c_out, c_out, 3, 1, relu=False)
+    if stride != 1 or c_in != c_out:
+        x = _conv_bn(graph, x, c_in, c_out, 1, stride, relu=False)
+    return graph.add(ReLU(), graph.add(Add(), y, x))
+
+
+def resnet20(input_shape=(3, 32, 32), classes=10, seed=None):
+    """He et al. 2016's CIFAR ResNet-20: conv16 + batch norm, 3 stages of 3 basic blocks
+    (16, 32, 64 filters; stages 2 and 3 start with stride 2 and a 1x1 projection shortcut),
+    global average pooling, dense classes. 32x32x3 or 28x28x1 images."""
+    graph = Graph(seed=seed)
+    x = graph.input(input_shape)
+    x = _conv_bn(graph, x, input_shape[0], 16, 3, 1, relu=True)
+    channels = 16
+    for stage, width in enumerate((16, 32, 64)):
+        for block in range(3):
+            x = _basic_block(graph, x, channels, width, 2 if stage and not block else 1)
+            channels = width
+    graph.add(Dense(64, classes), graph.add(GlobalAvgPool(), x))
+    return graph
+
+
+MODELS = {"lenet5": lenet5, "mlp": mlp, "cifar-cnn": cifar_cnn, "cifar-cnn-wide": cifar_cnn_wide,
+          "resnet20": resnet20}
 # The input each model is built for by default (Fashion-MNIST, CIFAR-10): benchmarks and tuning.
 INPUT_SHAPES = {"lenet5": (1, 28, 28), "mlp": (1, 28, 28), "cifar-cnn": (3, 32, 32),
-                "cifar-cnn-wide": (3, 32, 32)}
+                "cifar-cnn-wide": (3, 32, 32), "resnet20": (3, 32, 32)}
 
 
 def build_model(name, input_shape, classes=10, seed=None):

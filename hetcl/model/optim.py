@@ -62,14 +62,15 @@ class _Optimizer:
         clips (clip_scale; enqueued, not waited for): one launch for up to MAX_TENSORS
         parameters (every launch costs host time, and a multi-GPU step is host-bound:
         docs/benchmarks.md, 'Several devices at once'). Buffers start at zero."""
+        params = {name: replica.params[name] for name in replica.grads}  # (the trained ones)
         for kind in self.BUFFERS:
             buffers = replica.state.setdefault(kind, {})
-            for name, p in replica.params.items():
+            for name, p in params.items():
                 if name not in buffers:
                     buffers[name] = empty(replica.device, p.shape).fill(0.0)
         tensors = [tuple([p, replica.grads[name]] +
                          [replica.state[kind][name] for kind in self.BUFFERS])
-                   for name, p in replica.params.items()]
+                   for name, p in params.items()]
         size = self.multi.MAX_TENSORS
         for i in range(0, len(tensors), size):
             part = tensors[i:i + size]

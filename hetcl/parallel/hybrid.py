@@ -168,7 +168,7 @@ class Hybrid:
             self.executors[key] = Executor(self.heads[pos], n, upto=self.upto)
         return self.executors[key]
 
-    def step(self, plan, n, feed, exchange, measure):
+    def step(self, plan, n, feed, exchange, measure, contexts):
         """One forward/loss/backward of n samples split as `plan` [(device position, a, b)].
         -> loss, correct count, the replicas and slices to update, per-device busy seconds
         (with `measure`, else None)."""
@@ -180,7 +180,7 @@ class Hybrid:
             if measure:
                 self.rt.devices[pos].kernel_events = []
             feed(ex, a, b)
-        interleave([ex.forward_nodes() for *_, ex in runs])
+        interleave([ex.forward_nodes(contexts[pos]) for pos, *_, ex in runs])
         x = self.io.staging("x0", (n, self.widths[0]))
         self.io.wait([self.io.read(ex.out[self.upto - 1], x[a:b]) for _, a, b, ex in runs])
         logits, inputs = self._forward_tail(runs, n, x)
@@ -191,8 +191,8 @@ class Hybrid:
                 self.io.upload(ex.grad[self.upto - 1], dy[a:b])
         if exchange:
             exchange.begin()
-        interleave([ex.backward_nodes(exchange.reader(ex) if exchange else None)
-                    for *_, ex in runs])
+        interleave([ex.backward_nodes(exchange.reader(ex) if exchange else None,
+                                      contexts[pos]) for pos, *_, ex in runs])
         loss = correct = 0
         for (*_, ex), event in zip(runs, done):
             l, c = ex.results(event)

@@ -59,6 +59,7 @@ class World:
         local.Free()
         self.mode = settings.mpi_allreduce()
         self._worker = None
+        self._step_comm = None  # sum_in_step's communicator, duplicated on first use
         self.timeout = float(timeout) if timeout is not None else \
             settings.mpi_timeout(DEFAULT_TIMEOUT)
 
@@ -125,6 +126,16 @@ class World:
     def sum(self, values, what="the step's loss"):
         out = np.asarray(values, np.float64).copy()
         self.wait(self.comm.Iallreduce(self._mpi.IN_PLACE, out, op=self._mpi.SUM), what)
+        return out
+
+    def sum_in_step(self, values, what):
+        """sum() on a communicator of its own, for sums inside a step (batch statistics): the
+        communication thread may be running the gradients' Allreduces on self.comm meanwhile,
+        and collectives on one communicator must come in the same order on every rank."""
+        if self._step_comm is None:
+            self._step_comm = self.comm.Dup()
+        out = np.asarray(values, np.float64).copy()
+        self.wait(self._step_comm.Iallreduce(self._mpi.IN_PLACE, out, op=self._mpi.SUM), what)
         return out
 
     def broadcast(self, arrays, what):

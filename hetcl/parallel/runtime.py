@@ -1,15 +1,13 @@
-"""Run a Graph on devices: forward / gradients / train_step over the selected devices. With
-several devices the batch is split into contiguous shards sized by the Scheduler
-(scheduler.py); every shard's loss and gradients are already divided by the global batch size,
-so the gradients are summed across devices (comm.py: per layer, overlapped with the backward
-pass, summed on the devices in a fixed order) and the same update runs on every replica, which
-therefore stay identical. A step (step_on_devices) reads top to bottom: time it, take this
+"""Run a Graph on devices: forward / gradients / train_step. Several devices split the batch
+into contiguous shards sized by the Scheduler (scheduler.py); shards' losses and gradients are
+divided by the global batch size, so the gradients are summed across devices (comm.py: per
+layer, overlapped with the backward pass, in a fixed order) and every replica's identical
+update keeps them identical (batch norm's statistics are the whole batch's: batch_sums.py). A step (step_on_devices) reads top to bottom: time it, take this
 rank's slice, split, run the model's strategy (strategies.py), record; a device that fails
 mid-step is removed with a warning and the step is redone on the others with the same
 arguments: no step lost, none counted twice (faults.py). With an mpi.World, each process (rank)
 takes its slice of every global batch first, and the sums span the ranks too (mpi.py, comm.py).
-Per model it holds a ModelState (model_state.py); data sets on the devices, a ResidentSets.
-"""
+Per model it holds a ModelState (model_state.py); data sets on the devices, a ResidentSets."""
 import contextlib
 import time
 import weakref
@@ -22,6 +20,7 @@ from ..engine.resident_sets import ResidentSets
 from ..errors import HetclError, ShapeError
 from ..model import inputs
 from . import faults
+from .batch_sums import step_contexts
 from .comm import GradientExchange
 from .hybrid_plan import MODES
 from .model_state import ModelState
@@ -41,10 +40,9 @@ class Runtime:
         parallel: "data" (every layer data-parallel), "hybrid" (dense layers model-parallel:
         hybrid.py) or "auto" (both timed over a model's first steps on several devices, then
         the faster kept and logged: auto.py).
-        world: an mpi.World (mpi.detect()) to train across processes: each rank takes its
-        slice of every global batch and gradients are summed across ranks too. With
-        devices "gpu" (or "dgpu") on a node with several GPUs, each rank then takes the one
-        matching its rank on the node.
+        world: an mpi.World (mpi.detect()): each rank takes its slice of every global batch,
+        gradients are summed across ranks too; with devices "gpu" (or "dgpu") on a node with
+        several GPUs each rank takes the one matching its rank on the node.
         tracer: a trace.Tracer that receives the phases of every step (tools/profile_step.py)."""
         if parallel not in MODES:
             raise HetclError(f"unknown parallel mode {parallel!r}: use {', '.join(MODES)}")
@@ -74,8 +72,7 @@ class Runtime:
             self._models[model] = ModelState(self, model)
         return self._models[model]
 
-    def modes(self):
-        """{model: "data" or "hybrid"} of the models this runtime trains."""
+    def modes(self):  # {model: "data" or "hybrid"} of the models this runtime trains
         return {model: st.mode() for model, st in self._models.items()}
 
     def replica(self, model, device):
@@ -102,7 +99,8 @@ class Runtime:
         return next(d for i, d in enumerate(self.devices) if i not in self.failed)
 
     def forward(self, model, x, batch_size=256):
-        """Logits for x (numpy in, numpy out), in batches on the first device."""
+        """Logits for x (numpy in, numpy out), in batches on the first device, in evaluation
+        mode (batch norm's running statistics, no dropout)."""
         x = inputs.batch(model, x)  # as float32, and the model built for it
         n = min(batch_size, len(x))
         ex = self.executor(model, self.first_device(), n)
@@ -121,9 +119,7 @@ class Runtime:
         ex = self.executor(model, self.first_device(), min(batch_size, len(images)))
         return self.resident_sets.predict(ex, images, labels, mean, std)
 
-    def pause(self):
-        """The caller stopped stepping for a while (a benchmark timing something else): the
-        scheduler times steps start to start, and the next one's would include the pause."""
+    def pause(self):  # the caller stopped stepping for a while (steps are timed start to start)
         self._step_started = None
 
     def _split(self, n, split):
@@ -147,10 +143,12 @@ class Runtime:
         return out
 
     # --- the step -----------------------------------------------------------------------------
-    def step_on_devices(self, model, n, feed, split=None, defer=False):
+    def step_on_devices(self, model, n, feed, split=None, defer=False, step=0):
         """One forward/loss/backward of n samples over the devices; feed(executor, a, b) puts
         samples a..b on the executor's device. defer: do not wait for the loss (StepResult
-        reads it later). -> StepResult, the replicas (and slices) to update"""
+        reads it later). step: optimizer steps taken so far (dropout's counter).
+        -> StepResult, the replicas (and slices) to update"""
+        model.check_batch(n)
         started = time.perf_counter()
         self._time_step(split, started)
         offset, stop = self.world.shard(n) if self.world else (0, n)  # this rank's slice
@@ -165,8 +163,10 @@ class Runtime:
             if message:
                 self.messages.append(message)
             try:
+                contexts = step_contexts(plan, n, offset, step, model.seed or 0, self.world)
                 out = STRATEGIES[state.mode()](self, state, plan, n, feed, exchange, measure,
-                                               offset, wait=not defer or self.world is not None)
+                                               offset, not defer or self.world is not None,
+                                               contexts)
                 break
             except StepFailed as failure:
                 self._drop(failure, n)
@@ -180,9 +180,8 @@ class Runtime:
         return out.result, out.updated
 
     def _time_step(self, split, now):
-        """The scheduler times whole steps, start to start, but not measured ones: they wait
-        for every kernel's times and would make the configuration that had them (the first 20
-        steps) look slower in its trials."""
+        """The scheduler times whole steps, start to start, but not measured ones (they wait
+        for every kernel's times: the first 20 steps' configuration would look slower)."""
         if split is None and len(self.devices) - len(self.failed) > 1:
             if self._step_started is not None:
                 started, measured = self._step_started
@@ -190,10 +189,9 @@ class Runtime:
             self._step_started = (now, False)
 
     def _measuring(self, exchange, plan):
-        """Whether the scheduler measures this step. Reading every kernel's profiling times
-        costs host time for every event: every step's at first, then every measure_every-th
-        (the scheduler smooths them). Profiling is on only where measured (device.py; back on
-        after the step: _profiling_restored)."""
+        """Whether the scheduler measures this step (reading kernels' profiling times costs
+        host time per event): every step at first, then every measure_every-th. Profiling is
+        on only where measured (device.py; back on after the step: _profiling_restored)."""
         measure = exchange is not None and len(plan) > 1 and \
             (self.steps < 20 or self.steps % self.measure_every == 0)
         for device in self.devices:
@@ -220,8 +218,7 @@ class Runtime:
         faults.inject(device, self.steps + 1)
 
     def _per_device(self, plan, out):
-        """The scheduler's inputs. An executor's first step is not measured: the kernels it
-        built on the host kept the device waiting (and the other devices with it)."""
+        """The scheduler's inputs; an executor's first step (it built kernels) is left out."""
         compute, exchange = [None] * len(self.devices), [0.0] * len(self.devices)
         for (i, _, _), (_, ex), (c, x) in zip(plan, out.executors, out.times):
             if ex.steps > 1:
@@ -238,12 +235,14 @@ class Runtime:
         return len(x), lambda ex, a, b: ex.set_input(x[a:b], y[a:b])
 
     def gradients(self, model, x, y, split=None):
-        """(loss, {name: gradient}) of the batch, without changing the parameters.
-        split: optional shard size per device (default: the scheduler's)."""
+        """(loss, {name: gradient}) of the batch, without changing the parameters (but batch
+        norm's running statistics, as a training-mode forward does). split: as train_step's."""
         n, feed = self._numpy_feed(model, x, y)
         with self._profiling_restored():
             result, replicas = self.step_on_devices(model, n, feed, split)
             loss = result.get()[0]
+        if model.running_names():  # (the step moved them on the devices)
+            self.state(model).committed(replicas)
         hybrid = self.state(model).hybrid
         if hybrid:
             return loss, hybrid.gradients()
@@ -262,7 +261,8 @@ class Runtime:
                 device.profiling = True
 
     def train_step(self, model, opt, x, y, return_correct=False, split=None):
-        """One SGD step on a numpy batch (x already normalised). -> loss [, correct count]"""
+        """One step on a numpy batch (x already normalised); split: shard size per device
+        (default: the scheduler's). -> loss [, correct count]"""
         return self._train(model, opt, *self._numpy_feed(model, x, y), return_correct, split=split)
 
     def train_step_indices(self, model, opt, images, labels, indices, mean=0.0, std=1.0,
@@ -281,7 +281,7 @@ class Runtime:
         """The step and the update, with profiling back on after them (_profiling_restored).
         -> the StepResult where defer, else loss [, correct count]"""
         with self._profiling_restored():
-            result, replicas = self.step_on_devices(model, n, feed, split, defer)
+            result, replicas = self.step_on_devices(model, n, feed, split, defer, opt.steps)
             self.apply_update(model, opt, replicas)
         if defer:
             return result

@@ -1,5 +1,6 @@
 """How one training step runs on the devices of a plan [(device position, a, b)]: a strategy
-enqueues every device's part and returns an Outcome. Runtime.step_on_devices picks the strategy
+enqueues every device's part and returns an Outcome. contexts: each device's StepContext
+(batch_sums.py: what batch norm and dropout need of the step). Runtime.step_on_devices picks the strategy
 (the model's mode, model_state.py), times and records the step around it, and retries it when
 a device fails.
 
@@ -35,7 +36,7 @@ class Outcome:
     bytes: int          # bytes moved between the devices and the host
 
 
-def data_parallel(rt, state, plan, n, feed, exchange, measure, offset, wait):
+def data_parallel(rt, state, plan, n, feed, exchange, measure, offset, wait, contexts):
     runs, current = [], None
 
     def turn(k):  # which device an OpenCL error would come from
@@ -49,7 +50,8 @@ def data_parallel(rt, state, plan, n, feed, exchange, measure, offset, wait):
             if measure:  # the scheduler's measure of the device: its kernels' busy time
                 rt.devices[i].kernel_events = []
             feed(ex, offset + a, offset + b)
-            runs.append((i, ex, ex.enqueue_step(n, exchange.reader(ex) if exchange else None)))
+            runs.append((i, ex, ex.enqueue_step(n, exchange.reader(ex) if exchange else None,
+                                                contexts[i])))
         dones = interleave([step for _, _, step in runs], turn)  # the loss results' reads
         result = StepResult([(rt.devices[i], done) for (i, _, _), done in zip(runs, dones)])
         if wait:
@@ -65,11 +67,12 @@ def data_parallel(rt, state, plan, n, feed, exchange, measure, offset, wait):
                    times, exchange.bytes if exchange else 0)
 
 
-def hybrid(rt, state, plan, n, feed, exchange, measure, offset, wait):
+def hybrid(rt, state, plan, n, feed, exchange, measure, offset, wait, contexts):
     try:
         for i, _, _ in plan:
             rt.inject_fault(rt.devices[i])
-        loss, correct, updated, times = state.hybrid.step(plan, n, feed, exchange, measure)
+        loss, correct, updated, times = state.hybrid.step(plan, n, feed, exchange, measure,
+                                                          contexts)
     except (cl.Error, DeviceFault) as e:
         raise HetclError(f"a device failed during a hybrid step ({e}); its slice of the "
                          f"dense layers is lost with it: resume from the last checkpoint "

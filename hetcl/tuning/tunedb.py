@@ -44,7 +44,11 @@ _PARAMS = {"gemm": "gemm.GemmParams", "splitk": "splitk.SplitKParams",
            "bias_act": "eltwise.EltwiseParams", "act_bwd": "eltwise.EltwiseParams",
            "bias_grad": "eltwise.BiasGradParams", "conv_dx": "conv_dx.ConvDxParams",
            "maxpool_fwd": "pool.PoolParams", "maxpool_bwd": "pool.PoolParams",
-           "avgpool_fwd": "avgpool.AvgPoolParams", "avgpool_bwd": "avgpool.AvgPoolParams"}
+           "avgpool_fwd": "avgpool.AvgPoolParams", "avgpool_bwd": "avgpool.AvgPoolParams",
+           "dropout_fwd": "dropout.DropoutParams", "dropout_bwd": "dropout.DropoutParams",
+           "bn_sums": "batchnorm.BatchNormSumsParams",
+           "bn_bwd_sums": "batchnorm.BatchNormSumsParams",
+           "bn_apply": "batchnorm.BatchNormParams", "bn_bwd_dx": "batchnorm.BatchNormParams"}
 
 
 def params_class(kernel):

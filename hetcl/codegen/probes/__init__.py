@@ -19,7 +19,9 @@ PROBES = {"vector_probe.cl.mako": "hetcl.codegen.vector_probe:probe",
           "eltwise.cl.mako": "hetcl.codegen.probes.eltwise:eltwise",
           "conv2d.cl.mako": "hetcl.codegen.probes.conv:conv",
           "pool.cl.mako": "hetcl.codegen.probes.conv:pool",
-          "avgpool.cl.mako": "hetcl.codegen.probes.conv:avgpool"}
+          "avgpool.cl.mako": "hetcl.codegen.probes.conv:avgpool",
+          "dropout.cl.mako": "hetcl.codegen.probes.dropout:dropout",
+          "batchnorm.cl.mako": "hetcl.codegen.probes.norm:batchnorm"}
 
 # The activations of eltwise.ACTIVATIONS (and a GEMM epilogue's) in numpy.
 NUMPY_ACTIVATIONS = {"none": lambda x: x, "relu": lambda x: np.maximum(x, 0),
