@@ -37,10 +37,12 @@ class StepPhases(Tracer):
     def start(self, devices):
         """Tables for this many devices."""
         self.host = {"enqueue+loss": [], "exchange": [], "exchange, measured steps": [],
-                     "update": [], "one layer's sum enqueued on one device": []}
+                     "update": [], "one layer's sum enqueued on one device": [],
+                     "batch norm sums per step": []}
         self.dev = [{"compute": [], "busy": [], "last read": [], "last upload": [],
                      "period": []} for _ in range(devices)]
         self.last_start, self.steps, self._exchange = [None] * devices, 0, 0.0
+        self._batch_sums = 0.0
 
     def clear(self):
         for table in [self.host] + self.dev:
@@ -55,6 +57,11 @@ class StepPhases(Tracer):
             self.steps += 1
             if not measured:
                 self.host["enqueue+loss"].append(seconds - self._exchange)
+            if self._batch_sums:
+                self.host["batch norm sums per step"].append(self._batch_sums)
+            self._batch_sums = 0.0
+        elif name == "batch sums":  # (the host waits for the devices' parts in there)
+            self._batch_sums += seconds
         elif name == "sum":  # (an enqueue that blocks on a peer's event shows here)
             self.host["one layer's sum enqueued on one device"].append(seconds)
         elif name == "update":

@@ -131,6 +131,14 @@ class GemmParams(KernelParams):
         faster as one-work-item groups of one register block (docs/benchmarks.md, 'GEMM')."""
         if not features["local_memory"] and (m < 128 or k < 128):
             mwi, nwg, vwn = cls.cpu_block(features)
+            if m % mwi and not m % 8:
+                # M a multiple of 8 but not of the block's rows (AVX2's 6: a residual's 16, 32,
+                # 64 filters): 8-row blocks, stacked to cover M (at most 8) so that they share
+                # each panel of B - 2-3x faster than 6-row blocks with a ragged last one
+                # (docs/benchmarks.md, 'GEMM')
+                stack = min(m // 8, 8)
+                return cls(MWG=8 * stack, NWG=nwg, KWG=128, MDIMC=stack, NDIMC=1, VWN=vwn,
+                           USE_LOCAL=0)
             return cls(MWG=mwi, NWG=nwg, KWG=128, MDIMC=1, NDIMC=1, VWN=vwn, USE_LOCAL=0)
         if features["local_memory"] and m <= 64:
             # GPU, few rows (the conv layers' filters): 128-row tiles would be half empty.

@@ -8,15 +8,19 @@ One BatchSums serves one step. Executors drive it from their step generators
 (Executor._all_reduced): a device that brings its part before the others have theirs waits,
 yielding to them (engine/executor.py: interleave); the last to arrive sums and releases all.
 """
+import time
+
 import numpy as np
 
 from ..engine.executor import StepContext
+from .trace import Tracer
 
 
 class BatchSums:
-    def __init__(self, parties, world=None):
-        """parties: devices of this process in the step; world: the mpi.World, if any."""
-        self.parties, self.world = parties, world
+    def __init__(self, parties, world=None, tracer=None):
+        """parties: devices of this process in the step; world: the mpi.World, if any;
+        tracer: receives each sum's host seconds as phase "batch sums" (trace.py)."""
+        self.parties, self.world, self.tracer = parties, world, tracer or Tracer()
         self._parts = {}  # key -> {position: (device array, host copy, read event)}
         self._done = set()
         self._uploads = []  # (host arrays written back: alive until the step's end)
@@ -33,6 +37,7 @@ class BatchSums:
             yield
 
     def _sum(self, key, parts):
+        started = time.perf_counter()
         total = np.zeros(next(iter(parts.values()))[1].shape, np.float64)
         for position in sorted(parts):
             _, host, event = parts[position]
@@ -46,11 +51,13 @@ class BatchSums:
             array.device.retire(array.set(total, wait=False))
         del self._parts[key]
         self._done.add(key)
+        self.tracer.phase("batch sums", time.perf_counter() - started)
 
 
-def step_contexts(plan, n, offset, step, seed, world):
+def step_contexts(plan, n, offset, step, seed, world, tracer=None):
     """{device position: StepContext} of a step split as `plan` [(position, a, b)] over this
     process's devices; offset: this rank's first sample in the global batch of n."""
-    sums = BatchSums(len(plan), world) if len(plan) > 1 or world is not None else None
+    several = len(plan) > 1 or world is not None
+    sums = BatchSums(len(plan), world, tracer) if several else None
     return {i: StepContext(n, offset + a, step, seed, sums, k)
             for k, (i, a, b) in enumerate(plan)}

@@ -2,10 +2,11 @@
 into contiguous shards sized by the Scheduler (scheduler.py); shards' losses and gradients are
 divided by the global batch size, so the gradients are summed across devices (comm.py: per
 layer, overlapped with the backward pass, in a fixed order) and every replica's identical
-update keeps them identical (batch norm's statistics are the whole batch's: batch_sums.py). A step (step_on_devices) reads top to bottom: time it, take this
-rank's slice, split, run the model's strategy (strategies.py), record; a device that fails
-mid-step is removed with a warning and the step is redone on the others with the same
-arguments: no step lost, none counted twice (faults.py). With an mpi.World, each process (rank)
+update keeps them identical (batch norm's statistics are the whole batch's: batch_sums.py).
+A step (step_on_devices) reads top to bottom: time it, take this rank's slice, split, run the
+model's strategy (strategies.py), record; a device that fails mid-step is removed with a
+warning and the step redone on the others with the same arguments: no step lost, none counted
+twice (faults.py). With an mpi.World, each process (rank)
 takes its slice of every global batch first, and the sums span the ranks too (mpi.py, comm.py).
 Per model it holds a ModelState (model_state.py); data sets on the devices, a ResidentSets."""
 import contextlib
@@ -163,10 +164,9 @@ class Runtime:
             if message:
                 self.messages.append(message)
             try:
-                contexts = step_contexts(plan, n, offset, step, model.seed or 0, self.world)
+                ctx = step_contexts(plan, n, offset, step, model.seed or 0, self.world, self.tracer)
                 out = STRATEGIES[state.mode()](self, state, plan, n, feed, exchange, measure,
-                                               offset, not defer or self.world is not None,
-                                               contexts)
+                                               offset, not defer or self.world is not None, ctx)
                 break
             except StepFailed as failure:
                 self._drop(failure, n)
