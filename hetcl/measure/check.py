@@ -19,7 +19,7 @@ from ..model.models import INPUT_SHAPES, build_model
 from ..model.optim import SGD
 from ..parallel.runtime import Runtime
 
-CHECK_MODELS = ("lenet5", "mlp", "cifar-cnn")
+CHECK_MODELS = ("lenet5", "mlp", "cifar-cnn", "resnet20")
 BATCH = 8
 
 
