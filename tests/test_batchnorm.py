@@ -212,3 +212,19 @@ def test_checkpoint_resumes_bit_exact_with_bn_and_adam(device, tmp_path):
     with pytest.raises(HetclError, match="lack the running statistics of batch norm") as e:
         resumed.load_parameters({k: v for k, v in params.items() if "running" not in k})
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.skipif(len(DEVICES) < 2, reason="needs two devices (POCL_DEVICES='pthread basic')")
+def test_hybrid_parallelism_equals_data_with_bn():
+    """The layers before the dense tail (batch norm among them) run data-parallel with the
+    whole batch's statistics, the tail model-parallel: the same steps as data parallelism."""
+    out = []
+    for parallel in ("data", "hybrid"):
+        model, rt = bn_net(seed=8), hetcl.Runtime(fresh_pair(), parallel=parallel)
+        opt = hetcl.optim.SGD(lr=0.05, momentum=0.9)
+        for step in range(5):
+            rt.train_step(model, opt, *batch(16, 400 + step), split=[11, 5])
+        assert rt.modes()[model] == parallel
+        out.append(model.parameters())
+    for name in out[0]:
+        assert rel(out[1][name], out[0][name]) < 1e-5, name
