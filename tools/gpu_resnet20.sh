@@ -13,17 +13,17 @@ out=${OUT:-out}; mkdir -p "$out"
 epochs=${1:-15}
 recipe=(--model resnet20 --epochs "$epochs" --batch-size 128 --data .data/fashion-mnist)
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu.txt"
-HETCL_TEST_DEVICES=gpu timeout 120 python3 -m pytest -q -p no:cacheprovider -x \
+HETCL_TEST_DEVICES=gpu timeout 60 python3 -m pytest -q -p no:cacheprovider -x \
     tests/test_batchnorm_kernels.py tests/test_dropout_kernels.py tests/test_avgpool.py \
     > "$out/tests.txt" 2>&1
 tail -3 "$out/tests.txt"
-timeout 330 python3 -m hetcl train "${recipe[@]}" --devices gpu \
+timeout 200 python3 -m hetcl train "${recipe[@]}" --devices gpu \
     --log "$out/hetcl_train.jsonl" > "$out/hetcl_train.txt" 2>&1 &
-timeout 330 python3 tools/torch_recipe.py "${recipe[@]}" --device cuda \
+timeout 200 python3 tools/torch_recipe.py "${recipe[@]}" --device cuda \
     > "$out/torch_train.txt" 2>&1 &
 wait
 tail -4 "$out/hetcl_train.txt" "$out/torch_train.txt"
-timeout 120 python3 tools/cudnn_compare.py --device gpu --models resnet20 --gemm-sizes "" \
+timeout 110 python3 tools/cudnn_compare.py --device gpu --models resnet20 --gemm-sizes "" \
     --batch 128 --out "$out/cudnn_resnet20.md" --png "$out/cudnn_resnet20.png" \
     > "$out/cudnn.txt" 2>&1
 tail -40 "$out/cudnn_resnet20.md"
