@@ -22,7 +22,7 @@ timeout 200 python3 -m hetcl train "${recipe[@]}" --devices gpu \
 timeout 200 python3 tools/torch_recipe.py "${recipe[@]}" --device cuda \
     > "$out/torch_train.txt" 2>&1 &
 wait
-tail -4 "$out/hetcl_train.txt" "$out/torch_train.txt"
+tail -n 4 "$out/hetcl_train.txt" "$out/torch_train.txt"
 timeout 110 python3 tools/cudnn_compare.py --device gpu --models resnet20 --gemm-sizes "" \
     --batch 128 --out "$out/cudnn_resnet20.md" --png "$out/cudnn_resnet20.png" \
     > "$out/cudnn.txt" 2>&1
