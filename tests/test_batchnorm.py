@@ -24,6 +24,7 @@ from hetcl.model.layers import ReLU as ReLULayer
 
 torch = pytest.importorskip("torch")
 from torch_twin import TorchTwin  # noqa: E402
+from test_train import small_data  # noqa: E402,F401  (fixture)
 
 F = torch.nn.functional
 torch.set_num_threads(1)
@@ -232,3 +233,18 @@ def test_hybrid_parallelism_equals_data_with_bn():
         out.append(model.parameters())
     for name in out[0]:
         assert rel(out[1][name], out[0][name]) < 1e-5, name
+
+
+def test_train_and_evaluate_resnet20_from_the_command_line(small_data, tmp_path):  # noqa: F811
+    """`hetcl train --model resnet20` for an epoch of 2048 Fashion-MNIST images learns (chance
+    is 10%), and `hetcl evaluate` of its checkpoint (evaluation mode: the saved running
+    statistics) gives the accuracy the run reported."""
+    from click.testing import CliRunner
+    from hetcl.cli import main
+    from test_train import cfg, run
+    _, history = run(cfg(small_data, tmp_path, model="resnet20", epochs=1, batch_size=64))
+    assert history[-1]["test_acc"] > 0.4
+    result = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(tmp_path / "ckpt"),
+                                       "--data", small_data, "--devices", "0"])
+    assert result.exit_code == 0, result.output
+    assert f"test accuracy {100 * history[-1]['test_acc']:.2f}%" in result.output
