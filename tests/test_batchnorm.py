@@ -7,9 +7,9 @@ Trajectories of 20 steps are compared on resnet20's graph with sigmoids in place
 ReLUs ("smooth"): batch norm centres each ReLU's input on 0, and there a rounding difference
 (another summation order: another device split, or PyTorch's kernels) now and then puts an
 input on the other side of the kink, which changes its gradient from 0 to whole; a deep net
-trained on small batches then carries that apart (measured on resnet20 at 12x12: loss 2e-4
-apart from the third step on; with sigmoids 3e-7 after 20). The ReLU network itself is
-checked on one step's gradients, evaluation outputs and the running statistics."""
+trained on small batches then carries that apart (docs/benchmarks.md, "Batch norm: N devices
+== 1 device and ReLU's kink"). The ReLU network itself is checked on one step's loss, running
+statistics and evaluation outputs."""
 import numpy as np
 import pytest
 
