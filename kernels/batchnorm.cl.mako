@@ -29,9 +29,9 @@
 ## (float), finalize (bn_sums, 0/1; eps and momentum only with 1). Indices are 32-bit ints: the
 ## host rejects n*C*S near 2^31.
 ##
-## bn_sums, bn_bwd_sums: BatchNormSumsParams (WGS, CPG, VW, BLOCKED), BiasGradParams' design
-## (eltwise.cl.mako's bias_grad). NDRange global = (ceil(C/CPG)*CPG, WGS), local = (CPG, WGS).
-##   CPG  channels per work-group (dimension 0): for S == 1 neighbouring work-items read
+## bn_sums, bn_bwd_sums: BatchNormSumsParams (WGS, FPG, VW, BLOCKED), BiasGradParams' design
+## (eltwise.cl.mako's bias_grad). NDRange global = (ceil(C/FPG)*FPG, WGS), local = (FPG, WGS).
+##   FPG  channels per work-group (dimension 0): for S == 1 neighbouring work-items read
 ##        neighbouring addresses (coalesced on GPUs).
 ##   WGS  work-items per channel (power of two). Each sums its share of the n*S values with
 ##        compensated (Kahan) sums, adds its VW lanes pairwise, then a fixed-order tree in local
@@ -111,7 +111,7 @@ inline void finalize_channel(const int cc, const float t0, const float t1, const
 <%def name="reduction_prelude()">
 ${shape_defines()}
 #define WGS ${WGS}
-#define CPG ${CPG}
+#define FPG ${FPG}
 #define UNITS ${-(-(n * s) // VW)}
 #define FULL_UNITS ${(n * s) // VW}
 #define VT ${"float" if VW == 1 else "float%d" % VW}
@@ -158,22 +158,22 @@ inline int x_index(const int cc, const int j) {
 </%def>
 <%def name="tree()">\
 ## Both partial sums of work-item r into part, then the fixed-order tree over r.
-    part[r * CPG + cl] = ${lane_sum(VW, "sum0")};
-    part[(WGS + r) * CPG + cl] = ${lane_sum(VW, "sum1")};
+    part[r * FPG + cl] = ${lane_sum(VW, "sum0")};
+    part[(WGS + r) * FPG + cl] = ${lane_sum(VW, "sum1")};
     barrier(CLK_LOCAL_MEM_FENCE);
 % for h in [WGS >> k for k in range(1, WGS.bit_length())]:
     if (r < ${h}) {
-        part[r * CPG + cl] += part[(r + ${h}) * CPG + cl];
-        part[(WGS + r) * CPG + cl] += part[(WGS + r + ${h}) * CPG + cl];
+        part[r * FPG + cl] += part[(r + ${h}) * FPG + cl];
+        part[(WGS + r) * FPG + cl] += part[(WGS + r + ${h}) * FPG + cl];
     }
     barrier(CLK_LOCAL_MEM_FENCE);
 % endfor
 </%def>
 <%def name="reduction_head()">\
-    // part[r*CPG + cl]: first sum of work-item r for channel cl; part[(WGS + r)*CPG + cl]: second
-    __local float part[2 * WGS * CPG];
+    // part[r*FPG + cl]: first sum of work-item r for channel cl; part[(WGS + r)*FPG + cl]: second
+    __local float part[2 * WGS * FPG];
     const int cl = get_local_id(0), r = get_local_id(1);
-    const int cc = get_group_id(0) * CPG + cl;
+    const int cc = get_group_id(0) * FPG + cl;
     VT sum0 = 0.0f, comp0 = 0.0f, sum1 = 0.0f, comp1 = 0.0f;
 </%def>
 <%def name="bn_sums()">
@@ -183,7 +183,7 @@ ${ew.attr.vector_macros(VW, features.get("simt", True))}
 ${finalize_function()}
 % endif
 
-__kernel __attribute__((reqd_work_group_size(CPG, WGS, 1)))
+__kernel __attribute__((reqd_work_group_size(FPG, WGS, 1)))
 void bn_sums(__global const float* restrict x, __global float* restrict totals${", " + FINALIZE_ARGS + ", const float count" if finalize else ""})
 {
 ${reduction_head()}
@@ -199,7 +199,7 @@ ${kahan("sum1", "comp1", "v * v")}
     }
 ${tree()}
     if (r == 0 && cc < C) {
-        const float t0 = part[cl], t1 = part[WGS * CPG + cl];
+        const float t0 = part[cl], t1 = part[WGS * FPG + cl];
         totals[cc] = t0;
         totals[C + cc] = t1;
 % if finalize:
@@ -213,7 +213,7 @@ ${reduction_prelude()}
 ${ew.act_functions(VW)}
 
 // y is read only through dact (not at all for act "none").
-__kernel __attribute__((reqd_work_group_size(CPG, WGS, 1)))
+__kernel __attribute__((reqd_work_group_size(FPG, WGS, 1)))
 void bn_bwd_sums(__global const float* restrict x, __global const float* restrict y,
                  __global const float* restrict dy, __global const float* restrict saved,
                  __global float* restrict totals, __global float* restrict dgamma,
@@ -242,7 +242,7 @@ ${kahan("sum1", "comp1", "dz * (xv - mean)")}
     }
 ${tree()}
     if (r == 0 && cc < C) {
-        const float t0 = part[cl], t1 = part[WGS * CPG + cl] * saved[C + cc];
+        const float t0 = part[cl], t1 = part[WGS * FPG + cl] * saved[C + cc];
         totals[cc] = t0;
         totals[C + cc] = t1;
         dbeta[cc] = t0;

@@ -211,9 +211,9 @@ def test_reductions_every_tuning_point(device):
 
 
 @pytest.mark.parametrize("params", [
-    BatchNormSumsParams(WGS=4, CPG=8, VW=1, BLOCKED=0),    # 33 channels: a partial group
-    BatchNormSumsParams(WGS=1, CPG=32, VW=4, BLOCKED=1),   # gathered lanes, no tree
-    BatchNormSumsParams(WGS=16, CPG=2, VW=16, BLOCKED=0),  # a partial last unit
+    BatchNormSumsParams(WGS=4, FPG=8, VW=1, BLOCKED=0),    # 33 channels: a partial group
+    BatchNormSumsParams(WGS=1, FPG=32, VW=4, BLOCKED=1),   # gathered lanes, no tree
+    BatchNormSumsParams(WGS=16, FPG=2, VW=16, BLOCKED=0),  # a partial last unit
 ], ids=str)
 def test_several_channels_per_group_odd_count(device, params):
     shape, act = (7, 33, 1), "sigmoid"

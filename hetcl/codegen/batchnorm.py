@@ -14,7 +14,7 @@ import numpy as np
 from ..tuning.buckets import shape_bucket
 from .eltwise import ACTIVATIONS, BiasGradParams, EltwiseParams
 from .launch import Launch, choose, round_up
-from .params import FLOAT_BYTES, INT_MAX, VECTOR_WIDTHS, KernelParams
+from .params import INT_MAX, KernelParams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,50 +25,22 @@ class BatchNormParams(EltwiseParams):
 
 
 @dataclasses.dataclass(frozen=True)
-class BatchNormSumsParams(KernelParams):
-    """bn_sums, bn_bwd_sums: CPG channels per work-group, WGS work-items per channel (a power of
-    two, the width of the local-memory reduction tree), VW values per step (independent Kahan
-    lanes), BLOCKED contiguous blocks (1) or interleaved units (0) per work-item."""
-    WGS: int = 64
-    CPG: int = 1
-    VW: int = 1
-    BLOCKED: int = 1
-
+class BatchNormSumsParams(BiasGradParams):
+    """bn_sums, bn_bwd_sums: bias_grad's reduction over [n][C][S] per channel, with its
+    tunables, space and defaults (FPG channels per work-group, WGS work-items per channel, VW
+    Kahan lanes, BLOCKED), summing two values per work-item instead of one."""
     template = "batchnorm.cl.mako"
-    LOCAL = ("CPG", "WGS")
-    CHOICES = {"VW": VECTOR_WIDTHS, "BLOCKED": (0, 1)}
-    POWERS_OF_TWO = ("WGS",)
-    GRIDS = ({"WGS": (1, 4, 16, 64, 256), "CPG": (1, 2, 4, 8, 16, 32), "VW": (1, 4, 8, 16),
-              "BLOCKED": (0, 1)},)
 
     def local_mem_bytes(self):
-        return 2 * FLOAT_BYTES * self.WGS * self.CPG  # two sums per work-item
-
-    def global_size(self, c):
-        return (round_up(c, self.CPG), self.WGS)
+        return 2 * super().local_mem_bytes()  # two sums per work-item
 
     @classmethod
-    def _of(cls, p):
-        return cls(WGS=p.WGS, CPG=p.FPG, VW=p.VW, BLOCKED=p.BLOCKED)
-
-    @classmethod
-    def defaults(cls, features):
-        # bias_grad's (the same reduction over [n][C][S] per channel): GPUs 256 interleaved
-        # work-items per channel; CPUs 16 work-items, each a contiguous block in 16 Kahan lanes
-        return cls._of(BiasGradParams.defaults(features))
-
-    @classmethod
-    def for_shape(cls, features, n, c, s):
+    def for_shape(cls, features, n, c, s, layout="nfs"):
         """bias_grad's default for the "nfs" shape (BiasGradParams.for_shape: GPUs take 1024
         items per channel and float4 loads for S > 1, 64 neighbouring channels per group for
-        S == 1), or the generic default where that does not fit the device."""
-        p = cls._of(BiasGradParams.for_shape(features, n, c, s, "nfs"))
-        return p if p.valid(features) else cls.defaults(features).fit(s)
-
-    def fit(self, s):
-        """These parameters with VW lowered (16 -> 4 -> 1) until a unit of VW values is one
-        contiguous load (s % VW == 0)."""
-        return self.replace(VW=next(vw for vw in (self.VW, 4, 1) if vw <= self.VW and s % vw == 0))
+        S == 1), or the generic default where the two sums' local memory does not fit."""
+        p = super().for_shape(features, n, c, s, layout)
+        return p if p.valid(features) else cls.defaults(features).fit(layout, s)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +92,7 @@ def _count(count):
 def _sums_launch(device, kernel, n, c, s, rest, params, n_args, **context):
     """The Launch of a reduction kernel (bn_sums, bn_bwd_sums) of shape n, c, s."""
     bucket = shape_bucket(n, f"{c}x{s} {rest}")
-    fit = lambda p: p.fit(s)  # noqa: E731
+    fit = lambda p: p.fit("nfs", s)  # noqa: E731
     params = params or fit(choose(device, BatchNormSumsParams, kernel, bucket,
                                   BatchNormSumsParams.for_shape(device.features, n, c, s)))
     # Tuning candidates: the space's points with VW fitted to this shape.

@@ -3,8 +3,9 @@
 Nodes are numbered in the order they are added, which is a topological order (a node's inputs
 exist before it). Node 0 is the input. Parameters live here on the host as float32 numpy arrays,
 named "<layer name>.weight" / ".bias" (and a batch norm's ".running_mean" / ".running_var":
-in parameters() like PyTorch's state_dict, but not trained: running_names()); a Runtime keeps device replicas and, after it updates
-them, registers a pull so that ``parameters()`` returns the current values.
+in parameters() like PyTorch's state_dict, but not trained: running_names()); a Runtime keeps
+device replicas and, after it updates them, registers a pull so that ``parameters()`` returns
+the current values.
 """
 import numpy as np
 
