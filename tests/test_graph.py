@@ -115,6 +115,24 @@ def test_branched_graph_gradients_and_training(device):
     assert losses[-1] < 0.2 * losses[0]  # it learns the 9 samples
 
 
+def test_steps_after_the_first_build_no_kernels(device, monkeypatch):
+    """Every kernel of a step is built in the first one; a later step only enqueues (a kernel
+    object built per launch costs more host time than a small GPU kernel runs). The branched
+    graph has a node with two consumers, whose gradients are added by a separate kernel."""
+    import hetcl.codegen.launch as launch
+    built = []
+    init = launch.Launch.__init__
+    monkeypatch.setattr(launch.Launch, "__init__",
+                        lambda self, *a, **k: (built.append(a[2]), init(self, *a, **k))[1])
+    model, (x, y) = branched(), data(9, (20,), classes=5, seed=1)
+    rt, opt = hetcl.Runtime(device), SGD(lr=0.1, momentum=0.9)
+    rt.train_step(model, opt, x, y)
+    assert "axpby" in built  # (the first step built the gradient sum: the test sees builds)
+    del built[:]
+    losses = [rt.train_step(model, opt, x, y) for _ in range(3)]
+    assert built == [] and losses[-1] < losses[0]
+
+
 def test_train_step_is_sgd_on_the_reference_gradients(device):
     model = small_lenet(seed=3)
     x, y = data(8, seed=2)

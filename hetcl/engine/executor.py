@@ -71,8 +71,15 @@ class Executor:
         self.steps = 0  # enqueue_step calls: the first one includes building the kernels
         self._gathers = {}  # per resident data set: its normalisation is baked into the kernel
         self._param_views = {}  # (node index, id of params/grads dict) -> (views, dict)
-        self._axpby = {}
-        self._axpby_for = lambda size: self._axpby.setdefault(size, Axpby(device, size))
+        self._axpby = {}  # size -> Axpby, built on first use (see _axpby_for)
+
+    def _axpby_for(self, size):
+        """The Axpby kernel for `size` floats, built once: building one per use would create
+        a kernel object (and look up the tuning DB) in every step."""
+        op = self._axpby.get(size)
+        if op is None:
+            op = self._axpby[size] = Axpby(self.replica.device, size)
+        return op
 
     def _node_params(self, node, table):
         """{short name: array} of a node's entries in a replica's params or grads; built once
