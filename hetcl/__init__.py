@@ -13,6 +13,7 @@ _LAZY = {
     "Graph": "hetcl.model.graph",
     "Sequential": "hetcl.model.graph",
     "Runtime": "hetcl.parallel.runtime",
+    "Augment": "hetcl.engine.resident_sets",
 }
 
 

@@ -11,6 +11,8 @@ HETCL_PROVE_TIMEOUT   seconds one proof may take before it counts as hung (defau
 HETCL_PROVE_FAULT     KIND:TEMPLATE[:PARAMS[:DEVICE]];... faults injected into proofs (tests)
 HETCL_FAULT           DEVICE:STEP - that device fails at that training step (tests)
 HETCL_PIN_HOST        auto (default) / off / a core: where the feeding thread runs
+HETCL_DATA_BUDGET     bytes of a data set's images a device keeps (e.g. 512M, 2G; default: a
+                      quarter of its memory, at most one allocation): larger sets stream
 HETCL_MPI             0: ignore an MPI launcher
 HETCL_MPI_ALLREDUCE   thread (default) / nonblocking: how gradient sums cross ranks
 HETCL_MPI_TIMEOUT     seconds a rank waits for the others (default 120)
@@ -84,6 +86,21 @@ def step_fault():
         return None
     device, step = spec.split(":", 1)
     return device.strip(), step.strip()
+
+
+def data_budget():
+    """HETCL_DATA_BUDGET in bytes, or None where unset (K, M, G: powers of 1024)."""
+    raw = _raw("HETCL_DATA_BUDGET").strip()
+    if not raw:
+        return None
+    scale = 1 << (10 * " KMG".index(raw[-1].upper())) if raw[-1].upper() in "KMG" else 1
+    try:
+        value = int(float(raw.rstrip("kKmMgG")) * scale)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise HetclError(f"HETCL_DATA_BUDGET={raw!r} is not a number of bytes (e.g. 512M, 2G)")
+    return value
 
 
 def pin_host():

@@ -25,11 +25,11 @@
 ##
 ## The mask: a pure function of (key, step, global element index), so that a resumed run and any
 ## split of the batch over devices draw the same one. Element (r, j) of the shard has the global
-## index g = (offset + r)*f + j. Philox4x32-10 (Salmon et al., SC'11; Random123, cuRAND, JAX and
-## PyTorch use it) with key (seed_lo, seed_hi) and counter (b low 32 bits, b high 32 bits, step,
-## 0), b = g / 4, gives four 32-bit outputs, one for each of the elements 4b .. 4b+3: element g
-## takes output g % 4. Its uniform is u = (output >> 8) * 2^-24 in [0, 1) and keep = u >= p,
-## here the same test in integers: (output >> 8) >= ceil(p * 2^24).
+## index g = (offset + r)*f + j. Philox4x32-10 (kernels/philox.cl.mako) with key (seed_lo,
+## seed_hi) and counter (b low 32 bits, b high 32 bits, step, 0), b = g / 4, gives four 32-bit
+## outputs, one for each of the elements 4b .. 4b+3: element g takes output g % 4. Its uniform is
+## u = (output >> 8) * 2^-24 in [0, 1) and keep = u >= p, here the same test in integers:
+## (output >> 8) >= ceil(p * 2^24).
 ## hetcl/codegen/probes/dropout.py holds the numpy reference (dropout_mask).
 ##
 ## Tunables (hetcl/codegen/dropout.py: DropoutParams, which also checks them):
@@ -48,6 +48,7 @@
 ##
 ## Index math: element and block indices are size_t / ulong (a shard and a whole batch can pass
 ## 2^31 elements).
+<%namespace name="philox" file="philox.cl.mako"/>\
 <%!
 import math
 import struct
@@ -102,22 +103,11 @@ void ${kernel}(__global const float* ${src}, __global float* ${dst}, uint seed_l
     if (blk >= (a + ${TOTAL}UL + 3) / 4)
         return;
 % if THRESHOLD:
-    // Philox4x32-10 of the VW counters ((base >> 2) + blk + k, step, 0): 10 rounds of two
-    // 32 x 32 -> 64-bit products, the key bumped between rounds.
+    // Philox4x32-10 of the VW counters ((base >> 2) + blk + k, step, 0) (philox.cl.mako).
     const ${ULONGV} b = (ulong)((base >> 2) + blk) + ${iota(VW)};
     ${UINTV} r0 = convert_${UINTV}(b), r1 = convert_${UINTV}(b >> 32);
     ${UINTV} r2 = (${UINTV})(step), r3 = (${UINTV})(0u);
-    uint k0 = seed_lo, k1 = seed_hi;
-    for (int i = 0; i < 10; ++i) {
-        const ${ULONGV} p0 = convert_${ULONGV}(r0) * 0xD2511F53UL;
-        const ${ULONGV} p1 = convert_${ULONGV}(r2) * 0xCD9E8D57UL;
-        r0 = convert_${UINTV}(p1 >> 32) ^ r1 ^ k0;
-        r1 = convert_${UINTV}(p1);
-        r2 = convert_${UINTV}(p0 >> 32) ^ r3 ^ k1;
-        r3 = convert_${UINTV}(p0);
-        k0 += 0x9E3779B9u;
-        k1 += 0xBB67AE85u;
-    }
+${philox.rounds(UINTV, ULONGV)}\
   % for w in range(4):
     const ${FLOATV} m${w} = ${factor(VW, THRESHOLD, SCALE, w)};
   % endfor

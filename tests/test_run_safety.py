@@ -155,7 +155,7 @@ def test_an_exploding_loss_stops_the_run_and_keeps_the_good_save(small_data, tmp
                                        r"epoch 1 done"):
         run(explode)
     assert meta_of(tmp_path / "ckpt") == before
-    acc, _ = __import__("hetcl.training.train", fromlist=["evaluate"]).evaluate(
+    acc, _ = __import__("hetcl.training.evaluate", fromlist=["evaluate"]).evaluate(
         str(tmp_path / "ckpt"), small_data, "0")
     assert acc == history[0]["test_acc"]
 
@@ -167,8 +167,8 @@ def test_non_finite_parameters_are_never_saved(small_data, tmp_path):
     model = trainer.model
     poison = lambda: model.load_parameters(  # noqa: E731 (the last update "made" NaN)
         {k: np.full_like(v, np.nan) for k, v in model.parameters().items()})
-    real = trainer.test_accuracy
-    trainer.test_accuracy = lambda: (poison(), real())[1]
+    real = trainer.accuracies
+    trainer.accuracies = lambda: (poison(), real())[1]
     with pytest.raises(Diverged, match="the parameters became NaN or Inf"):
         trainer.run()
     assert meta_of(tmp_path / "ckpt") == before
@@ -180,12 +180,12 @@ def test_the_best_save_is_kept_beside_the_last(tmp_path):
     store.open(resume=False, start_over=False)
     for epoch, acc in ((1, 0.8), (2, 0.5), (3, 0.6)):
         store.save({"w": np.full(2, epoch, np.float32)}, {}, {"epoch": epoch, "step": 0,
-                                                               "test_acc": acc})
+                                                               "score": acc})
     store.close()
     best, _, meta = checkpoint.load(d, "best")
     last, _, _ = checkpoint.load(d, "last")
     assert best["w"].tolist() == [1, 1] and last["w"].tolist() == [3, 3]
-    assert meta["best"]["test_acc"] == 0.8
+    assert meta["best"]["score"] == 0.8
     assert sorted(f for f in os.listdir(d) if f.endswith(".npz")) == \
         ["optim-1.npz", "optim-3.npz", "weights-1.npz", "weights-3.npz"]
 

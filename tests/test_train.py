@@ -139,10 +139,16 @@ def test_evaluate_prints_accuracy_and_confusion_matrix(small_data, tmp_path):
                     "--devices", "0")
     assert result.exit_code == 0, result.output
     assert f"test accuracy {100 * history[-1]['test_acc']:.2f}%" in result.output
-    rows = [l for l in result.output.splitlines()[3:] if l.strip()]
-    counts = np.array([[int(v) for v in r.split()[1:]] for r in rows])
+    lines = result.output.splitlines()
+    per_class = lines[2:12]  # "i name accuracy% count", the names from the IDX set: 0..9
+    assert [l.split()[:2] for l in per_class] == [[str(i), str(i)] for i in range(10)]
+    start = lines.index("confusion matrix (rows: true class, columns: predicted):") + 2
+    counts = np.array([[int(v) for v in r.split()[1:]] for r in lines[start:] if r.strip()])
     assert counts.shape == (10, 10) and counts.sum() == N_TEST
     assert counts.trace() == round(history[-1]["test_acc"] * N_TEST)
+    assert [int(l.split()[-1]) for l in per_class] == list(counts.sum(1))
+    assert [float(l.split()[2][:-1]) for l in per_class] == \
+        [round(100 * counts[i, i] / counts[i].sum(), 2) for i in range(10)]
 
 
 def test_checkpoint_errors(small_data, tmp_path):
@@ -178,7 +184,9 @@ def test_log_and_plot(small_data, tmp_path):
     pytest.importorskip("matplotlib")
     log, png = tmp_path / "m.jsonl", tmp_path / "c.png"
     run(cfg(small_data, epochs=2, log=str(log), plot=str(png)))
-    records = [json.loads(l) for l in log.read_text().splitlines()]
+    first, *records = [json.loads(l) for l in log.read_text().splitlines()]
+    assert first == {"kind": "data", "name": os.path.basename(small_data), "train": N_TRAIN,
+                     "test": N_TEST, "class_names": [str(i) for i in range(10)]}
     assert [r["epoch"] for r in records] == [1, 2]
     assert all(0 <= r["test_acc"] <= 1 and r["train_loss"] > 0 for r in records)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

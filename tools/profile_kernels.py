@@ -61,7 +61,7 @@ def profiled_step(rt, device, model, opt, data, batch_size):
     data is (images, labels, batches) as random_data returns them."""
     images, labels, batches = data
     ex = rt.executor(model, device, batch_size)
-    resident = rt.resident(device, images, labels, 0.3, 0.3)
+    resident = rt.resident_sets.get(device, images, labels, 0.3, 0.3)
     device.profiling = True
     rows = []
     with record_launches() as launches:

@@ -17,6 +17,15 @@ from .launch import Launch, choose, round_up
 from .params import VECTOR_WIDTHS, KernelParams, vector_width
 
 ARG_TYPES = [None, None, np.uint32, np.uint32, np.uint32, np.uint32]
+WORD = 0xFFFFFFFF  # a uint kernel argument: the low 32 bits of a Python int
+
+
+def philox_key(seed, stream):
+    """(seed_lo, seed_hi), the Philox key of one stream of a run's random draws: the low 32 bits
+    of the run's seed and of the stream's number (a dropout layer's key; the gather kernel's
+    augmentation has its own, gather.AUGMENT_STREAM). Streams of different numbers have
+    different keys, so their draws are independent whatever their counters."""
+    return int(seed) & WORD, int(stream) & WORD
 
 
 @dataclasses.dataclass(frozen=True)

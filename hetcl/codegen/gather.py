@@ -1,22 +1,33 @@
 """Host side of kernels/gather.cl.mako: a mini-batch gathered from the device-resident uint8
-dataset and normalised on the device, x = (v/255 - mean)/std as float32, y = label as int32.
+dataset, optionally augmented (random crop with zero padding, horizontal flip) and normalised on
+the device, x = (v/255 - mean)/std as float32, y = label as int32.
 
 The images and labels are uploaded once per device (hetcl.backend.buffers.to_device of the dataset's
-uint8 arrays); each step only uploads batch int32 indices and enqueues this one kernel.
+uint8 arrays); each step only uploads batch int32 indices (and, augmented, the samples' keys)
+and enqueues this one kernel. The augmentation's numpy twin: probes/augment.py.
 """
 import dataclasses
 
 import numpy as np
 
+from .dropout import WORD, philox_key
 from .launch import Launch, round_up
-from .params import VECTOR_WIDTHS, KernelParams, vector_width
+from .loss import LABEL_TYPES
+from .params import INT_MAX, VECTOR_WIDTHS, KernelParams, vector_width
 
+# The augmentation's Philox stream (dropout.philox_key): any fixed 32-bit number (a dropout
+# layer's stream is the crc32 of its name; only a name hashing to this one would share it).
+AUGMENT_STREAM = 0x6A09E667
+_LABEL_NAMES = {np.dtype(t): name for name, t in LABEL_TYPES.items()}  # dtype -> template type
+_PLAIN_ARGS = [None] * 5 + [np.int64, np.int32, np.float32, np.float32]
+_AUGMENTED_ARGS = [None] * 6 + [np.int64, np.int32, np.float32, np.float32] + [np.uint32] * 3
 
 
 @dataclasses.dataclass(frozen=True)
 class GatherParams(KernelParams):
     """See the header of kernels/gather.cl.mako: WG work-items per group, WPT units per
-    work-item, VW bytes per unit."""
+    work-item, VW elements per unit (the plain kernel's vector width); all three apply to the
+    plain and the augmented kernel."""
     WG: int = 64
     WPT: int = 1
     VW: int = 4
@@ -47,40 +58,88 @@ def _check(array, name, dtype, size):
                          f"got {np.dtype(array.dtype).name} {array.shape}")
 
 
-class Gather:
-    """x[b] = (images[indices[b]]/255 - mean)/std, y[b] = labels[indices[b]] for b < count.
+def _sample_shape(sample_shape, augment):
+    """(C, H, W) as ints, or (sample_size,) for an int where nothing is augmented."""
+    shape = (sample_shape,) if np.ndim(sample_shape) == 0 else tuple(sample_shape)
+    if augment and len(shape) != 3:
+        raise ValueError(f"gather: cropping or flipping needs sample_shape (C, H, W), "
+                         f"got {sample_shape!r}")
+    return tuple(int(d) for d in shape)
 
-    images: DeviceArray uint8 [N, sample_size] (or [N, C, H, W]); labels: uint8 [N];
-    indices: int32 [batch]; x: float32 [batch, sample_size] (any shape of that size, e.g.
-    [batch, C, H, W]); y: int32 [batch]. An index outside [0, N) gives a NaN row and label -1.
+
+def _label_type(label_type):
+    """(dtype, template type name) of uint8 / int32 labels; also takes the template's names."""
+    dtype = np.dtype(LABEL_TYPES.get(label_type, label_type) if isinstance(label_type, str)
+                     else label_type)
+    if dtype not in _LABEL_NAMES:
+        raise ValueError(f"gather: label_type must be uint8 or int32, got {dtype.name}")
+    return dtype, _LABEL_NAMES[dtype]
+
+
+class Gather:
+    """x[b] = (A(images[indices[b]])/255 - mean)/std, y[b] = labels[indices[b]] for b < count,
+    A the augmentation of kernels/gather.cl.mako (random crop of the image padded by `pad`
+    zeros, then a random horizontal flip where `flip`) or, with pad=0 and flip=False, the
+    identity, which builds the plain kernel (no random numbers).
+
+    sample_shape: (C, H, W), or an int sample size where nothing is augmented.
+    images: DeviceArray uint8 [N, C*H*W] (or [N, C, H, W]); labels: label_type (uint8 or
+    int32) [N]; indices: int32 [batch]; x: float32 [batch, C*H*W] (any shape of that size,
+    e.g. [batch, C, H, W]); y: int32 [batch]. An index outside [0, N) gives a NaN row and
+    label -1.
     """
 
-    def __init__(self, device, batch, sample_size, mean, std, params=None):
+    def __init__(self, device, batch, sample_shape, mean, std, params=None, pad=0, flip=False,
+                 label_type=np.uint8):
         self.device = device
-        self.batch, self.sample_size = int(batch), int(sample_size)
-        if self.batch < 1 or not 1 <= self.sample_size < 2 ** 31 or not std > 0:
+        self.pad, self.flip = int(pad), bool(flip)
+        self.augment = self.pad > 0 or self.flip
+        self.sample_shape = _sample_shape(sample_shape, self.augment)
+        self.batch, self.sample_size = int(batch), int(np.prod(self.sample_shape))
+        self.label_dtype, label_name = _label_type(label_type)
+        if self.batch < 1 or not 1 <= self.sample_size <= INT_MAX or not std > 0:
             raise ValueError(f"gather: need batch >= 1, 1 <= sample_size < 2**31 and std > 0, "
-                             f"got batch={batch}, sample_size={sample_size}, std={std}")
+                             f"got batch={batch}, sample_size={self.sample_size}, std={std}")
+        if not 0 <= self.pad <= (INT_MAX - max(self.sample_shape)) // 2:
+            raise ValueError(f"gather: pad={pad} must be >= 0 and keep H + 2*pad < 2**31")
         # v*scale + shift == (v/255 - mean)/std; folded in float64, rounded once to float32.
         self.scale = np.float32(1.0 / (255.0 * float(std)))
         self.shift = np.float32(-float(mean) / float(std))
+        # The template context: the plain kernel's is (batch, s) alone (see its header).
+        self.context = {"batch": self.batch, "s": self.sample_size}
+        if self.label_dtype != np.uint8:
+            self.context["label_type"] = label_name
+        if self.augment:
+            self.context.update(h=self.sample_shape[1], w=self.sample_shape[2], pad=self.pad,
+                                flip=self.flip)
         self.params = params or GatherParams.defaults(device.features)
         self._launch = Launch(
-            device, self.params, "gather",
-            [None, None, None, None, None, np.int64, np.int32, np.float32, np.float32],
-            lambda p: p.global_size(self.batch, self.sample_size),
-            batch=self.batch, s=self.sample_size)
+            device, self.params, "gather", _AUGMENTED_ARGS if self.augment else _PLAIN_ARGS,
+            lambda p: p.global_size(self.batch, self.sample_size), **self.context)
         self.params = self._launch.params
 
-    def __call__(self, images, labels, indices, x, y, count=None, wait_for=None):
+    def __call__(self, images, labels, indices, x, y, count=None, keys=None, seed=0, epoch=0,
+                 wait_for=None):
+        """keys: int32 [batch], each row's sample key (its index in the whole data set), the
+        counter of its draws (default: indices); seed: the run's seed; epoch: 0 .. 2**32-1. The
+        draws depend on (seed, epoch, key) only. keys, seed and epoch do nothing where nothing
+        is augmented."""
         count = self.batch if count is None else int(count)
         if not 0 <= count <= self.batch:
             raise ValueError(f"gather: count={count} outside [0, batch={self.batch}]")
         n_images = images.size // self.sample_size
         _check(images, "images", np.uint8, n_images * self.sample_size)
-        _check(labels, "labels", np.uint8, n_images)
+        _check(labels, "labels", self.label_dtype, n_images)
         _check(indices, "indices", np.int32, self.batch)
         _check(x, "x", np.float32, self.batch * self.sample_size)
         _check(y, "y", np.int32, self.batch)
-        return self._launch(images, labels, indices, x, y, n_images, count, self.scale,
-                            self.shift, wait_for=wait_for)
+        if not self.augment:
+            return self._launch(images, labels, indices, x, y, n_images, count, self.scale,
+                                self.shift, wait_for=wait_for)
+        keys = indices if keys is None else keys
+        _check(keys, "keys", np.int32, self.batch)
+        if not 0 <= epoch <= WORD:
+            raise ValueError(f"gather: epoch={epoch} outside [0, 2**32)")
+        return self._launch(images, labels, indices, keys, x, y, n_images, count, self.scale,
+                            self.shift, *philox_key(seed, AUGMENT_STREAM), epoch,
+                            wait_for=wait_for)

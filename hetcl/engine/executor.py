@@ -69,7 +69,7 @@ class Executor:
         self.row_correct = empty(device, (n,), np.int32)
         self.indices = empty(device, (n,), np.int32)
         self.steps = 0  # enqueue_step calls: the first one includes building the kernels
-        self._gathers = {}  # per resident data set: its normalisation is baked into the kernel
+        self._gathers = {}  # (id(data set), pad, flip) -> Gather
         self._param_views = {}  # (node index, id of params/grads dict) -> (views, dict)
         self._axpby = {}  # size -> Axpby, built on first use (see _axpby_for)
 
@@ -101,17 +101,24 @@ class Executor:
             self._host_labels = np.ascontiguousarray(labels, np.int32)
             device.retire(self.labels.set(self._host_labels, wait=False))
 
-    def gather(self, resident, indices):
-        """Input and labels from a data set resident on the device: only indices travel."""
+    def gather(self, data, indices, augment=None):
+        """Input and labels from a data set on the device (device_data.py: resident or
+        streamed): only the step's indices travel, or for a streamed set its rows too."""
         # a copy: the upload may still be pending when the caller reuses its index array
         self._host_idx = np.array(indices, np.int32)
         self.replica.device.retire(self.indices.set(self._host_idx, wait=False))
-        key = id(resident)
+        images, labels, rows, wait_for = data.rows(self, self._host_idx)
+        pad, flip = (augment.pad, augment.flip) if augment else (0, False)
+        key = (id(data), pad, flip)
         if key not in self._gathers:
-            self._gathers[key] = Gather(self.replica.device, self.n, resident.sample_size,
-                                        resident.mean, resident.std)
-        self._gathers[key](resident.images, resident.labels, self.indices, self.out[0],
-                           self.labels)
+            self._gathers[key] = Gather(self.replica.device, self.n, data.sample_shape,
+                                        data.mean, data.std, pad=pad, flip=flip,
+                                        label_type=data.label_type)
+        event = self._gathers[key](images, labels, rows, self.out[0], self.labels,
+                                   count=len(self._host_idx), keys=self.indices,
+                                   seed=augment.seed if augment else 0,
+                                   epoch=augment.epoch if augment else 0, wait_for=wait_for)
+        data.read_by(self, event)
 
     def forward(self, x=None):
         """The forward pass in evaluation mode (batch norm's running statistics, no dropout)."""

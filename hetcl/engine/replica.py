@@ -1,5 +1,5 @@
-"""A model's state on one device: its parameters, gradients and optimizer state (Replica),
-and a uint8 data set uploaded once (Resident: batches are gathered from it on the device)."""
+"""A model's state on one device: its parameters, gradients and optimizer state (Replica).
+(Its data sets on the device: device_data.py.)"""
 import numpy as np
 
 from ..backend.buffers import base_align_elements, empty, to_device
@@ -94,14 +94,3 @@ def state_on_device(device, flat, names=None):
         if names is None or name in names:
             out.setdefault(kind, {})[name] = to_device(device, np.asarray(value, np.float32))
     return out
-
-
-class Resident:
-    """A uint8 data set on one device: images [N, sample_size], labels [N]."""
-
-    def __init__(self, device, images, labels, mean, std):
-        self.sample_size = int(np.prod(images.shape[1:]))
-        self.images = to_device(device, np.ascontiguousarray(images, np.uint8).reshape(
-            len(images), self.sample_size))
-        self.labels = to_device(device, np.ascontiguousarray(labels, np.uint8))
-        self.mean, self.std = float(mean), float(std)

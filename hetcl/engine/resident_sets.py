@@ -1,26 +1,67 @@
-"""Data sets kept on the devices: uint8 images and labels uploaded once to each device
-(replica.Resident), so that a step sends only its batch's sample indices and the gather kernel
-normalises (x/255 - mean)/std on the device. Runtime holds one ResidentSets and runs the steps
-(runtime.py: train_step_indices, evaluate_indices); this module knows nothing of the step."""
+"""Data sets on the devices: uint8 images and labels uploaded once to each device
+(device_data.Resident), or streamed a step at a time where a set is larger than the device's
+data budget (device_data.Streamed), so that a step sends only its batch's sample indices and
+the gather kernel normalises (x/255 - mean)/std - and augments - on the device. Runtime holds
+one ResidentSets and runs the steps (runtime.py: train_step_indices, evaluate_indices); this
+module knows nothing of the step."""
+import dataclasses
+
 import numpy as np
 
+from .. import settings
 from ..model import inputs
-from .replica import Resident
+from .device_data import Resident, Streamed
+
+# The default data budget of a device: this share of its memory (the rest holds the model's
+# activations, gradients and the kernels' scratch), and never more than one allocation.
+DATA_BUDGET_SHARE = 1 / 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+    """On-device augmentation of a training step's images (torchvision's RandomCrop with
+    `pad` pixels of zero padding, then RandomHorizontalFlip where `flip`), drawn per sample
+    from (seed, epoch, the sample's index in the data set): any split of the batch over
+    devices, and a resumed run, see the same images."""
+    pad: int = 0
+    flip: bool = False
+    seed: int = 0
+    epoch: int = 0
+
+    def __post_init__(self):
+        if not 0 <= int(self.pad) <= 64:
+            raise inputs.InputError(f"augmentation padding must be 0..64 pixels, got {self.pad}")
+
+
+NO_AUGMENT = Augment()
+
+
+def data_budget(device):
+    """Bytes of a data set's images the device keeps (settings: HETCL_DATA_BUDGET)."""
+    budget = settings.data_budget()
+    if budget is None:
+        budget = min(int(device.profile["global_mem_bytes"] * DATA_BUDGET_SHARE),
+                     device.profile["max_alloc_bytes"])
+    return budget
 
 
 class ResidentSets:
-    """The uploads, one per (device, images, labels), and each set's label range. Sets are
-    keyed by the arrays' id(): the caller keeps the arrays alive and unchanged while in use."""
+    """The device copies, one per (device, images, labels), and each set's label range. Sets
+    are keyed by the arrays' id(): the caller keeps the arrays alive and unchanged while in
+    use."""
 
     def __init__(self):
-        self._uploads = {}       # (device index, id(images), id(labels)) -> Resident
+        self._uploads = {}       # (device index, id(images), id(labels)) -> Resident/Streamed
         self._label_ranges = {}  # (id(images), id(labels)) -> (min, max)
 
     def get(self, device, images, labels, mean=0.0, std=1.0):
-        """uint8 images [N, ...] and labels [N] uploaded once to the device (cached)."""
+        """The set on the device (cached): whole where its images fit the device's data
+        budget, else streamed from host memory."""
         key = (device.index, id(images), id(labels))
         if key not in self._uploads:
-            self._uploads[key] = Resident(device, images, labels, mean, std)
+            hi = self._label_ranges.get((id(images), id(labels)), (0, int(np.max(labels))))[1]
+            kind = Resident if images.nbytes <= data_budget(device) else Streamed
+            self._uploads[key] = kind(device, images, labels, mean, std, hi)
         return self._uploads[key]
 
     def check(self, model, images, labels):
@@ -30,14 +71,14 @@ class ResidentSets:
         inputs.check_sample_shape(model, images.shape[1:], "images")
         key = (id(images), id(labels))
         if key not in self._label_ranges:
-            self._label_ranges[key] = inputs.resident_label_range(images, labels)
+            self._label_ranges[key] = inputs.label_range(labels, len(images))
         inputs.check_label_range(*self._label_ranges[key], inputs.classes(model))
 
-    def feed(self, images, labels, indices, mean=0.0, std=1.0):
+    def feed(self, images, labels, indices, mean=0.0, std=1.0, augment=NO_AUGMENT):
         """-> feed(executor, a, b) for a step (Runtime.step_on_devices): gathers samples
         indices[a:b] (int32, checked: inputs.indices) on the executor's device."""
         return lambda ex, a, b: ex.gather(
-            self.get(ex.replica.device, images, labels, mean, std), indices[a:b])
+            self.get(ex.replica.device, images, labels, mean, std), indices[a:b], augment)
 
     def predict(self, ex, images, labels, mean=0.0, std=1.0):
         """-> predicted class per sample of the set, in batches of the executor's size on its

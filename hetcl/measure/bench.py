@@ -73,10 +73,10 @@ class TrainLoop:
     step on a GPU swings from one second to the next: docs/benchmarks.md, 'Several devices at
     once').
     world: an mpi.World; batch_size is then the global batch, split across the ranks.
-    parallel, adaptive: as for runtime.Runtime."""
+    parallel, adaptive: as for runtime.Runtime; augment: a resident_sets.Augment or None."""
 
     def __init__(self, model_name, devices, batch_size=256, warmup=None, seed=0, world=None,
-                 parallel="data", adaptive=True):
+                 parallel="data", adaptive=True, augment=None):
         from ..model.models import build_model
         from ..model.optim import SGD
         from ..parallel.runtime import Runtime
@@ -85,6 +85,7 @@ class TrainLoop:
         self.model = build_model(model_name, INPUT_SHAPES[model_name], 10, seed)
         self.rt = rt = Runtime(devices, world=world, parallel=parallel, adaptive=adaptive)
         self.opt, self.batch_size, self.world = SGD(0.01, 0.9), batch_size, world
+        self.augment = augment
         self.in_flight = []  # as in `hetcl train`: a step's loss is read after the next is enqueued
         if warmup is None and len(rt.devices) > 1:
             # Until the scheduler has settled: no trial running and the same split for 10 steps.
@@ -104,7 +105,7 @@ class TrainLoop:
     def step(self, i):
         self.in_flight.append(self.rt.train_step_indices(
             self.model, self.opt, self.images, self.labels, self.batches[i % 8], 0.3, 0.3,
-            defer=True))
+            defer=True, augment=self.augment))
         if len(self.in_flight) > 1:
             self.in_flight.pop(0).get()
 

@@ -10,9 +10,6 @@ import numpy as np
 
 from ..errors import InputError, ShapeError
 
-# Resident data sets keep their labels as uint8 on the device (replica.Resident).
-RESIDENT_LABEL_LIMIT = 256
-
 
 def classes(model):
     """The model's class count: the width of its output, which its loss op takes."""
@@ -84,17 +81,6 @@ def check_label_range(lo, hi, n_classes):
 def check_labels(model, labels, n):
     """The numpy path's labels: n class indices of the model."""
     check_label_range(*label_range(labels, n), classes(model))
-
-
-def resident_label_range(images, labels):
-    """(min, max) of a resident set's labels, after checking there is one per image and that
-    they fit the uint8 they are kept in on the device."""
-    lo, hi = label_range(labels, len(images))
-    if hi >= RESIDENT_LABEL_LIMIT:
-        raise InputError(f"resident data sets keep labels as uint8, so labels must be below "
-                         f"{RESIDENT_LABEL_LIMIT}; got {hi}: train on numpy batches with "
-                         f"train_step for more classes")
-    return lo, hi
 
 
 def check_images(images):

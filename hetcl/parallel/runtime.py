@@ -91,10 +91,6 @@ class Runtime:
     def load_optimizer_state(self, model, state):
         self.state(model).load_optimizer_state(state)
 
-    def resident(self, device, images, labels, mean=0.0, std=1.0):
-        """uint8 images [N, ...] and labels [N] uploaded once to the device (cached)."""
-        return self.resident_sets.get(device, images, labels, mean, std)
-
     def first_device(self):
         """Where single-device work (inference) runs: the first device that has not failed."""
         return next(d for i, d in enumerate(self.devices) if i not in self.failed)
@@ -266,15 +262,16 @@ class Runtime:
         return self._train(model, opt, *self._numpy_feed(model, x, y), return_correct, split=split)
 
     def train_step_indices(self, model, opt, images, labels, indices, mean=0.0, std=1.0,
-                           return_correct=False, defer=False):
-        """One SGD step on samples `indices` of a uint8 data set kept on every device; the
-        kernels normalise (x/255 - mean)/std while gathering. defer=True returns a StepResult
-        at once, without waiting for the step's loss: read it (get()) after enqueueing the next
-        step, and the host prepares that step while the devices still compute this one - with
-        several GPUs the host's enqueueing is the limit otherwise (docs/benchmarks.md)."""
+                           return_correct=False, defer=False, augment=None):
+        """One SGD step on samples `indices` of a uint8 data set kept on every device (or
+        streamed to it: resident_sets.py); the kernels normalise (x/255 - mean)/std while
+        gathering, augmented where `augment` (resident_sets.Augment) says. defer=True returns
+        a StepResult at once, without waiting for the step's loss: read it (get()) after
+        enqueueing the next step, and the host prepares that step while the devices still
+        compute this one - with several GPUs the host's enqueueing is the limit otherwise."""
         self.resident_sets.check(model, images, labels)
         indices = inputs.indices(indices, len(images))
-        feed = self.resident_sets.feed(images, labels, indices, mean, std)
+        feed = self.resident_sets.feed(images, labels, indices, mean, std, augment)
         return self._train(model, opt, len(indices), feed, return_correct, defer=defer)
 
     def _train(self, model, opt, n, feed, return_correct, split=None, defer=False):

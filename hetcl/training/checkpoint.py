@@ -131,7 +131,7 @@ def save(directory, params, optim_state, meta, best=False):
     files, digests = _write_arrays(directory, n, params, optim_state)
     meta = dict(meta, format=FORMAT, files=files, sha256=digests)
     meta["best"] = {"files": files, "sha256": digests, "epoch": meta.get("epoch"),
-                    "step": meta.get("step"), "test_acc": meta.get("test_acc")} \
+                    "step": meta.get("step"), "score": meta.get("score")} \
         if best else previous.get("best")
     try:
         _atomic_write(os.path.join(directory, "meta.json"),

@@ -69,14 +69,16 @@ def pyplot():
 
 
 def plot_curves(history, path):
-    """history: list of epoch records with train_loss, train_acc, test_acc."""
+    """history: list of epoch records with train_loss, train_acc and val_acc and/or test_acc."""
     plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(epochs, [h["train_loss"] for h in history], marker="o")
     ax1.set(xlabel="epoch", ylabel="training loss", title="Loss")
     ax2.plot(epochs, [100 * h["train_acc"] for h in history], marker="o", label="train")
-    ax2.plot(epochs, [100 * h["test_acc"] for h in history], marker="o", label="test")
+    for key, label in (("val_acc", "validation"), ("test_acc", "test")):
+        if all(key in h for h in history):
+            ax2.plot(epochs, [100 * h[key] for h in history], marker="o", label=label)
     ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     ax2.legend()
     fig.tight_layout()

@@ -38,6 +38,10 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     seed: int = 0
     max_loss: float = None  # None: DIVERGENCE_FACTOR * ln(classes)
+    image_size: int = None  # image folders: resize and centre-crop to this; None: as they are
+    val_split: float = None  # hold out this fraction of the training set for validation
+    augment: str = "none"  # a name of AUGMENTS
+    strict: bool = False  # an image folder's unreadable file is an error, not a warning
     devices: str = "all"
     parallel: str = "data"  # or "hybrid", "auto" (runtime.Runtime)
     log: str = None
@@ -51,7 +55,11 @@ class TrainConfig:
 
 
 SETTINGS = ("model", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
-            "nesterov", "max_grad_norm", "lr_schedule", "warmup_epochs", "seed", "max_loss")
+            "nesterov", "max_grad_norm", "lr_schedule", "warmup_epochs", "seed", "max_loss",
+            "image_size", "val_split", "augment")
+# --augment: (padding of the random crop in pixels, horizontal flip); flip-crop is the CIFAR
+# recipe of He et al. 2016 (4 pixels, as torchvision's RandomCrop(32, padding=4)).
+AUGMENTS = {"none": (0, False), "flip-crop": (4, True)}
 # SGD's was measured on Fashion-MNIST (docs/benchmarks.md, the accuracy runs); Adam's and
 # AdamW's are PyTorch's.
 DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
@@ -97,6 +105,7 @@ def check(cfg):
         _finite(cfg.max_grad_norm, 0, "--max-grad-norm")
         if cfg.max_grad_norm <= 0:
             raise HetclError(f"--max-grad-norm must be above 0 (got {cfg.max_grad_norm})")
+    _check_data(cfg)
     if not 0 <= cfg.seed < 2 ** 63:
         raise HetclError(f"--seed must be between 0 and 2^63-1 (got {cfg.seed})")
     if cfg.resume and not cfg.checkpoint:
@@ -104,6 +113,16 @@ def check(cfg):
     if cfg.resume and cfg.start_over:
         raise HetclError("--resume continues the run in --checkpoint, --start-over moves it "
                          "aside: pass one of them")
+
+
+def _check_data(cfg):
+    if cfg.augment not in AUGMENTS:
+        raise HetclError(f"unknown --augment {cfg.augment!r}: use one of {', '.join(AUGMENTS)}")
+    if cfg.val_split is not None and not 0 < cfg.val_split < 1:
+        raise HetclError(f"--val-split is the fraction of the training set held out: it must "
+                         f"lie between 0 and 1 (got {cfg.val_split})")
+    if cfg.image_size is not None and not 4 <= cfg.image_size <= 4096:
+        raise HetclError(f"--image-size must be 4..4096 pixels (got {cfg.image_size})")
 
 
 def max_loss(cfg, classes):
@@ -139,7 +158,8 @@ def data_identity(dataset):
     """What makes a data set the same one: its name, sizes, shape, classes and a checksum of
     every image and label (a fraction of a second for Fashion-MNIST)."""
     h = hashlib.sha256()
-    for a in (dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y):
+    for a in (dataset.train_x, dataset.train_y, dataset.test_x, dataset.test_y,
+              *((dataset.val_x, dataset.val_y) if dataset.val_x is not None else ())):
         h.update(np.ascontiguousarray(a).data)
     return {"name": dataset.name, "train": len(dataset.train_x), "test": len(dataset.test_x),
             "sample_shape": list(dataset.sample_shape), "classes": dataset.classes,

@@ -25,7 +25,8 @@ class RunStore:
         try:
             if resume:
                 meta = checkpoint.read_meta(self.directory)
-                self.best_acc = (meta.get("best") or {}).get("test_acc")
+                best = meta.get("best") or {}
+                self.best_acc = best.get("score", best.get("test_acc"))  # (older saves)
                 self.last = (meta.get("epoch"), meta.get("step"))
                 return meta
             if holds_run(self.directory):
@@ -60,8 +61,9 @@ class RunStore:
         return f"{self.directory} still holds the save after {self._describe(*self.last)}"
 
     def save(self, params, optim_state, meta):
-        """Save as the last state, and as the best one where meta's test_acc beats it."""
-        acc = meta.get("test_acc")
+        """Save as the last state, and as the best one where meta's score (the held-out
+        accuracy) beats it."""
+        acc = meta.get("score")
         best = acc is not None and (self.best_acc is None or acc > self.best_acc)
         try:
             checkpoint.save(self.directory, params, optim_state, meta, best=best)

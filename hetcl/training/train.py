@@ -16,10 +16,10 @@ from ..errors import HetclError
 from ..model.models import build_model
 from ..model.optim import OPTIMIZERS, SGD, scheduled_lr, split_key
 from ..parallel import mpi
-from . import checkpoint, run_config
-from .data import check_input_shape, load_dataset, shuffled_batches
+from . import checkpoint, run_config, run_data
+from .data import check_input_shape, shuffled_batches
 from .interrupts import CtrlC
-from .metrics import JsonLog, Progress, confusion_matrix, plot_curves
+from .metrics import JsonLog, Progress, plot_curves
 from .run_config import TrainConfig  # noqa: F401 (part of this module's API)
 from ..parallel.runtime import Runtime
 from .run_store import RunStore
@@ -66,8 +66,8 @@ class Trainer:
         cfg = self.cfg
         # (a device typo fails before data loads)
         self.rt = runtime or Runtime(cfg.devices, world=self.world, parallel=cfg.parallel)
-        self.data = dataset or load_dataset(cfg.data)
-        self.data_id = run_config.data_identity(self.data) if self.store else None
+        self.data, self.data_id = run_data.load(cfg, dataset, identify=bool(self.store),
+                                                progress=cfg.progress and self.lead)
         self.model = build_model(cfg.model, self.data.sample_shape, self.data.classes, cfg.seed)
         check_input_shape(self.data, self.model.input_shape)
         self.max_loss = run_config.max_loss(cfg, self.data.classes)
@@ -100,18 +100,22 @@ class Trainer:
         return meta.get("config") or {k: meta[k] for k in ("model", "batch_size", "seed")
                                       if k in meta}
 
-    def _meta(self, test_acc=None):
+    def _meta(self, score=None):
+        d = self.data
         return {"model": self.cfg.model, "input_shape": list(self.model.input_shape),
-                "classes": self.data.classes, "epoch": self.epoch, "step": self.step_in_epoch,
+                "classes": d.classes, "class_names": list(d.class_names),
+                "normalisation": {"mean": d.mean, "std": d.std},
+                "epoch": self.epoch, "step": self.step_in_epoch,
                 "optimizer_steps": self.opt.steps, "seed": self.cfg.seed,
                 "batch_size": self.cfg.batch_size, "history": self.history,
-                "test_acc": test_acc, "epoch_totals": self.totals,
+                "score": score, "epoch_totals": self.totals,
                 "config": run_config.saved_settings(self.cfg), "data": self.data_id,
                 "rng": {"kind": "numpy default_rng([seed, epoch]) permutation per epoch"}}
 
-    def save(self, test_acc=None):
+    def save(self, score=None):
         """Save the run's state (a finite one only) as the last save, and as the best where
-        test_acc beats the best so far. Ctrl-C waits for the save's end."""
+        score (the epoch's held-out accuracy) beats the best so far. Ctrl-C waits for the
+        save's end."""
         if not self.store:
             return
         params = self.model.parameters()
@@ -121,7 +125,7 @@ class Trainer:
                            f"{self.epoch + 1}; the run stopped, lower --lr (now {self.cfg.lr}): "
                            f"{self.store.holds()}")
         with self.ctrl_c.held():
-            self.store.save(params, self.rt.optimizer_state(self.model), self._meta(test_acc))
+            self.store.save(params, self.rt.optimizer_state(self.model), self._meta(score))
 
     def _restore(self, meta):
         cfg, where = self.cfg, self.cfg.checkpoint
@@ -176,6 +180,9 @@ class Trainer:
         step is recorded, --resume continues from it) and raises KeyboardInterrupt, with
         self.stopped saying what was saved; a second Ctrl-C stops at once and saves nothing."""
         log = JsonLog(self.cfg.log if self.lead else None)
+        d = self.data
+        log.write(kind="data", name=d.name, class_names=list(d.class_names), train=len(d.train_y),
+                  **{part: len(labels) for part, (_, labels) in run_data.held_out(d).items()})
         self.ctrl_c.install()
         try:
             with host_thread_pinned(self.rt.devices, self.world):  # (affinity.py: GPU steps)
@@ -211,6 +218,7 @@ class Trainer:
         bar = Progress(len(batches), f"epoch {self.epoch + 1}/{cfg.epochs}") \
             if cfg.progress and self.lead else None
         start = time.perf_counter() - self.totals["seconds"]
+        augment = run_data.augment(cfg, self.epoch)
         # Each step's loss is read only after the next step is enqueued (defer=True), so the
         # host prepares a step while the devices compute the one before.
         pending = None
@@ -219,7 +227,8 @@ class Trainer:
             self.opt.lr = scheduled_lr(cfg.lr_schedule, cfg.lr, self.epoch, i, len(batches),
                                        cfg.epochs, cfg.warmup_epochs)
             result = self.rt.train_step_indices(self.model, self.opt, d.train_x, d.train_y,
-                                                idx, d.mean, d.std, defer=True)
+                                                idx, d.mean, d.std, defer=True,
+                                                augment=augment)
             self.step_in_epoch = i + 1
             if pending:
                 self._account(*pending, bar, log)
@@ -234,18 +243,17 @@ class Trainer:
 
     def _end_epoch(self, log, bar, elapsed):
         t = self.totals
-        test_acc = self.test_accuracy()
+        accs = self.accuracies()
         record = {"kind": "epoch", "epoch": self.epoch + 1,
                   "train_loss": t["loss"] / max(t["seen"], 1),
-                  "train_acc": t["correct"] / max(t["seen"], 1),
-                  "test_acc": test_acc, "images_per_s": t["seen"] / max(elapsed, 1e-9),
-                  "seconds": elapsed}
+                  "train_acc": t["correct"] / max(t["seen"], 1), **accs,
+                  "images_per_s": t["seen"] / max(elapsed, 1e-9), "seconds": elapsed}
         self.history.append(record)
         log.write(**record)
         if bar:
-            bar.close(f"  test acc {100 * test_acc:.2f}%")
+            bar.close("".join(f"  {k.replace('_', ' ')} {100 * v:.2f}%" for k, v in accs.items()))
         self.epoch, self.step_in_epoch, self.totals = self.epoch + 1, 0, self._zero_totals()
-        self.save(test_acc)
+        self.save(accs.get("val_acc", accs.get("test_acc")))
 
     def _account(self, i, size, result, lr, bar, log):
         """Step i's loss and accuracy into the epoch's totals, the progress bar and the log."""
@@ -272,29 +280,12 @@ class Trainer:
             log.write(kind="step", epoch=self.epoch + 1, step=i + 1, loss=loss,
                       acc=ok / size, lr=lr)
 
-    def predictions(self):
+    def accuracies(self):
+        """{"val_acc": ..., "test_acc": ...} on the held-out parts the data has."""
         d = self.data
-        return self.rt.evaluate_indices(self.model, d.test_x, d.test_y, d.mean, d.std,
-                                        batch_size=self.cfg.batch_size)
-
-    def test_accuracy(self):
-        return float((self.predictions() == self.data.test_y).mean())
-
-
-def evaluate(checkpoint_dir, data=None, devices="all", which="last"):
-    """-> (accuracy, confusion matrix) of a saved model (its last save, or "best") on the test
-    set of `data` (default: the data it was trained on). Reads only: no lock, nothing written."""
-    meta = checkpoint.read_meta(checkpoint_dir)
-    rt = Runtime(devices)  # (a device typo fails before data loads)
-    dataset = load_dataset(data or (meta.get("config") or {}).get("data"))
-    model = build_model(meta.get("model"), dataset.sample_shape, dataset.classes,
-                        meta.get("seed", 0))
-    check_input_shape(dataset, model.input_shape)
-    params, _, _ = checkpoint.load(checkpoint_dir, which)
-    shapes = {k: v.shape for k, v in model.parameters().items()}
-    checkpoint.check_arrays(params, {}, shapes, checkpoint_dir)
-    model.load_parameters(params)
-    preds = rt.evaluate_indices(model, dataset.test_x, dataset.test_y, dataset.mean,
-                                dataset.std, batch_size=meta.get("batch_size", 256))
-    labels = dataset.test_y
-    return float((preds == labels).mean()), confusion_matrix(labels, preds, dataset.classes)
+        out = {}
+        for part, (images, labels) in run_data.held_out(d).items():
+            preds = self.rt.evaluate_indices(self.model, images, labels, d.mean, d.std,
+                                             batch_size=self.cfg.batch_size)
+            out[f"{part}_acc"] = float((preds == labels).mean())
+        return out

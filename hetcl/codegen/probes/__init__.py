@@ -13,7 +13,7 @@ import numpy as np
 # template -> "module:function"
 PROBES = {"vector_probe.cl.mako": "hetcl.codegen.vector_probe:probe",
           "gemm.cl.mako": "hetcl.codegen.probes.dense:gemm",
-          "gather.cl.mako": "hetcl.codegen.probes.dense:gather",
+          "gather.cl.mako": "hetcl.codegen.probes.augment:gather",
           "loss.cl.mako": "hetcl.codegen.probes.dense:loss",
           "update.cl.mako": "hetcl.codegen.probes.dense:update",
           "eltwise.cl.mako": "hetcl.codegen.probes.eltwise:eltwise",

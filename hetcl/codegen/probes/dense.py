@@ -1,7 +1,6 @@
-"""Probes of the GEMM, gather, loss and update kernels (see the package's docstring)."""
+"""Probes of the GEMM, loss and update kernels (see the package's docstring)."""
 import numpy as np
 
-from ..gather import Gather
 from ..gemm import Gemm
 from ..loss import LABEL_TYPES, SigmoidBCE, SoftmaxCE
 from ..update import AdamMulti, Axpby, SGDMulti, SGDStep, SumSquares
@@ -35,24 +34,6 @@ def gemm(device, params, trans_a=False, trans_b=False, trans_c=False, epilogue=N
         op(to_device(device, a), to_device(device, b), out, alpha=1.5, beta=0.5)
         ref = 1.5 * ref + 0.5 * c0
     return relative_error(out.get(), ref)
-
-
-def gather(device, params, batch, s):
-    """The prover's check of one gather variant (prover.py): the largest error of a gathered
-    batch (batch and sample size as the variant was built for) against numpy, and -1 where a
-    label differs."""
-    from ...backend.buffers import empty, to_device
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (5, s), dtype=np.uint8)
-    labels = rng.integers(0, 10, 5, dtype=np.uint8)
-    indices = rng.integers(0, 5, batch, dtype=np.int32)
-    op = Gather(device, batch, s, mean=0.25, std=0.5, params=params)
-    x, y = empty(device, (batch, s)), empty(device, (batch,), np.int32)
-    op(to_device(device, images), to_device(device, labels), to_device(device, indices), x, y)
-    if not np.array_equal(y.get(), labels[indices]):
-        return float("inf")
-    ref = (images[indices] / 255.0 - 0.25) / 0.5
-    return float(np.abs(x.get() - ref).max())
 
 
 def loss(device, params, n, classes, loss, label_type):

@@ -1,0 +1,100 @@
+"""A uint8 data set as one device sees it: whole on the device (Resident) or, when it does not
+fit the device's data budget, streamed from host memory a step's rows at a time (Streamed).
+
+Both answer rows(executor, host_indices) with what the gather kernel reads for a step:
+(images, labels, rows, wait_for) - the uint8 images [M, sample] and labels [M] on the device,
+the int32 rows of them to take, and the events the gather waits for. The executor uploads the
+step's data-set indices first (executor.indices): they are the rows of a resident set and,
+for both kinds, the keys of the augmentation's random draws, so a streamed step gathers the
+same values as a resident one.
+"""
+import numpy as np
+
+from ..backend.buffers import empty, pinned_empty, to_device
+
+LABEL_TYPES = (np.uint8, np.int32)  # labels on the device: uint8 up to 256 classes, else int32
+
+
+def label_type(hi):
+    """The device type of labels whose largest value is hi."""
+    return np.uint8 if hi < 256 else np.int32
+
+
+class Resident:
+    """A uint8 data set held on one device: images [N, sample_size], labels [N] (label_type)."""
+
+    def __init__(self, device, images, labels, mean, std, labels_hi):
+        self.sample_shape = tuple(int(s) for s in images.shape[1:])
+        self.sample_size = int(np.prod(self.sample_shape))
+        self.label_type = label_type(labels_hi)
+        self.images = to_device(device, np.ascontiguousarray(images, np.uint8).reshape(
+            len(images), self.sample_size))
+        self.labels = to_device(device, np.ascontiguousarray(labels, self.label_type))
+        self.mean, self.std = float(mean), float(std)
+
+    def rows(self, executor, host_indices):
+        return self.images, self.labels, executor.indices, None
+
+    def read_by(self, executor, event):
+        """(the gather reads resident memory that nothing overwrites)"""
+
+
+class Streamed:
+    """A uint8 data set left in host memory. Each step's rows are copied on the host into one of
+    two pinned staging arrays per executor and uploaded on the device's copy queue, so that
+    the upload of a step runs while the kernels of the one before still compute (double
+    buffering); a slot is written again only after the gather that read it has run."""
+
+    def __init__(self, device, images, labels, mean, std, labels_hi):
+        self.device = device
+        self.sample_shape = tuple(int(s) for s in images.shape[1:])
+        self.sample_size = int(np.prod(self.sample_shape))
+        self.label_type = label_type(labels_hi)
+        self.host_images = np.ascontiguousarray(images, np.uint8).reshape(
+            len(images), self.sample_size)
+        self.host_labels = np.ascontiguousarray(labels, self.label_type)
+        self.mean, self.std = float(mean), float(std)
+        self._stages = {}  # id(executor) -> _Stage
+
+    def rows(self, executor, host_indices):
+        stage = self._stages.get(id(executor))
+        if stage is None:
+            stage = self._stages[id(executor)] = _Stage(self.device, executor.n,
+                                                       self.sample_size, self.label_type)
+        return stage.upload(self.host_images, self.host_labels, host_indices)
+
+    def read_by(self, executor, event):
+        self._stages[id(executor)].read_by(event)
+
+
+class _Stage:
+    """Two slots of (pinned host array, device buffer) for images and labels, used in turn."""
+
+    def __init__(self, device, n, sample_size, labels_type):
+        self.device, self.slot = device, 0
+        self.host = [(pinned_empty(device, (n, sample_size), np.uint8),
+                      pinned_empty(device, (n,), labels_type)) for _ in range(2)]
+        self.dev = [(empty(device, (n, sample_size), np.uint8), empty(device, (n,), labels_type))
+                    for _ in range(2)]
+        self.readers = [None, None]  # the gather that last read each slot
+        # rows 0..n-1 of a slot, in order: the staging arrays hold the step's samples already
+        self.arange = to_device(device, np.arange(n, dtype=np.int32))
+
+    def upload(self, images, labels, idx):
+        self.slot ^= 1
+        host_x, host_y = self.host[self.slot]
+        dev_x, dev_y = self.dev[self.slot]
+        count = len(idx)
+        if self.readers[self.slot] is not None:  # the host must not overwrite what is read
+            self.readers[self.slot].wait()
+        np.take(images, idx, axis=0, out=host_x[:count])
+        np.take(labels, idx, out=host_y[:count])
+        queue = self.device.copy_queue
+        events = [dev_x.set(host_x, wait=False, queue=queue),
+                  dev_y.set(host_y, wait=False, queue=queue)]
+        queue.flush()  # a command waited on from another queue must be flushed (spec)
+        self.device.retire(*events)  # (dropping a transfer's event would wait for it)
+        return dev_x, dev_y, self.arange, events
+
+    def read_by(self, event):
+        self.readers[self.slot] = event

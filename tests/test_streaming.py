@@ -1,0 +1,82 @@
+"""Data sets on the devices (hetcl/engine/device_data.py): a set larger than a device's data
+budget streams from host memory and trains to the same numbers as a resident one, bit for bit;
+on-device augmentation draws the same images whatever the split over devices."""
+import numpy as np
+import pytest
+
+import hetcl
+from conftest import DEVICES
+from hetcl.codegen.probes.augment import augment_reference
+from hetcl.engine.device_data import Resident, Streamed
+from hetcl.engine.resident_sets import Augment
+from hetcl.model.models import build_model
+from hetcl.model.optim import SGD
+
+N, BATCH, STEPS = 96, 32, 6
+
+
+def dataset(seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (N, 1, 28, 28), dtype=np.uint8)
+    return images, rng.integers(0, 10, N).astype(np.uint8)
+
+
+def train(devices, augment=False):
+    """STEPS steps of LeNet-5 on the set; -> (runtime, model, losses, (images, labels))."""
+    images, labels = dataset()
+    model = build_model("lenet5", (1, 28, 28), 10, 0)
+    rt, opt = hetcl.Runtime(devices), SGD(0.05, 0.9)
+    losses = []
+    for step in range(STEPS):
+        idx = np.random.default_rng([1, step]).permutation(N)[:BATCH].astype(np.int32)
+        aug = Augment(4, True, seed=7, epoch=step // 2) if augment else None
+        losses.append(rt.train_step_indices(model, opt, images, labels, idx, 0.3, 0.3,
+                                            augment=aug))
+    return rt, model, losses, (images, labels)
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_streamed_set_trains_like_a_resident_one(device, monkeypatch, augment):
+    rt, model, losses, data = train(device, augment)
+    assert isinstance(rt.resident_sets.get(device, *data, 0.3, 0.3), Resident)
+    monkeypatch.setenv("HETCL_DATA_BUDGET", "1K")  # the set's 75 KiB no longer fit
+    rt2, model2, losses2, data2 = train(device, augment)
+    assert isinstance(rt2.resident_sets.get(device, *data2, 0.3, 0.3), Streamed)
+    assert losses2 == losses  # bitwise: the gather reads the same bytes
+    p, p2 = model.parameters(), model2.parameters()
+    assert all(np.array_equal(p[k], p2[k]) for k in p)
+    preds = rt.evaluate_indices(model, *data, 0.3, 0.3, batch_size=40)
+    assert np.array_equal(rt2.evaluate_indices(model2, *data2, 0.3, 0.3, batch_size=40), preds)
+
+
+@pytest.mark.skipif(len(DEVICES) < 2, reason="needs two OpenCL devices")
+@pytest.mark.parametrize("budget", [None, "1K"])
+def test_two_devices_augmented_equal_one(monkeypatch, budget):
+    """Augmented steps split over two uneven devices (resident, or streamed to both) == one
+    device: each sample's crop and flip follow its index, not its place in the split."""
+    _, one, losses1, _ = train(DEVICES[0], augment=True)
+    if budget:
+        monkeypatch.setenv("HETCL_DATA_BUDGET", budget)
+    rt, two, losses2, _ = train("all", augment=True)
+    assert len(rt.devices) == 2
+    assert np.allclose(losses2, losses1, rtol=1e-5, atol=0)
+    p1, p2 = one.parameters(), two.parameters()
+    for k in p1:
+        assert np.abs(p1[k] - p2[k]).max() <= 1e-5 * max(1.0, np.abs(p1[k]).max()), k
+
+
+@pytest.mark.parametrize("budget", [None, "1K"])
+def test_a_step_trains_on_the_reference_crops_and_flips(device, monkeypatch, budget):
+    """The input a training step's layers see is the numpy reference's augmented batch (with
+    mean 0 and std 1/255 the normalisation is the identity), resident or streamed."""
+    if budget:
+        monkeypatch.setenv("HETCL_DATA_BUDGET", budget)
+    images, labels = dataset()
+    model = build_model("lenet5", (1, 28, 28), 10, 0)
+    rt, idx = hetcl.Runtime(device), np.arange(60, 60 - BATCH, -1).astype(np.int32)
+    rt.train_step_indices(model, SGD(0.01), images, labels, idx, 0.0, 1 / 255,
+                          augment=Augment(3, True, seed=11, epoch=4))
+    x = rt.executor(model, device, BATCH).out[0].get()
+    ref = augment_reference(images, idx, idx, 11, 4, 3, True)
+    assert np.array_equal(x, ref.astype(np.float32).reshape(x.shape))
+    assert not np.array_equal(ref, images[idx])  # (something was cropped or flipped)

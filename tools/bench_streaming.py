@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Benchmark (not a test): training images/s with the data set resident on the devices, beside
+the same set streamed from host memory (forced over the data budget, HETCL_DATA_BUDGET) and
+beside resident data with `--augment flip-crop`, in alternating timed windows of one process.
+
+    python tools/bench_streaming.py --devices gpu --model lenet5 --batch 256 --rounds 7
+
+Prints a markdown table: the median images/s of each configuration over the rounds and its
+ratio to resident data.
+"""
+import argparse
+import os
+import statistics
+
+from hetcl.engine.device_data import Streamed
+from hetcl.engine.resident_sets import Augment
+from hetcl.measure.bench import INPUT_SHAPES, TrainLoop
+
+
+def loops(model, devices, batch):
+    """{name: TrainLoop}; the streamed one is built (and its set first used) over budget."""
+    out = {"resident": TrainLoop(model, devices, batch)}
+    os.environ["HETCL_DATA_BUDGET"] = "1K"
+    out["streamed"] = TrainLoop(model, devices, batch)
+    del os.environ["HETCL_DATA_BUDGET"]
+    loop = out["streamed"]
+    assert all(isinstance(loop.rt.resident_sets.get(d, loop.images, loop.labels, 0.3, 0.3),
+                          Streamed) for d in loop.rt.devices)
+    out["resident, flip-crop"] = TrainLoop(model, devices, batch,
+                                           augment=Augment(4, True, seed=0, epoch=0))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--devices", default="gpu")
+    ap.add_argument("--model", default="lenet5", choices=sorted(INPUT_SHAPES))
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=50)
+    args = ap.parse_args()
+    configs = loops(args.model, args.devices, args.batch)
+    rates = {name: [] for name in configs}
+    for _ in range(args.rounds):
+        for name, loop in configs.items():
+            rates[name].append(loop.rate(args.steps))
+    devices = ", ".join(str(d) for d in configs["resident"].rt.devices)
+    print(f"{args.model}, batch {args.batch}, {args.rounds} rounds of >= {args.steps} steps "
+          f"on {devices}\n")
+    print("| data | images/s (median) | min-max | vs resident |\n|---|---:|---:|---:|")
+    base = statistics.median(rates["resident"])
+    for name, r in rates.items():
+        med = statistics.median(r)
+        print(f"| {name} | {med:.0f} | {min(r):.0f}-{max(r):.0f} | {med / base:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
