@@ -15,16 +15,17 @@ from hetcl.model.optim import SGD
 N, BATCH, STEPS = 96, 32, 6
 
 
-def dataset(seed=0):
+def dataset(seed=0, classes=10):
+    """Random images and labels (uint8, or int32 past 256 classes, as data.py keeps them)."""
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (N, 1, 28, 28), dtype=np.uint8)
-    return images, rng.integers(0, 10, N).astype(np.uint8)
+    return images, rng.integers(0, classes, N).astype(np.uint8 if classes <= 256 else np.int32)
 
 
-def train(devices, augment=False):
+def train(devices, augment=False, classes=10):
     """STEPS steps of LeNet-5 on the set; -> (runtime, model, losses, (images, labels))."""
-    images, labels = dataset()
-    model = build_model("lenet5", (1, 28, 28), 10, 0)
+    images, labels = dataset(classes=classes)
+    model = build_model("lenet5", (1, 28, 28), classes, 0)
     rt, opt = hetcl.Runtime(devices), SGD(0.05, 0.9)
     losses = []
     for step in range(STEPS):
@@ -35,12 +36,12 @@ def train(devices, augment=False):
     return rt, model, losses, (images, labels)
 
 
-@pytest.mark.parametrize("augment", [False, True])
-def test_streamed_set_trains_like_a_resident_one(device, monkeypatch, augment):
-    rt, model, losses, data = train(device, augment)
+@pytest.mark.parametrize("augment, classes", [(False, 10), (True, 10), (False, 300)])
+def test_streamed_set_trains_like_a_resident_one(device, monkeypatch, augment, classes):
+    rt, model, losses, data = train(device, augment, classes)
     assert isinstance(rt.resident_sets.get(device, *data, 0.3, 0.3), Resident)
     monkeypatch.setenv("HETCL_DATA_BUDGET", "1K")  # the set's 75 KiB no longer fit
-    rt2, model2, losses2, data2 = train(device, augment)
+    rt2, model2, losses2, data2 = train(device, augment, classes)
     assert isinstance(rt2.resident_sets.get(device, *data2, 0.3, 0.3), Streamed)
     assert losses2 == losses  # bitwise: the gather reads the same bytes
     p, p2 = model.parameters(), model2.parameters()

@@ -10,7 +10,10 @@ from hetcl.layers import (Add, AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dens
                           Flatten, GlobalAvgPool, MaxPool2D, ReLU, Sigmoid)
 
 
-def _module(layer):
+def torch_module(layer, dropout=False):
+    """The torch module computing what one hetcl layer computes, with PyTorch's names for its
+    tensors; None for Add (the twin adds its inputs). dropout: nn.Dropout for Dropout (else
+    the identity, see the module's docstring)."""
     if isinstance(layer, Conv2D):
         return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
                          layer.padding, bias=layer.bias)
@@ -22,7 +25,8 @@ def _module(layer):
     simple = {MaxPool2D: lambda: nn.MaxPool2d(layer.size, layer.stride),
               AvgPool2D: lambda: nn.AvgPool2d(layer.size, layer.stride),
               GlobalAvgPool: lambda: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
-              ReLU: nn.ReLU, Sigmoid: nn.Sigmoid, Flatten: nn.Flatten, Dropout: nn.Identity}
+              Dropout: lambda: nn.Dropout(layer.p) if dropout else nn.Identity(),
+              ReLU: nn.ReLU, Sigmoid: nn.Sigmoid, Flatten: nn.Flatten}
     for kind, make in simple.items():
         if isinstance(layer, kind):
             return make()
@@ -37,7 +41,7 @@ class TorchTwin(nn.Module):
         self.graph = graph
         self.layers = nn.ModuleDict()
         for node in graph.nodes[1:]:
-            module = _module(node.layer)
+            module = torch_module(node.layer)
             if module is not None:
                 self.layers[node.layer.name] = module
         self.load_from(graph.parameters())

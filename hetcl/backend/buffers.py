@@ -30,18 +30,19 @@ class DeviceArray:
             raise ValueError(f"cannot view {self.shape} as {out.shape}")
         return out
 
-    def sub(self, offset, shape):
-        """Elements [offset, offset + prod(shape)) as an array of its own (an OpenCL sub-buffer:
-        the same memory). offset * itemsize must be a multiple of the device's base-address
-        alignment (base_align_elements)."""
+    def sub(self, offset, shape, dtype=None):
+        """Elements [offset, ...) as an array of its own of `shape` (an OpenCL sub-buffer: the
+        same memory), of `dtype` (default: this array's). offset counts this array's elements;
+        offset * itemsize must be a multiple of the device's base-address alignment
+        (base_align_elements)."""
         out = DeviceArray.__new__(DeviceArray)
-        out.device, out.dtype = self.device, self.dtype
+        out.device, out.dtype = self.device, np.dtype(dtype or self.dtype)
         out.shape = tuple(int(s) for s in shape)
-        out.nbytes = int(np.prod(out.shape, dtype=np.int64)) * self.dtype.itemsize
+        out.nbytes = int(np.prod(out.shape, dtype=np.int64)) * out.dtype.itemsize
         start = int(offset) * self.dtype.itemsize
         if start + out.nbytes > self.nbytes:
             raise ValueError(f"{out.shape} at element {offset} runs past {self.shape}")
-        out.buffer = self.buffer.get_sub_region(start, max(out.nbytes, self.dtype.itemsize))
+        out.buffer = self.buffer.get_sub_region(start, max(out.nbytes, out.dtype.itemsize))
         return out
 
     @property

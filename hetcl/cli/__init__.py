@@ -95,6 +95,10 @@ def main():
               help="step: x0.1 at 50% and 75% of the epochs; cosine: to 0 over the run.")
 @click.option("--warmup-epochs", type=float, default=1.0, show_default=True,
               help="Ramp the learning rate up linearly over this many epochs first.")
+@click.option("--init", type=click.Path(dir_okay=False), default=None,
+              help="Start from these parameters: a .safetensors file with hetcl's names or a "
+                   "PyTorch state_dict's (the models' PyTorch twins: tools/torch_models.py; "
+                   "`hetcl export --format safetensors` writes one). Shapes are checked.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seeds initial weights and shuffling: same seed, same device, same numbers.")
 @click.option("--devices", "devices_spec", default="all", show_default=True, help=DEVICES_HELP)
@@ -192,6 +196,7 @@ def evaluate(checkpoint, data, devices_spec, best):
 
 from .bench import bench, tune  # noqa: E402 (the commands register on main)
 from .devices import devices  # noqa: E402
+from .model_io import export, predict  # noqa: E402
 
-for command in (devices, bench, tune):
+for command in (devices, bench, tune, predict, export):
     main.add_command(command)

@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 
 from .dropout import WORD, philox_key
+from ..model.inputs import scale_shift
 from .launch import Launch, round_up
 from .loss import LABEL_TYPES
 from .params import INT_MAX, VECTOR_WIDTHS, KernelParams, vector_width
@@ -102,9 +103,7 @@ class Gather:
                              f"got batch={batch}, sample_size={self.sample_size}, std={std}")
         if not 0 <= self.pad <= (INT_MAX - max(self.sample_shape)) // 2:
             raise ValueError(f"gather: pad={pad} must be >= 0 and keep H + 2*pad < 2**31")
-        # v*scale + shift == (v/255 - mean)/std; folded in float64, rounded once to float32.
-        self.scale = np.float32(1.0 / (255.0 * float(std)))
-        self.shift = np.float32(-float(mean) / float(std))
+        self.scale, self.shift = scale_shift(mean, std)  # v*scale + shift == (v/255-mean)/std
         # The template context: the plain kernel's is (batch, s) alone (see its header).
         self.context = {"batch": self.batch, "s": self.sample_size}
         if self.label_dtype != np.uint8:

@@ -10,7 +10,8 @@ same values as a resident one.
 """
 import numpy as np
 
-from ..backend.buffers import empty, pinned_empty, to_device
+from ..backend.buffers import base_align_elements, empty, pinned_empty, to_device
+from ..codegen.launch import round_up
 
 LABEL_TYPES = (np.uint8, np.int32)  # labels on the device: uint8 up to 256 classes, else int32
 
@@ -68,33 +69,40 @@ class Streamed:
 
 
 class _Stage:
-    """Two slots of (pinned host array, device buffer) for images and labels, used in turn."""
+    """Two slots used in turn, each one pinned host array and one device buffer of uint8 holding
+    a step's images [n, sample_size] followed, at a sub-buffer-aligned byte offset, by its
+    labels [n] - so that a step is one upload."""
 
     def __init__(self, device, n, sample_size, labels_type):
         self.device, self.slot = device, 0
-        self.host = [(pinned_empty(device, (n, sample_size), np.uint8),
-                      pinned_empty(device, (n,), labels_type)) for _ in range(2)]
-        self.dev = [(empty(device, (n, sample_size), np.uint8), empty(device, (n,), labels_type))
-                    for _ in range(2)]
-        self.readers = [None, None]  # the gather that last read each slot
+        labels_bytes = n * np.dtype(labels_type).itemsize
+        self.offset = round_up(n * sample_size, base_align_elements(device, np.uint8))
+        size = self.offset + labels_bytes
+        self.host = [pinned_empty(device, (size,), np.uint8) for _ in range(2)]
+        self.dev = [empty(device, (size,), np.uint8) for _ in range(2)]
+        self.views = [(d.sub(0, (n, sample_size)), d.sub(self.offset, (n,), labels_type))
+                      for d in self.dev]
+        self.host_views = [(h[:n * sample_size].reshape(n, sample_size),
+                            h[self.offset:].view(labels_type)) for h in self.host]
+        # per slot: the upload's event (kept: dropping it would wait for it) and the gather
+        # that last read the slot
+        self.uploads, self.readers = [None, None], [None, None]
         # rows 0..n-1 of a slot, in order: the staging arrays hold the step's samples already
         self.arange = to_device(device, np.arange(n, dtype=np.int32))
 
     def upload(self, images, labels, idx):
         self.slot ^= 1
-        host_x, host_y = self.host[self.slot]
-        dev_x, dev_y = self.dev[self.slot]
-        count = len(idx)
+        host_x, host_y = self.host_views[self.slot]
         if self.readers[self.slot] is not None:  # the host must not overwrite what is read
             self.readers[self.slot].wait()
-        np.take(images, idx, axis=0, out=host_x[:count])
-        np.take(labels, idx, out=host_y[:count])
+        np.take(images, idx, axis=0, out=host_x[:len(idx)])
+        np.take(labels, idx, out=host_y[:len(idx)])
         queue = self.device.copy_queue
-        events = [dev_x.set(host_x, wait=False, queue=queue),
-                  dev_y.set(host_y, wait=False, queue=queue)]
+        event = self.uploads[self.slot] = self.dev[self.slot].set(
+            self.host[self.slot], wait=False, queue=queue)
         queue.flush()  # a command waited on from another queue must be flushed (spec)
-        self.device.retire(*events)  # (dropping a transfer's event would wait for it)
-        return dev_x, dev_y, self.arange, events
+        return (*self.views[self.slot], self.arange, [event])
 
     def read_by(self, event):
         self.readers[self.slot] = event
+

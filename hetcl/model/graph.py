@@ -130,7 +130,13 @@ class Graph:
         return self.version
 
     def load_parameters(self, params):
+        """{name: array} under this model's names, or under the PyTorch state_dict names of
+        the same architecture (hetcl/interop/torch_names.py)."""
         self._check_built()
+        if not set(params) <= set(self._params):
+            from ..interop import torch_names  # imported here: interop builds on the model
+            if torch_names.naming(self, params) != "hetcl":
+                params = torch_names.to_hetcl_names(self, params)
         missing = set(self._params) - set(params)
         unknown = set(params) - set(self._params)
         if missing and not unknown and missing <= self._running:

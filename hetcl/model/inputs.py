@@ -11,6 +11,19 @@ import numpy as np
 from ..errors import InputError, ShapeError
 
 
+def scale_shift(mean, std):
+    """(scale, shift) float32 of the pixel normalisation x = v*scale + shift == (v/255 -
+    mean)/std: folded in float64, each rounded once to float32 - what the gather kernel does
+    on the device and what exported models and `hetcl predict` do, so all see the same x."""
+    return np.float32(1.0 / (255.0 * float(std))), np.float32(-float(mean) / float(std))
+
+
+def normalised(pixels, mean, std):
+    """float32 x of uint8 pixels (any shape), as the gather kernel computes it."""
+    scale, shift = scale_shift(mean, std)
+    return np.asarray(pixels, np.float32) * scale + shift
+
+
 def classes(model):
     """The model's class count: the width of its output, which its loss op takes."""
     return int(model.nodes[model.output_node].shape[0])

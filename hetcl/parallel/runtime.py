@@ -24,6 +24,7 @@ from . import faults
 from .batch_sums import step_contexts
 from .comm import GradientExchange
 from .hybrid_plan import MODES
+from .inference import logits_in_batches, probabilities
 from .model_state import ModelState
 from .scheduler import Scheduler
 from .strategies import STRATEGIES, StepFailed
@@ -99,16 +100,13 @@ class Runtime:
         """Logits for x (numpy in, numpy out), in batches on the first device, in evaluation
         mode (batch norm's running statistics, no dropout)."""
         x = inputs.batch(model, x)  # as float32, and the model built for it
-        n = min(batch_size, len(x))
-        ex = self.executor(model, self.first_device(), n)
-        outs = []
-        for start in range(0, len(x), n):
-            chunk = x[start:start + n]
-            if len(chunk) < n:  # pad the last batch: no new kernels for one odd size
-                chunk = np.concatenate([chunk, np.zeros((n - len(chunk),) + chunk.shape[1:],
-                                                        np.float32)])
-            outs.append(ex.forward(chunk).get()[:len(x) - start])
-        return np.concatenate(outs)
+        return logits_in_batches(self.executor(model, self.first_device(),
+                                               min(batch_size, len(x))), x)
+
+    def predict(self, model, x, batch_size=256):
+        """Class probabilities for x [N, classes] (float32): forward's logits through the
+        softmax (or, for a sigmoid_bce model, the sigmoid) that training's loss applies."""
+        return probabilities(self.forward(model, x, batch_size), model.loss)
 
     def evaluate_indices(self, model, images, labels, mean=0.0, std=1.0, batch_size=256):
         """-> predicted class per sample of a resident uint8 set (on the first device)."""

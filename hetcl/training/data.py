@@ -57,7 +57,7 @@ def label_dtype(classes):
     return np.dtype(np.uint8 if classes <= 256 else np.int32)
 
 
-def _read_bytes(path):
+def read_bytes(path):
     try:
         with open(path, "rb") as f:
             blob = f.read()
@@ -73,7 +73,7 @@ def _read_bytes(path):
 
 def read_idx(path):
     """The array stored in an IDX file (raw or gzip-compressed), in native byte order."""
-    blob = _read_bytes(path)
+    blob = read_bytes(path)
     if len(blob) < 4 or blob[0] != 0 or blob[1] != 0 or blob[3] == 0:
         raise DataError(f"{path} has a bad magic number 0x{blob[:4].hex():0>8}: it is not an IDX "
                         f"file (expected e.g. 0x00000803 images, 0x00000801 labels)")
@@ -109,7 +109,7 @@ def read_cifar(directory, fmt=CIFAR10):
             if not os.path.isfile(path):
                 raise DataError(f"{fmt.title} file {name} is missing from {directory}: it needs "
                                 f"{', '.join(fmt.train + fmt.test)}")
-            blob = _read_bytes(path)
+            blob = read_bytes(path)
             if len(blob) == 0:
                 raise DataError(f"{path} is empty: it holds no images, download it again")
             if len(blob) % record:
@@ -128,7 +128,7 @@ def read_cifar(directory, fmt=CIFAR10):
 def _class_names(path, fmt):
     if not os.path.isfile(path):
         return None
-    text = _read_bytes(path).decode("utf-8", "replace")
+    text = read_bytes(path).decode("utf-8", "replace")
     names = [n for n in map(str.strip, text.split("\n")) if n]
     if len(names) != fmt.classes:
         raise DataError(f"{path} lists {len(names)} class names but {fmt.title} has "

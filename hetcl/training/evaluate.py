@@ -3,11 +3,12 @@ run (the test split, else the validation part the run held out). Reads only: no 
 written."""
 import dataclasses
 
-from ..model.models import build_model
 from ..parallel.runtime import Runtime
-from . import checkpoint, run_config, run_data
+from . import run_data
 from .data import check_input_shape
 from .metrics import confusion_matrix
+from .saved_model import load_saved, run_settings
+from . import checkpoint
 
 
 @dataclasses.dataclass
@@ -26,22 +27,13 @@ def evaluate(checkpoint_dir, data=None, devices="all", which="last"):
     it was trained on, held out as the run held it out)."""
     meta = checkpoint.read_meta(checkpoint_dir)
     rt = Runtime(devices)  # (a device typo fails before data loads)
-    saved = meta.get("config") or {}
-    cfg = run_config.TrainConfig(**{k: saved[k] for k in ("image_size", "val_split", "seed")
-                                    if saved.get(k) is not None})
-    cfg.data = data or saved.get("data")
-    dataset, _ = run_data.load(cfg)
-    model = build_model(meta.get("model"), dataset.sample_shape, dataset.classes,
-                        meta.get("seed", 0))
-    check_input_shape(dataset, model.input_shape)
-    params, _, _ = checkpoint.load(checkpoint_dir, which)
-    shapes = {k: v.shape for k, v in model.parameters().items()}
-    checkpoint.check_arrays(params, {}, shapes, checkpoint_dir)
-    model.load_parameters(params)
+    dataset, _ = run_data.load(run_settings(meta, data))
+    saved = load_saved(checkpoint_dir, which, dataset)
+    check_input_shape(dataset, saved.model.input_shape)
     parts = run_data.held_out(dataset)
     part = "test" if "test" in parts else "val"
     images, labels = parts[part]
-    preds = rt.evaluate_indices(model, images, labels, dataset.mean, dataset.std,
+    preds = rt.evaluate_indices(saved.model, images, labels, dataset.mean, dataset.std,
                                 batch_size=meta.get("batch_size", 256))
     return Evaluation(float((preds == labels).mean()),
                       confusion_matrix(labels, preds, dataset.classes),

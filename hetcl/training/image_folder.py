@@ -111,7 +111,7 @@ def _reason(e):
     return f"Pillow cannot decode it ({' '.join(str(e).split()) or type(e).__name__})"
 
 
-def _to_array(path, channels, size):
+def image_to_array(path, channels, size):
     """uint8 [C, H, W] of one image: L or RGB; with ``size``, as torchvision's Resize(size) +
     CenterCrop(size): the shorter side scaled to ``size`` (bilinear), the centre kept."""
     with Image.open(path) as im:
@@ -134,7 +134,7 @@ def _decode_chunk(paths, indices, out, channels, size):
     failed = []
     for i in indices:
         try:
-            out[i] = _to_array(paths[i], channels, size)
+            out[i] = image_to_array(paths[i], channels, size)
         except Exception as e:  # as in _header: any failure to decode skips the file
             failed.append((i, _reason(e)))
     return len(indices), failed

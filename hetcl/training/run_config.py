@@ -42,6 +42,7 @@ class TrainConfig:
     val_split: float = None  # hold out this fraction of the training set for validation
     augment: str = "none"  # a name of AUGMENTS
     strict: bool = False  # an image folder's unreadable file is an error, not a warning
+    init: str = None  # a safetensors file of initial parameters (hetcl's or PyTorch's names)
     devices: str = "all"
     parallel: str = "data"  # or "hybrid", "auto" (runtime.Runtime)
     log: str = None
@@ -121,6 +122,8 @@ def _check_data(cfg):
     if cfg.val_split is not None and not 0 < cfg.val_split < 1:
         raise HetclError(f"--val-split is the fraction of the training set held out: it must "
                          f"lie between 0 and 1 (got {cfg.val_split})")
+    if cfg.init is not None and not os.path.isfile(cfg.init):
+        raise HetclError(f"--init {cfg.init}: no such file (a .safetensors file of parameters)")
     if cfg.image_size is not None and not 4 <= cfg.image_size <= 4096:
         raise HetclError(f"--image-size must be 4..4096 pixels (got {cfg.image_size})")
 

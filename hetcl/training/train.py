@@ -70,6 +70,9 @@ class Trainer:
                                                 progress=cfg.progress and self.lead)
         self.model = build_model(cfg.model, self.data.sample_shape, self.data.classes, cfg.seed)
         check_input_shape(self.data, self.model.input_shape)
+        if cfg.init and not meta:  # (a resumed run has its own parameters)
+            from ..interop.safetensors_io import load_safetensors
+            load_safetensors(self.model, cfg.init)
         self.max_loss = run_config.max_loss(cfg, self.data.classes)
         self.opt = SGD(cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov, cfg.max_grad_norm) \
             if cfg.optimizer == "sgd" else OPTIMIZERS[cfg.optimizer](

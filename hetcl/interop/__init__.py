@@ -1,0 +1,1 @@
+"""Models leaving and entering hetcl: ONNX export, safetensors and PyTorch names."""
