@@ -34,7 +34,7 @@ def folder(tmp_path_factory):
 def test_an_image_folder_trains_and_evaluates_by_class_name(folder, tmp_path):
     ckpt, log = tmp_path / "ckpt", tmp_path / "log.jsonl"
     result = CliRunner().invoke(main, [
-        "train", "--data", str(folder), "--model", "lenet5", "--epochs", "2", "--batch-size",
+        "train", "--data", str(folder), "--model", "mlp", "--epochs", "2", "--batch-size",
         "32", "--devices", "0", "--checkpoint", str(ckpt), "--log", str(log)])
     assert result.exit_code == 0, result.output
     warned = [l for l in result.output.splitlines() if l.startswith("hetcl: warning:")]
