@@ -26,8 +26,6 @@ from hetcl.training.data import DEFAULT_DATA_DIR, load_dataset
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-# one worker for both files' shipped models: their kernels compile once (setup.cfg)
-pytestmark = pytest.mark.xdist_group("shipped-models")
 TOL = 1e-5  # max|onnx - hetcl| / max|hetcl|
 # One batch size for every model, so that models with layers in common (cifar-cnn and its
 # wide twin) share their compiled kernels - with tests/test_safetensors.py too.

@@ -28,8 +28,6 @@ from hetcl.training.data import DEFAULT_DATA_DIR, load_dataset  # noqa: E402
 from torch_models import torch_model  # noqa: E402
 from torch_twin import TorchTwin  # noqa: E402
 
-# one worker for both files' shipped models: their kernels compile once (setup.cfg)
-pytestmark = pytest.mark.xdist_group("shipped-models")
 TOL = 1e-5      # max|hetcl - torch| / max|torch| of the logits
 CLASSES = 10
 BATCH = 20  # tests/test_onnx_export.py's: the two share their compiled kernels
