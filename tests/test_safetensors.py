@@ -4,8 +4,8 @@ hetcl -> PyTorch: save_safetensors writes PyTorch's state_dict names, the torch.
 (tools/torch_models.py) takes the file with load_state_dict(strict=True) and gives hetcl's
 logits (batch norm's affine parameters and running statistics random first, so they count).
 PyTorch -> hetcl: a twin trained a few SGD steps in PyTorch, saved by safetensors.torch, loaded
-with model.load_parameters(read_safetensors(f)) gives the twin's logits and predictions (on
-Fashion-MNIST test images for the 28x28 models where the data set is installed, random images
+with model.load_parameters(read_safetensors(f)) gives the twin's logits and predictions. Every
+model at 28x28x1, on Fashion-MNIST test images where the data set is installed (random images
 otherwise). Files that do not fit give one HetclError line naming every mismatch.
 """
 import os
@@ -23,14 +23,15 @@ from hetcl.interop.safetensors_io import (load_safetensors, read_safetensors,  #
                                           save_safetensors, to_hetcl_names)
 from hetcl.interop.torch_names import torch_names  # noqa: E402
 from hetcl.layers import Add, BatchNorm2D, Conv2D, Dense, GlobalAvgPool, ReLU  # noqa: E402
-from hetcl.model.models import INPUT_SHAPES, MODELS, build_model  # noqa: E402
+from hetcl.model.models import MODELS, build_model  # noqa: E402
 from hetcl.training.data import DEFAULT_DATA_DIR, load_dataset  # noqa: E402
 from torch_models import torch_model  # noqa: E402
 from torch_twin import TorchTwin  # noqa: E402
 
 TOL = 1e-5      # max|hetcl - torch| / max|torch| of the logits
 CLASSES = 10
-BATCH = 20  # tests/test_onnx_export.py's: the two share their compiled kernels
+# tests/test_onnx_export.py's input and batch: every model at 28x28x1, the two share kernels
+SHAPE, BATCH = (1, 28, 28), 64
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def fashion():
 
 def _images(name, fashion, seed):
     """(train x, train y, test x, test y) float32 NCHW images for model `name`."""
-    shape = INPUT_SHAPES[name]
+    shape = SHAPE
     if shape == (1, 28, 28) and fashion is not None:
         return fashion
     rng = np.random.default_rng(seed)
@@ -86,11 +87,11 @@ def _random_batch_norm(model, rng):
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_hetcl_file_loads_into_torch(name, runtime, fashion, tmp_path):
-    model = build_model(name, INPUT_SHAPES[name], CLASSES, seed=1)
+    model = build_model(name, SHAPE, CLASSES, seed=1)
     _random_batch_norm(model, np.random.default_rng(1))
     path = tmp_path / f"{name}.safetensors"
     save_safetensors(model, path)
-    twin = torch_model(name, INPUT_SHAPES[name], CLASSES)
+    twin = torch_model(name, SHAPE, CLASSES)
     twin.load_state_dict(safetensors_torch.load_file(str(path)), strict=True)
     x = _images(name, fashion, 2)[2]
     expect = _torch_logits(twin, x)
@@ -112,12 +113,12 @@ def _train_in_torch(twin, x, y, steps=3):
 @pytest.mark.parametrize("name", list(MODELS))
 def test_torch_file_loads_into_hetcl(name, runtime, fashion, tmp_path):
     torch.manual_seed(0)
-    twin = torch_model(name, INPUT_SHAPES[name], CLASSES)
+    twin = torch_model(name, SHAPE, CLASSES)
     train_x, train_y, x, y = _images(name, fashion, 3)
     _train_in_torch(twin, train_x, train_y)
     path = tmp_path / f"{name}.safetensors"
     safetensors_torch.save_file(twin.state_dict(), str(path))
-    model = build_model(name, INPUT_SHAPES[name], CLASSES, seed=4)
+    model = build_model(name, SHAPE, CLASSES, seed=4)
     model.load_parameters(read_safetensors(path))
     state, params = twin.state_dict(), model.parameters()
     for hetcl_name, torch_name in torch_names(model).items():
