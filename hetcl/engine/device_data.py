@@ -21,17 +21,27 @@ def label_type(hi):
     return np.uint8 if hi < 256 else np.int32
 
 
-class Resident:
-    """A uint8 data set held on one device: images [N, sample_size], labels [N] (label_type)."""
+class _DataSet:
+    """What both kinds hold: the set's sample shape, its labels' device type, its
+    normalisation, and the host's images [N, sample_size] and labels [N] in those types."""
 
-    def __init__(self, device, images, labels, mean, std, labels_hi):
+    def __init__(self, images, labels, mean, std, labels_hi):
         self.sample_shape = tuple(int(s) for s in images.shape[1:])
         self.sample_size = int(np.prod(self.sample_shape))
         self.label_type = label_type(labels_hi)
-        self.images = to_device(device, np.ascontiguousarray(images, np.uint8).reshape(
-            len(images), self.sample_size))
-        self.labels = to_device(device, np.ascontiguousarray(labels, self.label_type))
+        self.host_images = np.ascontiguousarray(images, np.uint8).reshape(
+            len(images), self.sample_size)
+        self.host_labels = np.ascontiguousarray(labels, self.label_type)
         self.mean, self.std = float(mean), float(std)
+
+
+class Resident(_DataSet):
+    """A uint8 data set held on one device: images [N, sample_size], labels [N] (label_type)."""
+
+    def __init__(self, device, images, labels, mean, std, labels_hi):
+        super().__init__(images, labels, mean, std, labels_hi)
+        self.images = to_device(device, self.host_images)
+        self.labels = to_device(device, self.host_labels)
 
     def rows(self, executor, host_indices):
         return self.images, self.labels, executor.indices, None
@@ -40,21 +50,15 @@ class Resident:
         """(the gather reads resident memory that nothing overwrites)"""
 
 
-class Streamed:
+class Streamed(_DataSet):
     """A uint8 data set left in host memory. Each step's rows are copied on the host into one of
     two pinned staging arrays per executor and uploaded on the device's copy queue, so that
     the upload of a step runs while the kernels of the one before still compute (double
     buffering); a slot is written again only after the gather that read it has run."""
 
     def __init__(self, device, images, labels, mean, std, labels_hi):
+        super().__init__(images, labels, mean, std, labels_hi)
         self.device = device
-        self.sample_shape = tuple(int(s) for s in images.shape[1:])
-        self.sample_size = int(np.prod(self.sample_shape))
-        self.label_type = label_type(labels_hi)
-        self.host_images = np.ascontiguousarray(images, np.uint8).reshape(
-            len(images), self.sample_size)
-        self.host_labels = np.ascontiguousarray(labels, self.label_type)
-        self.mean, self.std = float(mean), float(std)
         self._stages = {}  # id(executor) -> _Stage
 
     def rows(self, executor, host_indices):
