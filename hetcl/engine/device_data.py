@@ -2,11 +2,11 @@
 fit the device's data budget, streamed from host memory a step's rows at a time (Streamed).
 
 Both answer rows(executor, host_indices) with what the gather kernel reads for a step:
-(images, labels, rows, wait_for) - the uint8 images [M, sample] and labels [M] on the device,
-the int32 rows of them to take, and the events the gather waits for. The executor uploads the
-step's data-set indices first (executor.indices): they are the rows of a resident set and,
-for both kinds, the keys of the augmentation's random draws, so a streamed step gathers the
-same values as a resident one.
+(images, labels, rows, keys, wait_for) - the uint8 images [M, sample] and labels [M] on the
+device, the int32 rows of them to take, the int32 keys of the augmentation's random draws (the
+step's data-set indices, for both kinds: a streamed step gathers the same values as a resident
+one), and the events the gather waits for. A resident set's rows and keys are the same upload
+(executor.upload_indices); a streamed set's keys travel in its staging upload.
 """
 import numpy as np
 
@@ -44,7 +44,8 @@ class Resident(_DataSet):
         self.labels = to_device(device, self.host_labels)
 
     def rows(self, executor, host_indices):
-        return self.images, self.labels, executor.indices, None
+        indices = executor.upload_indices(host_indices)
+        return self.images, self.labels, indices, indices, None
 
     def read_by(self, executor, event):
         """(the gather reads resident memory that nothing overwrites)"""
@@ -74,20 +75,23 @@ class Streamed(_DataSet):
 
 class _Stage:
     """Two slots used in turn, each one pinned host array and one device buffer of uint8 holding
-    a step's images [n, sample_size] followed, at a sub-buffer-aligned byte offset, by its
-    labels [n] - so that a step is one upload."""
+    a step's images [n, sample_size], then its labels [n] (labels_type), then its keys [n]
+    (int32), each part at a sub-buffer-aligned byte offset - so that a step is one upload."""
 
     def __init__(self, device, n, sample_size, labels_type):
         self.device, self.slot = device, 0
-        labels_bytes = n * np.dtype(labels_type).itemsize
-        self.offset = round_up(n * sample_size, base_align_elements(device, np.uint8))
-        size = self.offset + labels_bytes
+        parts = (((n, sample_size), np.uint8), ((n,), labels_type), ((n,), np.int32))
+        align, offsets, size = base_align_elements(device, np.uint8), [], 0
+        for shape, dtype in parts:
+            offsets.append(size)
+            size = round_up(size + int(np.prod(shape)) * np.dtype(dtype).itemsize, align)
         self.host = [pinned_empty(device, (size,), np.uint8) for _ in range(2)]
         self.dev = [empty(device, (size,), np.uint8) for _ in range(2)]
-        self.views = [(d.sub(0, (n, sample_size)), d.sub(self.offset, (n,), labels_type))
+        self.views = [[d.sub(at, shape, dtype) for at, (shape, dtype) in zip(offsets, parts)]
                       for d in self.dev]
-        self.host_views = [(h[:n * sample_size].reshape(n, sample_size),
-                            h[self.offset:].view(labels_type)) for h in self.host]
+        self.host_views = [[h[at:at + int(np.prod(shape)) * np.dtype(dtype).itemsize]
+                            .view(dtype).reshape(shape)
+                            for at, (shape, dtype) in zip(offsets, parts)] for h in self.host]
         # per slot: the upload's event (kept: dropping it would wait for it) and the gather
         # that last read the slot
         self.uploads, self.readers = [None, None], [None, None]
@@ -96,17 +100,18 @@ class _Stage:
 
     def upload(self, images, labels, idx):
         self.slot ^= 1
-        host_x, host_y = self.host_views[self.slot]
+        host_x, host_y, host_keys = self.host_views[self.slot]
         if self.readers[self.slot] is not None:  # the host must not overwrite what is read
             self.readers[self.slot].wait()
         np.take(images, idx, axis=0, out=host_x[:len(idx)])
         np.take(labels, idx, out=host_y[:len(idx)])
+        host_keys[:len(idx)] = idx
         queue = self.device.copy_queue
         event = self.uploads[self.slot] = self.dev[self.slot].set(
             self.host[self.slot], wait=False, queue=queue)
         queue.flush()  # a command waited on from another queue must be flushed (spec)
-        return (*self.views[self.slot], self.arange, [event])
+        x, y, keys = self.views[self.slot]
+        return x, y, self.arange, keys, [event]
 
     def read_by(self, event):
         self.readers[self.slot] = event
-

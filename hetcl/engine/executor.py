@@ -103,11 +103,10 @@ class Executor:
 
     def gather(self, data, indices, augment=None):
         """Input and labels from a data set on the device (device_data.py: resident or
-        streamed): only the step's indices travel, or for a streamed set its rows too."""
-        # a copy: the upload may still be pending when the caller reuses its index array
-        self._host_idx = np.array(indices, np.int32)
-        self.replica.device.retire(self.indices.set(self._host_idx, wait=False))
-        images, labels, rows, wait_for = data.rows(self, self._host_idx)
+        streamed): only the step's indices travel, or for a streamed set its rows too.
+        indices: a copy is taken (an upload may be pending when the caller reuses them)."""
+        host_idx = np.array(indices, np.int32)
+        images, labels, rows, keys, wait_for = data.rows(self, host_idx)
         pad, flip = (augment.pad, augment.flip) if augment else (0, False)
         key = (id(data), pad, flip)
         if key not in self._gathers:
@@ -115,10 +114,16 @@ class Executor:
                                         data.mean, data.std, pad=pad, flip=flip,
                                         label_type=data.label_type)
         event = self._gathers[key](images, labels, rows, self.out[0], self.labels,
-                                   count=len(self._host_idx), keys=self.indices,
+                                   count=len(host_idx), keys=keys,
                                    seed=augment.seed if augment else 0,
                                    epoch=augment.epoch if augment else 0, wait_for=wait_for)
         data.read_by(self, event)
+
+    def upload_indices(self, host_idx):
+        """The step's int32 data-set indices on the device (non-blocking); returns the array."""
+        self._host_idx = host_idx  # kept: the upload may still be pending after the call
+        self.replica.device.retire(self.indices.set(host_idx, wait=False))
+        return self.indices
 
     def forward(self, x=None):
         """The forward pass in evaluation mode (batch norm's running statistics, no dropout)."""
