@@ -19,7 +19,7 @@ from ..codegen.batchnorm import (BnApply, BnBwdDx, BnBwdSums, BnEvalCoef, BnFina
                                  BnSums)
 from ..codegen.conv import Im2Col
 from ..codegen.conv_dx import ConvBackwardData
-from ..codegen.dropout import DropoutBwd, DropoutFwd
+from ..codegen.dropout import WORD, DropoutBwd, DropoutFwd, philox_key
 from ..codegen.eltwise import ActBwd, BiasAct, BiasGrad
 from ..codegen.gemm import Gemm
 from ..codegen.pool import MaxPoolBwd, MaxPoolFwd
@@ -259,4 +259,4 @@ class DropoutOp:
 
     def _counter(self, step):
         """(seed_lo, seed_hi, step, offset) of the mask's generator (kernels/dropout.cl.mako)."""
-        return step.seed & 0xFFFFFFFF, self.key, step.step & 0xFFFFFFFF, step.offset
+        return (*philox_key(step.seed, self.key), step.step & WORD, step.offset)
