@@ -28,7 +28,7 @@ def evaluate(checkpoint_dir, data=None, devices="all", which="last"):
     meta = checkpoint.read_meta(checkpoint_dir)
     rt = Runtime(devices)  # (a device typo fails before data loads)
     dataset, _ = run_data.load(run_settings(meta, data))
-    saved = load_saved(checkpoint_dir, which, dataset)
+    saved = load_saved(checkpoint_dir, which, dataset, meta)
     check_input_shape(dataset, saved.model.input_shape)
     parts = run_data.held_out(dataset)
     part = "test" if "test" in parts else "val"

@@ -30,10 +30,11 @@ def run_settings(meta, data=None):
     return cfg
 
 
-def load_saved(directory, which="last", dataset=None):
+def load_saved(directory, which="last", dataset=None, meta=None):
     """-> SavedModel of a checkpoint's last (or "best") save. Checkpoints that predate saved
-    class names and normalisation take them from the run's data (`dataset`, else loaded)."""
-    meta = checkpoint.read_meta(directory)
+    class names and normalisation take them from the run's data (`dataset`, else loaded).
+    meta: the checkpoint's meta.json where the caller has read it already."""
+    meta = meta if meta is not None else checkpoint.read_meta(directory)
     name, shape = meta.get("model"), tuple(meta.get("input_shape") or ())
     names, norm = meta.get("class_names"), meta.get("normalisation")
     if names is None or norm is None:
