@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hetcl.training import data, image_folder
+from hetcl.training import data, image_cache, image_folder
 from hetcl.training.data import DataError, DataWarning, load_dataset
 
 pytestmark = pytest.mark.skipif(not os.path.isdir(data.DEFAULT_DATA_DIR),
@@ -104,6 +104,16 @@ def test_class_folders_with_bad_files_and_cache(tmp_path, fashion):
     assert manifest["classes"] == NAMES and manifest["shape"] == [1, 28, 28]
 
 
+def test_unidentified_files_are_reported_before_damaged_ones(tmp_path, fashion):
+    expected = make_folder(tmp_path, fashion, {"a": (0, 3), "b": (1, 3)})
+    (tmp_path / "a" / "0cut.png").write_bytes(open(expected[0][0], "rb").read()[:100])
+    (tmp_path / "b" / "junk.png").write_bytes(os.urandom(300))
+    with pytest.warns(DataWarning) as caught:
+        assert len(load_dataset(str(tmp_path)).train_y) == 6
+    assert [str(w.message).split(":")[0] for w in caught] == [
+        f"skipped {tmp_path / 'b' / 'junk.png'}", f"skipped {tmp_path / 'a' / '0cut.png'}"]
+
+
 def test_strict_refuses_bad_files(tmp_path, fashion):
     make_folder(tmp_path, fashion, {"a": (0, 3), "b": (1, 3)})
     (tmp_path / "b" / "notes.txt").write_text("hello")
@@ -170,7 +180,7 @@ def test_cache_outside_a_read_only_folder(tmp_path, fashion, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert not load_quietly(folder).from_cache and load_quietly(folder).from_cache
     assert not (folder / ".hetcl-cache").exists()
-    where = image_folder.cache_dir(str(folder))
+    where = image_cache.cache_dir(str(folder))
     assert where.startswith(str(tmp_path / "xdg" / "hetcl" / "datasets"))
     assert os.path.isfile(os.path.join(where, "manifest.json"))
 
@@ -260,6 +270,43 @@ def test_color_images_give_three_channels(tmp_path, fashion):
     assert np.array_equal(ds.train_x[1], rgb.transpose(2, 0, 1))  # alpha dropped
     for got, pixels in zip(ds.train_x[2:], gray):  # grayscale repeated in R, G and B
         assert all(np.array_equal(got[c], pixels) for c in range(3))
+
+
+def gray_image(mode, pixels):
+    """An image of the gray ``mode`` from uint8 ``pixels`` [H, W]."""
+    if mode == "1":
+        return Image.fromarray(pixels > 127)
+    if mode == "LA":
+        return Image.merge("LA", [Image.fromarray(pixels), Image.fromarray(255 - pixels)])
+    if mode in ("I", "F"):
+        return Image.fromarray((pixels * 3 - 100).astype({"I": np.int32, "F": np.float32}[mode]))
+    if mode.startswith("I;16"):
+        order = {"I;16B": ">", "I;16N": "="}.get(mode, "<")
+        wide = (pixels.astype(np.uint16) * 257 + 3).astype(order + "u2")
+        return Image.frombytes(mode, pixels.shape[::-1], wide.tobytes())
+    return Image.fromarray(pixels)
+
+
+@pytest.mark.parametrize("mode", sorted(image_folder.GRAY_MODES - {"La"}))  # Pillow: no La->L
+def test_gray_decoded_once_repeats_into_rgb_as_pillow_converts(fashion, mode):
+    """A gray image is decoded to 1 channel; in an RGB data set that channel is repeated,
+    which must equal Pillow's conversion to RGB, resized or not."""
+    im = gray_image(mode, np.ascontiguousarray(source_images(fashion, 0, 1)[0][:, 4:24]))
+    assert im.mode == mode
+    for size in (None, 7, 16, 40):
+        gray = image_folder.image_pixels(im, 1, size)
+        assert np.array_equal(np.repeat(gray, 3, axis=0), image_folder.image_pixels(im, 3, size))
+
+
+def test_each_file_is_opened_once(tmp_path, fashion, monkeypatch):
+    write_class(tmp_path / "gray", source_images(fashion, 0, 5), jpeg_every=99)
+    Image.fromarray(np.zeros((28, 28, 3), np.uint8)).save(tmp_path / "gray" / "rgb.png")
+    opened, open_image = [], Image.open
+    monkeypatch.setattr(Image, "open", lambda path: opened.append(path) or open_image(path))
+    ds = load_quietly(tmp_path, image_size=16)
+    assert ds.train_x.shape == (6, 3, 16, 16) and len(opened) == len(set(opened)) == 6
+    for got, pixels in zip(ds.train_x, source_images(fashion, 0, 5)):  # gray in R, G, B
+        assert all(np.array_equal(c, expected_resize(pixels, 16)) for c in got)
 
 
 def test_16_bit_grayscale_keeps_the_high_byte(tmp_path, fashion):

@@ -12,6 +12,7 @@ import hetcl
 from hetcl.cli import main
 from hetcl.model.inputs import normalised
 from hetcl.training import data
+from hetcl.training.predict_inputs import read_inputs
 from hetcl.training.saved_model import load_saved
 from hetcl.training.train import Trainer
 from test_train import N_TEST, cfg, run, small_data  # noqa: F401 (a fixture)
@@ -85,6 +86,19 @@ def test_predict_refuses_an_image_of_another_size_or_mode(trained, tmp_path, siz
     result = invoke("predict", "--checkpoint", trained[0], "--devices", 0, path)
     assert result.exit_code == 1 and result.output.count("\n") == 1
     assert result.output.startswith("hetcl: error: ") and message in result.output
+
+
+def test_predict_reads_an_image_once_and_refuses_a_damaged_one(tmp_path, monkeypatch):
+    pixels = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "ok.png")
+    opened, open_image = [], Image.open
+    monkeypatch.setattr(Image, "open", lambda path: opened.append(path) or open_image(path))
+    x, names = read_inputs([str(tmp_path / "ok.png")], (3, 28, 28))  # gray into RGB
+    assert x.shape == (1, 3, 28, 28) and all(np.array_equal(c, pixels) for c in x[0])
+    assert opened == [str(tmp_path / "ok.png")] and names == opened
+    (tmp_path / "cut.png").write_bytes((tmp_path / "ok.png").read_bytes()[:100])
+    with pytest.raises(data.DataError, match=r"cut\.png: Pillow cannot decode it \(.*trunc"):
+        read_inputs([str(tmp_path / "cut.png")], (1, 28, 28))
 
 
 @pytest.mark.parametrize("model", ["lenet5", "mlp", "resnet20"])

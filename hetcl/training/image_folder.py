@@ -3,33 +3,30 @@ val/ and test/ beside train/. Images (.png .jpg .jpeg .bmp) are decoded with Pil
 [n, C, H, W], C = 1 when every image is grayscale, else 3 (RGB, alpha dropped); labels index the
 sorted class folder names (their union over the splits). Other files and files Pillow cannot
 decode are skipped with a DataWarning (a DataError when strict); names starting with "." are
-ignored. Decoding runs once: the arrays are cached as .npy files beside a JSON manifest listing
-every image file (relative path, size, mtime_ns), in DIR/.hetcl-cache/ or, where DIR is
-read-only, in $XDG_CACHE_HOME/hetcl/datasets/<sha256 of DIR's path>/; a later load only stats
-the files and reuses the cache when the listing and image_size are the same. numpy + Pillow.
+ignored. Decoding runs once, opening each file once: the arrays are cached (image_cache.py)
+with a manifest listing every image file (relative path, size, mtime_ns); a later load only
+stats the files and reuses the cache when the listing and image_size are the same.
+numpy + Pillow.
 """
 import concurrent.futures
 import hashlib
 import json
 import os
-import time
 import warnings
 
 import numpy as np
 from PIL import Image
 
 from .data import INSTALL_HINT, DataError, DataWarning, Dataset, label_dtype
+from .image_cache import cache_dir, read_cache, write_cache
 from .metrics import Progress
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")  # matched case-insensitively
 SPLITS = ("train", "val", "test")
 GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-CACHE_DIR = ".hetcl-cache"
-MANIFEST = "manifest.json"
 CACHE_VERSION = 1  # bump when the manifest or the arrays change meaning
 WORKERS = min(16, os.cpu_count() or 1)  # Pillow releases the GIL while it decodes
 CHUNK = 64  # images per decoding task: a progress update per chunk
-STALE_TMP_S = 3600  # a temp file this old was left by a crashed writer
 
 
 def _bad_file(path, reason, strict):
@@ -98,26 +95,20 @@ def scan(directory, strict=False):
     return sorted(classes), [(split, order[name], *file) for split, name, *file in found]
 
 
-def _header(path):
-    """((width, height), mode) from the file's header, or (None, reason)."""
-    try:
-        with Image.open(path) as im:
-            return im.size, im.mode
-    except Exception as e:  # Pillow's format plugins raise many types on a damaged file
-        return None, _reason(e)
-
-
-def _reason(e):
+def pillow_reason(e):
+    """Why Pillow could not open or decode a file, from its exception, on one line."""
     return f"Pillow cannot decode it ({' '.join(str(e).split()) or type(e).__name__})"
 
 
-def image_to_array(path, channels, size):
-    """uint8 [C, H, W] of one image: L or RGB; with ``size``, as torchvision's Resize(size) +
-    CenterCrop(size): the shorter side scaled to ``size`` (bilinear), the centre kept."""
-    with Image.open(path) as im:
-        if im.mode.startswith("I;16"):  # 16-bit gray: keep the high byte (convert clips)
-            im = Image.fromarray((np.asarray(im) >> 8).astype(np.uint8))
-        im = im.convert("L" if channels == 1 else "RGB")
+def image_pixels(im, channels, size):
+    """uint8 [C, H, W] of the open image ``im``: L (C 1) or RGB (C 3); with ``size``, as
+    torchvision's Resize(size) + CenterCrop(size): the shorter side scaled to ``size``
+    (bilinear), the centre kept."""
+    if im.mode.startswith("I;16"):  # 16-bit gray: keep the high byte (convert clips)
+        im = Image.fromarray((np.asarray(im) >> 8).astype(np.uint8))
+    target = "L" if channels == 1 else "RGB"
+    if im.mode != target:  # else convert would only copy
+        im = im.convert(target)
     if size:
         w, h = im.size
         new = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
@@ -129,127 +120,84 @@ def image_to_array(path, channels, size):
     return a[None] if channels == 1 else a.transpose(2, 0, 1)
 
 
-def _decode_chunk(paths, indices, out, channels, size):
-    """Decode ``paths[indices]`` into ``out``; -> (count, [(index, reason)] of failures)."""
-    failed = []
-    for i in indices:
+def _decode_chunk(paths, size):
+    """Each file opened once and decoded in its own channel count (1 for a gray mode, else 3):
+    -> [uint8 [C, H, W], or (the reason it was skipped, whether Pillow read its header)]."""
+    found = []
+    for path in paths:
+        header = False
         try:
-            out[i] = image_to_array(paths[i], channels, size)
-        except Exception as e:  # as in _header: any failure to decode skips the file
-            failed.append((i, _reason(e)))
-    return len(indices), failed
+            with Image.open(path) as im:
+                header = True
+                found.append(image_pixels(im, 1 if im.mode in GRAY_MODES else 3, size))
+        except Exception as e:  # Pillow's format plugins raise many types on a damaged file
+            found.append((pillow_reason(e), header))
+    return found
 
 
-def _target_shape(directory, paths, headers, image_size):
-    """(channels, (H, W)) of the output from the headers of the readable files."""
-    ok = [(p, s, m) for p, (s, m) in zip(paths, headers) if s is not None] or [("", (1, 1), "L")]
-    channels = 1 if all(m in GRAY_MODES for _, _, m in ok) else 3
-    if image_size:
-        return channels, (image_size, image_size)
-    other = next((x for x in ok if x[1] != ok[0][1]), None)
-    if other:
-        (p1, (w1, h1), _), (p2, (w2, h2), _) = ok[0], other
-        raise DataError(f"the images in {directory} differ in size ({p1} is {w1}x{h1}, {p2} is "
-                        f"{w2}x{h2}): pass --image-size N to resize and crop them to N x N")
-    w, h = ok[0][1]
-    return channels, (h, w)
+class _Images:
+    """uint8 [n, C, H, W] filled in file order from [c, H, W] arrays, c 1 or 3, into one array
+    with room for every file (the rows of skipped files stay unused; np.empty leaves their pages
+    unmapped). C is 1 until an array of 3 channels comes; then the images so far are copied
+    into 3 channels, gray repeated in R, G and B as Pillow's L to RGB conversion does."""
+
+    def __init__(self, directory, room):
+        self.directory, self.room, self.count, self.out, self.first = directory, room, 0, None, ""
+
+    def add(self, pixels, path):
+        """Append ``pixels``; a DataError when its H, W differ from the first image's."""
+        if self.out is not None and pixels.shape[1:] != self.out.shape[2:]:
+            (h1, w1), (h2, w2) = self.out.shape[2:], pixels.shape[1:]
+            raise DataError(f"the images in {self.directory} differ in size ({self.first} is "
+                            f"{w1}x{h1}, {path} is {w2}x{h2}): pass --image-size N to resize "
+                            f"and crop them to N x N")
+        if self.out is None or pixels.shape[0] > self.out.shape[1]:
+            wider = np.empty((self.room, *pixels.shape), np.uint8)
+            if self.count:
+                wider[:self.count] = self.out[:self.count]  # [n, 1, H, W] broadcasts to 3
+            self.out, self.first = wider, self.first or path
+        self.out[self.count] = pixels
+        self.count += 1
+
+    def array(self, image_size):
+        if self.out is None:  # nothing decoded: an empty array of a valid shape
+            return np.zeros((0, 1) + (image_size or 1,) * 2, np.uint8)
+        return self.out[:self.count]
 
 
 def decode(directory, paths, image_size, strict, progress):
-    """-> (images uint8 [n, C, H, W], kept mask [n], [(path, reason)] of the skipped files)."""
+    """-> (images uint8 [n kept, C, H, W], kept mask [len(paths)], [(path, reason)] of the
+    skipped files). One pass over the files: the pool decodes a chunk per task and the results
+    are taken in file order. Files Pillow cannot identify are reported at once, those with a
+    readable header but damaged data after the pass; without ``image_size``, an image of
+    another size than the first kept one stops the pass with a DataError."""
+    bar = Progress(len(paths), f"decoding {directory}") if progress else None
+    images, kept, skipped, damaged = _Images(directory, len(paths)), [False] * len(paths), [], []
+    starts = range(0, len(paths), CHUNK)
     with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
-        headers = list(pool.map(_header, paths, chunksize=CHUNK))
-        skipped = [(p, h[1]) for p, h in zip(paths, headers) if h[0] is None]
-        for p, reason in skipped:
-            _bad_file(p, reason, strict)
-        channels, (h, w) = _target_shape(directory, paths, headers, image_size)
-        out = np.zeros((len(paths), channels, h, w), np.uint8)
-        todo = [i for i, hd in enumerate(headers) if hd[0] is not None]
-        bar = Progress(len(todo), f"decoding {directory}") if progress else None
-        jobs = [pool.submit(_decode_chunk, paths, todo[i:i + CHUNK], out, channels, image_size)
-                for i in range(0, len(todo), CHUNK)]
-        done, failed = 0, []
-        for job in concurrent.futures.as_completed(jobs):
-            count, bad = job.result()
-            done += count
-            failed += bad
-            if bar:
-                bar.update(done, done)
+        jobs = [pool.submit(_decode_chunk, paths[s:s + CHUNK], image_size) for s in starts]
+        try:
+            for n, start in enumerate(starts):
+                found, jobs[n] = jobs[n].result(), None  # freed once copied into images
+                for i, got in enumerate(found, start):
+                    if not isinstance(got, tuple):
+                        images.add(got, paths[i])
+                        kept[i] = True
+                    elif got[1]:
+                        damaged.append((paths[i], got[0]))
+                    else:
+                        _bad_file(paths[i], got[0], strict)
+                        skipped.append((paths[i], got[0]))
+                if bar:
+                    bar.update(i + 1, i + 1)
+        finally:
+            for job in filter(None, jobs):  # after an error: those not started yet
+                job.cancel()
     if bar:
-        bar.close(f" {done - len(failed)} images")
-    for i, reason in sorted(failed):
-        _bad_file(paths[i], reason, strict)
-    kept = np.array([hd[0] is not None for hd in headers], bool)
-    kept[[i for i, _ in failed]] = False
-    images = out if kept.all() else out[kept]  # a copy only where files were skipped
-    return images, kept, skipped + [(paths[i], r) for i, r in sorted(failed)]
-
-
-def cache_dir(directory):
-    """DIR/.hetcl-cache where DIR is writable, else a folder under $XDG_CACHE_HOME."""
-    local = os.path.join(directory, CACHE_DIR)
-    if os.access(directory, os.W_OK) and (not os.path.exists(local)
-                                          or os.access(local, os.W_OK)):
-        return local
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    key = hashlib.sha256(os.path.abspath(directory).encode()).hexdigest()
-    return os.path.join(base, "hetcl", "datasets", key)
-
-
-def read_cache(where, key):
-    """(images, labels, manifest) when ``where`` holds the cache of ``key``, else None."""
-    if not os.path.exists(os.path.join(where, MANIFEST)):
-        return None
-    try:
-        with open(os.path.join(where, MANIFEST), "rb") as f:
-            manifest = json.loads(f.read())
-        if {k: manifest.get(k) for k in key} != key:
-            return None  # another listing, image size or format: stale, not damaged
-        n, token = sum(int(manifest["counts"][s]) for s in SPLITS), manifest["token"]
-        x = np.load(os.path.join(where, f"{token}-x.npy"), allow_pickle=False)
-        y = np.load(os.path.join(where, f"{token}-y.npy"), allow_pickle=False)
-        if x.dtype != np.uint8 or x.shape != (n, *manifest["shape"]) or y.shape != (n,):
-            raise ValueError(f"arrays {x.dtype} {x.shape} and {y.shape} do not fit the manifest")
-        manifest["skipped"] = [(str(rel), str(reason)) for rel, reason in manifest["skipped"]]
-        return x, y, manifest
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        warnings.warn(f"the dataset cache in {where} is damaged ({' '.join(str(e).split())}): "
-                      f"rebuilding it", DataWarning, stacklevel=3)
-
-
-def _atomic_write(path, write):
-    """Write ``path`` through a temp file renamed over it: readers see the old or the new."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_cache(where, manifest, x, y):
-    """The arrays first, then the manifest that names them (renamed last, so a crash leaves
-    the previous cache or none); then the files of other caches go. Named by the token, a hash
-    of the key, so processes building the same cache at once write the same files."""
-    token = manifest["token"]
-    try:
-        os.makedirs(where, exist_ok=True)
-        for part, a in (("x", x), ("y", y)):
-            _atomic_write(os.path.join(where, f"{token}-{part}.npy"), lambda f, a=a: np.save(f, a))
-        _atomic_write(os.path.join(where, MANIFEST), lambda f: f.write(json.dumps(manifest)
-                                                                        .encode()))
-        for name in os.listdir(where):
-            path = os.path.join(where, name)
-            if (name.endswith(".npy") and not name.startswith(token)) or (
-                    name.endswith(".tmp") and time.time() - os.path.getmtime(path) > STALE_TMP_S):
-                os.remove(path)
-    except OSError as e:
-        warnings.warn(f"cannot write the dataset cache in {where} ({e.strerror or e}): the "
-                      f"images will be decoded again next time", DataWarning, stacklevel=3)
+        bar.close(f" {images.count} images")
+    for path, reason in damaged:
+        _bad_file(path, reason, strict)
+    return images.array(image_size), np.array(kept, bool), skipped + damaged
 
 
 def _check_image_size(size):
@@ -280,7 +228,7 @@ def load_image_folder(directory, name, image_size=None, strict=False, progress=F
     key = {"version": CACHE_VERSION, "image_size": image_size, "classes": classes,
            "files": [[rel, size, mtime] for _, _, rel, size, mtime in entries]}
     where = cache_dir(directory)
-    cached = read_cache(where, key)
+    cached = read_cache(where, key, SPLITS)
     x, y, manifest = cached or _build(directory, entries, key, strict, progress)
     for rel, reason in manifest["skipped"] if cached else ():  # as decoding warned the first time
         _bad_file(os.path.join(directory, rel), reason, strict)

@@ -5,9 +5,10 @@ data had them. An image of another size or mode than the model takes is a one-li
 import os
 
 import numpy as np
+from PIL import Image
 
 from .data import CIFAR10, CIFAR100, CIFAR_SHAPE, DataError, read_bytes, read_idx
-from .image_folder import EXTENSIONS, GRAY_MODES, image_to_array
+from .image_folder import EXTENSIONS, GRAY_MODES, image_pixels, pillow_reason
 
 IDX_MAGIC = b"\x00\x00\x08"  # uint8 IDX data (the third byte is the type code)
 
@@ -59,12 +60,20 @@ def _cifar_records(path, blob):
 
 
 def _read_image(path, shape, image_size):
-    from PIL import Image
+    """uint8 [C, H, W] of an image file, opened once: its header is checked against the
+    model's (C, H, W) ``shape``, then it is decoded."""
     try:
         with Image.open(path) as im:
-            size, mode = im.size, im.mode
+            _check_header(path, im.size, im.mode, shape, image_size)
+            return image_pixels(im, shape[0], image_size)
+    except DataError:
+        raise
     except Exception as e:  # Pillow's format plugins raise many types on a damaged file
-        raise DataError(f"{path}: Pillow cannot read it ({' '.join(str(e).split())})") from None
+        raise DataError(f"{path}: {pillow_reason(e)}") from None
+
+
+def _check_header(path, size, mode, shape, image_size):
+    """Refuse an image the model cannot take: size (width, height) and mode from its header."""
     channels, (h, w) = shape[0], shape[1:]
     if channels == 1 and mode not in GRAY_MODES:
         raise DataError(f"{path} is a {mode} image, the model takes grayscale (1 channel) "
@@ -72,4 +81,3 @@ def _read_image(path, shape, image_size):
     if image_size is None and (size[1], size[0]) != (h, w):
         raise DataError(f"{path} is {size[0]}x{size[1]}, the model takes {w}x{h} images: "
                         f"resize it (the run was trained without --image-size)")
-    return image_to_array(path, channels, image_size)
