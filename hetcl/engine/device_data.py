@@ -79,7 +79,7 @@ class _Stage:
     (int32), each part at a sub-buffer-aligned byte offset - so that a step is one upload."""
 
     def __init__(self, device, n, sample_size, labels_type):
-        self.device, self.slot = device, 0
+        self.device, self.slot, self.queue = device, 0, device.copy_queue
         parts = (((n, sample_size), np.uint8), ((n,), labels_type), ((n,), np.int32))
         align, offsets, size = base_align_elements(device, np.uint8), [], 0
         for shape, dtype in parts:
@@ -106,10 +106,10 @@ class _Stage:
         np.take(images, idx, axis=0, out=host_x[:len(idx)])
         np.take(labels, idx, out=host_y[:len(idx)])
         host_keys[:len(idx)] = idx
-        queue = self.device.copy_queue
         event = self.uploads[self.slot] = self.dev[self.slot].set(
-            self.host[self.slot], wait=False, queue=queue)
-        queue.flush()  # a command waited on from another queue must be flushed (spec)
+            self.host[self.slot], wait=False, queue=self.queue)
+        if self.queue is not self.device.queue:
+            self.queue.flush()  # a command waited on from another queue must be flushed (spec)
         x, y, keys = self.views[self.slot]
         return x, y, self.arange, keys, [event]
 
