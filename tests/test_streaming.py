@@ -7,6 +7,7 @@ import pytest
 import hetcl
 from conftest import DEVICES
 from hetcl.codegen.probes.augment import augment_reference
+from hetcl.engine import device_data
 from hetcl.engine.device_data import Resident, Streamed
 from hetcl.engine.resident_sets import Augment
 from hetcl.model.models import build_model
@@ -37,13 +38,20 @@ def train(devices, augment=False, classes=10):
     return rt, model, losses, (images, labels)
 
 
-@pytest.mark.parametrize("augment, classes", [(False, 10), (True, 10), (False, 300)])
-def test_streamed_set_trains_like_a_resident_one(device, monkeypatch, augment, classes):
+@pytest.mark.parametrize("augment, classes, queue", [(False, 10, "main"), (True, 10, "main"),
+                                                     (False, 300, "main"), (True, 10, "copy")])
+def test_streamed_set_trains_like_a_resident_one(device, monkeypatch, augment, classes, queue):
+    """queue: which of the device's queues carries the uploads (small ones go on the main
+    queue; "copy": the one a large upload takes, forced by a threshold of 0 bytes)."""
     rt, model, losses, data = train(device, augment, classes)
     assert isinstance(rt.resident_sets.get(device, *data, 0.3, 0.3), Resident)
     monkeypatch.setenv("HETCL_DATA_BUDGET", "1K")  # the set's 75 KiB no longer fit
+    if queue == "copy":
+        monkeypatch.setattr(device_data, "MAIN_QUEUE_UPLOAD_BYTES", 0)
     rt2, model2, losses2, data2 = train(device, augment, classes)
-    assert isinstance(rt2.resident_sets.get(device, *data2, 0.3, 0.3), Streamed)
+    streamed = rt2.resident_sets.get(device, *data2, 0.3, 0.3)
+    assert isinstance(streamed, Streamed)
+    assert [s.on_copy_queue for s in streamed._stages.values()] == [queue == "copy"]
     assert losses2 == losses  # bitwise: the gather reads the same bytes
     p, p2 = model.parameters(), model2.parameters()
     assert all(np.array_equal(p[k], p2[k]) for k in p)

@@ -14,6 +14,12 @@ from ..backend.buffers import base_align_elements, empty, pinned_empty, to_devic
 from ..codegen.launch import round_up
 
 LABEL_TYPES = (np.uint8, np.int32)  # labels on the device: uint8 up to 256 classes, else int32
+# A streamed step's upload of at most this many bytes goes on the device's main queue, in order
+# before the gather: its transfer is a few microseconds of device time, less than what waiting
+# on the copy queue's event from the main queue costs the host (a flush and a cross-queue
+# dependency per step: docs/benchmarks.md, "Streamed data"). Larger uploads go on the copy
+# queue, so that the transfer overlaps the previous step's kernels.
+MAIN_QUEUE_UPLOAD_BYTES = 1 << 20
 
 
 def label_type(hi):
@@ -53,9 +59,11 @@ class Resident(_DataSet):
 
 class Streamed(_DataSet):
     """A uint8 data set left in host memory. Each step's rows are copied on the host into one of
-    two pinned staging arrays per executor and uploaded on the device's copy queue, so that
-    the upload of a step runs while the kernels of the one before still compute (double
-    buffering); a slot is written again only after the gather that read it has run."""
+    two pinned staging arrays per executor and uploaded without blocking the host, so that the
+    host prepares a step while the kernels of the one before still compute (double buffering);
+    a large upload goes on the device's copy queue, where the transfer overlaps those kernels
+    too (MAIN_QUEUE_UPLOAD_BYTES). A slot is written again only after the gather that read it
+    has run."""
 
     def __init__(self, device, images, labels, mean, std, labels_hi):
         super().__init__(images, labels, mean, std, labels_hi)
@@ -79,12 +87,15 @@ class _Stage:
     (int32), each part at a sub-buffer-aligned byte offset - so that a step is one upload."""
 
     def __init__(self, device, n, sample_size, labels_type):
-        self.device, self.slot, self.queue = device, 0, device.copy_queue
+        self.device, self.slot = device, 0
         parts = (((n, sample_size), np.uint8), ((n,), labels_type), ((n,), np.int32))
         align, offsets, size = base_align_elements(device, np.uint8), [], 0
         for shape, dtype in parts:
             offsets.append(size)
             size = round_up(size + int(np.prod(shape)) * np.dtype(dtype).itemsize, align)
+        # (the queue itself is asked for per upload: a role's queue changes when the device
+        # switches profiling on or off, backend/device.py)
+        self.on_copy_queue = size > MAIN_QUEUE_UPLOAD_BYTES
         self.host = [pinned_empty(device, (size,), np.uint8) for _ in range(2)]
         self.dev = [empty(device, (size,), np.uint8) for _ in range(2)]
         self.views = [[d.sub(at, shape, dtype) for at, (shape, dtype) in zip(offsets, parts)]
@@ -106,10 +117,11 @@ class _Stage:
         np.take(images, idx, axis=0, out=host_x[:len(idx)])
         np.take(labels, idx, out=host_y[:len(idx)])
         host_keys[:len(idx)] = idx
+        queue = self.device.copy_queue if self.on_copy_queue else self.device.queue
         event = self.uploads[self.slot] = self.dev[self.slot].set(
-            self.host[self.slot], wait=False, queue=self.queue)
-        if self.queue is not self.device.queue:
-            self.queue.flush()  # a command waited on from another queue must be flushed (spec)
+            self.host[self.slot], wait=False, queue=queue)
+        if self.on_copy_queue:
+            queue.flush()  # a command waited on from another queue must be flushed (spec)
         x, y, keys = self.views[self.slot]
         return x, y, self.arange, keys, [event]
 

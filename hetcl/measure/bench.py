@@ -73,15 +73,17 @@ class TrainLoop:
     step on a GPU swings from one second to the next: docs/benchmarks.md, 'Several devices at
     once').
     world: an mpi.World; batch_size is then the global batch, split across the ranks.
-    parallel, adaptive: as for runtime.Runtime; augment: a resident_sets.Augment or None."""
+    parallel, adaptive: as for runtime.Runtime; augment: a resident_sets.Augment or None;
+    batches: how many batches of random images the data set holds (the steps cycle over them)."""
 
     def __init__(self, model_name, devices, batch_size=256, warmup=None, seed=0, world=None,
-                 parallel="data", adaptive=True, augment=None):
+                 parallel="data", adaptive=True, augment=None, batches=8):
         from ..model.models import build_model
         from ..model.optim import SGD
         from ..parallel.runtime import Runtime
 
-        self.images, self.labels, self.batches = random_data(model_name, batch_size, 8, seed)
+        self.images, self.labels, self.batches = random_data(model_name, batch_size, batches,
+                                                             seed)
         self.model = build_model(model_name, INPUT_SHAPES[model_name], 10, seed)
         self.rt = rt = Runtime(devices, world=world, parallel=parallel, adaptive=adaptive)
         self.opt, self.batch_size, self.world = SGD(0.01, 0.9), batch_size, world
@@ -104,8 +106,8 @@ class TrainLoop:
 
     def step(self, i):
         self.in_flight.append(self.rt.train_step_indices(
-            self.model, self.opt, self.images, self.labels, self.batches[i % 8], 0.3, 0.3,
-            defer=True, augment=self.augment))
+            self.model, self.opt, self.images, self.labels, self.batches[i % len(self.batches)],
+            0.3, 0.3, defer=True, augment=self.augment))
         if len(self.in_flight) > 1:
             self.in_flight.pop(0).get()
 
