@@ -13,13 +13,14 @@ from conftest import DEVICES
 
 TOL = 1e-5
 TRANSPOSES = [(False, False), (False, True), (True, False), (True, True)]
-# 30+ shapes (m, n, k): degenerate, primes, tile multiples +-1, tall, wide, deep, and 1000^3.
+# 30+ shapes (m, n, k): degenerate, primes, tile multiples +-1, tall, wide, deep, skinny M a
+# multiple of 8 (CPUs: stacked 4-row blocks, GemmParams.for_shape), and 1000^3.
 SHAPES = [(1, 1, 1), (7, 13, 5), (1, 64, 1), (64, 1, 64), (1, 1, 300), (2, 3, 4), (5, 1, 17),
           (13, 7, 33), (17, 31, 1), (31, 17, 64), (33, 65, 9), (63, 63, 63), (64, 64, 64),
           (65, 65, 65), (100, 10, 3), (3, 100, 10), (10, 3, 100), (127, 129, 31), (128, 128, 4),
           (129, 127, 257), (200, 56, 84), (256, 120, 400), (256, 84, 120), (255, 1, 255),
           (1, 255, 255), (16, 784, 25), (784, 6, 25), (150, 400, 16), (97, 89, 83), (512, 3, 512),
-          (3, 512, 512), (1000, 1000, 1000)]
+          (3, 512, 512), (32, 50, 130), (40, 37, 129), (1000, 1000, 1000)]
 
 
 def operands(rng, m, n, k, ta, tb):
