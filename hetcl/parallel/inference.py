@@ -1,7 +1,25 @@
-"""Inference on numpy inputs (Runtime.forward, Runtime.predict): a model's logits in batches of
-one executor's size, and the probabilities its loss stands for, which the forward pass leaves
-out (softmax for softmax_ce, the logistic function for sigmoid_bce)."""
+"""Inference on numpy inputs (Runtime.forward, Runtime.predict): the device it runs on, a
+model's logits in batches of one executor's size, and the probabilities its loss stands for,
+which the forward pass leaves out (softmax for softmax_ce, the logistic function for
+sigmoid_bce)."""
 import numpy as np
+
+# Without a measured speed, inference prefers a device of an earlier kind here (device_profile
+# kinds): a discrete GPU or accelerator over an integrated GPU over a CPU.
+KIND_ORDER = ("dgpu", "accelerator", "igpu", "cpu")
+
+
+def inference_device(devices, failed, speeds):
+    """Of the devices whose positions are not in `failed`, where single-device work
+    (evaluation, prediction) runs: the fastest by the scheduler's measured samples/s (`speeds`,
+    None where not measured) where every one left is measured, else the first of the earliest
+    kind in KIND_ORDER - so that with `--devices all` it is not the CPU because its OpenCL
+    platform happens to be listed first."""
+    alive = [i for i in range(len(devices)) if i not in failed]
+    if all(speeds[i] is not None for i in alive):
+        return devices[max(alive, key=lambda i: (speeds[i], -i))]
+    rank = {kind: r for r, kind in enumerate(KIND_ORDER)}
+    return devices[min(alive, key=lambda i: (rank.get(devices[i].profile["kind"], 0), i))]
 
 
 def logits_in_batches(ex, x):

@@ -24,7 +24,7 @@ from . import faults
 from .batch_sums import step_contexts
 from .comm import GradientExchange
 from .hybrid_plan import MODES
-from .inference import logits_in_batches, probabilities
+from .inference import inference_device, logits_in_batches, probabilities
 from .model_state import ModelState
 from .scheduler import Scheduler
 from .strategies import STRATEGIES, StepFailed
@@ -92,15 +92,15 @@ class Runtime:
     def load_optimizer_state(self, model, state):
         self.state(model).load_optimizer_state(state)
 
-    def first_device(self):
-        """Where single-device work (inference) runs: the first device that has not failed."""
-        return next(d for i, d in enumerate(self.devices) if i not in self.failed)
+    def inference_device(self):
+        """Where single-device work (inference) runs (inference.py: the fastest device left)."""
+        return inference_device(self.devices, self.failed, self.scheduler.speed)
 
     def forward(self, model, x, batch_size=256):
-        """Logits for x (numpy in, numpy out), in batches on the first device, in evaluation
+        """Logits for x (numpy in, numpy out), in batches on one device, in evaluation
         mode (batch norm's running statistics, no dropout)."""
         x = inputs.batch(model, x)  # as float32, and the model built for it
-        return logits_in_batches(self.executor(model, self.first_device(),
+        return logits_in_batches(self.executor(model, self.inference_device(),
                                                min(batch_size, len(x))), x)
 
     def predict(self, model, x, batch_size=256):
@@ -109,9 +109,9 @@ class Runtime:
         return probabilities(self.forward(model, x, batch_size), model.loss)
 
     def evaluate_indices(self, model, images, labels, mean=0.0, std=1.0, batch_size=256):
-        """-> predicted class per sample of a resident uint8 set (on the first device)."""
+        """-> predicted class per sample of a resident uint8 set (on one device)."""
         self.resident_sets.check(model, images, labels)
-        ex = self.executor(model, self.first_device(), min(batch_size, len(images)))
+        ex = self.executor(model, self.inference_device(), min(batch_size, len(images)))
         return self.resident_sets.predict(ex, images, labels, mean, std)
 
     def pause(self):  # the caller stopped stepping for a while (steps are timed start to start)
