@@ -43,6 +43,14 @@
 ##             tile is stored K-major (transposed), so both A (VWM rows) and B (VWN columns)
 ##             come out of local memory as vectors - float4 and float4 give 2 + 2 reads per
 ##             64 FMAs of an 8x8 block instead of 16 scalar reads. MWI must be a multiple.
+##   MLOOP     (without local memory, any transposes; 1 = off; >1 replaces the "dot" form) the
+##             work-item first copies its KWG x NWI panel of op(B) into private memory (packed,
+##             contiguous) and then runs MLOOP register blocks of MWI rows one after the other
+##             over it (MWI = MWG/(MDIMC*MLOOP)). B's rows at a large power-of-two ldb all map
+##             to one cache set, so without packing a panel read again by the next row block
+##             has already left L1/L2; packed, it is read from memory once. Each row block
+##             stores its part of C after each panel (beta applies to the first panel only).
+##             No epilogue.
 ##   DBUF      (local memory only; 0 without) 1: two buffers of each tile; the next K tile is
 ##             read from global memory into registers before the current one is multiplied
 ##             and stored into the other buffer after it, so the loads' latency hides behind
@@ -77,13 +85,16 @@ trans_c = context.get("trans_c", False)
 epilogue = context.get("epilogue", None)
 if epilogue is not None and trans_c:
     raise ValueError("the epilogue stores NCHW rows itself: not with trans_c")
-MWI = MWG // MDIMC
+MLOOP = context.get("MLOOP", 1)
+if MLOOP > 1 and (epilogue is not None or USE_LOCAL):
+    raise ValueError("MLOOP > 1: without local memory and without the epilogue only")
+MWI = MWG // (MDIMC * MLOOP)
 NWI = NWG // NDIMC
 NV = NWI // VWN
 V = VWN
 vt = "float" if V == 1 else "float%d" % V
 LANES = "0123456789abcdef"
-DOT = trans_b and not trans_a and not USE_LOCAL
+DOT = trans_b and not trans_a and not USE_LOCAL and MLOOP == 1
 vta = "float" if VWM == 1 else "float%d" % VWM
 # Local-memory path: padded rows of the tiles (floats), buffers, and the elements of A and of
 # B that each work-item stages per K step (GemmParams.check makes them divide evenly).
@@ -113,6 +124,8 @@ def row(i):
     compact block; whole ones past M skip)."""
     if USE_LOCAL:
         return "(ty + %d) * %d + %d" % (i // VWM * MDIMC, VWM, i % VWM)
+    if MLOOP > 1:  # block rb (a loop variable) of the work-item's MLOOP
+        return "(ty * %d + rb) * %d + %d" % (MLOOP, MWI, i)
     return "ty * %d + %d" % (MWI, i)
 
 def lane_of(width, expr, v):
@@ -240,6 +253,13 @@ ${tile_multiply("0")}
         barrier(CLK_LOCAL_MEM_FENCE);
     }
 %  endif
+% elif MLOOP > 1:
+    // Packed panels (see MLOOP in the header); each row block stores its part of C itself.
+    if (row0 + MWG <= M && col0 + NWG <= N) {
+${packed_body(False)}
+    } else {
+${packed_body(True)}
+    }
 % elif DOT:
     // "dot" form (trans_b, not trans_a): rows of A and columns of op(B) are contiguous along K.
     if (row0 + MWG <= M && col0 + NWG <= N) {
@@ -258,8 +278,12 @@ ${axpy_body(True)}
 
 % if epilogue is not None:
 ${epilogue_store()}
-% else:
-    // Store: C = alpha*acc + beta*C, only inside the matrix; a whole vector at once where it fits.
+% elif MLOOP == 1:
+${store_c("beta")}
+% endif
+}
+<%def name="store_c(beta)">
+    // Store: C = alpha*acc + ${beta}*C, only inside the matrix; a whole vector at once where it fits.
 % for i in range(MWI):
     {
         const int r = row0 + ${row(i)};
@@ -271,20 +295,20 @@ ${epilogue_store()}
                 __global float* dst = ${C_ptr("r", "c")};
                 if (c + ${V} <= N) {
                     ${vt} out = alpha * acc${i}_${j};
-                    if (beta != 0.0f) out += beta * LOADV(dst);
+                    if (${beta} != 0.0f) out += ${beta} * LOADV(dst);
 %    for v in range(V):
                     dst[${v}] = ${lane("out", v)};
 %    endfor
                 } else {
 %    for v in range(V):
-                    if (c + ${v} < N) dst[${v}] = alpha * ${lane("acc%d_%d" % (i, j), v)} + (beta != 0.0f ? beta * dst[${v}] : 0.0f);
+                    if (c + ${v} < N) dst[${v}] = alpha * ${lane("acc%d_%d" % (i, j), v)} + (${beta} != 0.0f ? ${beta} * dst[${v}] : 0.0f);
 %    endfor
                 }
 %   else:
 %    for v in range(V):
                 if (c + ${v} < N) {
                     __global float* dst = ${C_ptr("r", "c + %d" % v)};
-                    *dst = alpha * ${lane("acc%d_%d" % (i, j), v)} + (beta != 0.0f ? beta * *dst : 0.0f);
+                    *dst = alpha * ${lane("acc%d_%d" % (i, j), v)} + (${beta} != 0.0f ? ${beta} * *dst : 0.0f);
                 }
 %    endfor
 %   endif
@@ -293,8 +317,7 @@ ${epilogue_store()}
         }
     }
 % endfor
-% endif
-}
+</%def>
 <%def name="epilogue_store()">
 <%
 act, S = epilogue
@@ -508,4 +531,53 @@ ${tile_load_part(k0, "B", True)}
         acc${i}_${j} = LOADV(res[${i}][${j}]);
 %   endfor
 %  endfor
+</%def>
+
+<%def name="packed_body(clamp)">
+        // ${"Edge work-group: columns past the edge are clamped to the last valid one while packing, rows in the loads; the store drops those results." if clamp else "Interior work-group: no checks."}
+        float bp[${KWG * NWI}];
+%  for j in range(NV):
+        const int c${j} = col0 + (tx + ${j * NDIMC}) * ${V};
+%   for v in range(V):
+        const int c${j}_${v} = ${"min(c%d + %d, N - 1)" % (j, v) if clamp else "c%d + %d" % (j, v)};
+%   endfor
+%  endfor
+        for (int k0 = 0; k0 < K; k0 += KWG) {
+            const int kn = k0 + KWG < K ? KWG : K - k0;
+            const float beta_k = k0 == 0 ? beta : 1.0f;
+            for (int kk = 0; kk < kn; ++kk) {
+                const int k = k0 + kk;
+%  for j in range(NV):
+%   for v in range(V):
+                bp[kk * ${NWI} + ${j * V + v}] = ${"B[(size_t)c%d_%d * ldb + k]" % (j, v) if trans_b else "B[(size_t)k * ldb + c%d_%d]" % (j, v)};
+%   endfor
+%  endfor
+            }
+            for (int rb = 0; rb < ${MLOOP}; ++rb) {
+%  if clamp:
+                if (row0 + ${row(0)} >= M) break;
+%  endif
+%  for i in range(MWI):
+                const int r${i} = ${"min(row0 + %s, M - 1)" % row(i) if clamp else "row0 + " + row(i)};
+%   for j in range(NV):
+                acc${i}_${j} = (${vt})(0.0f);
+%   endfor
+%  endfor
+                for (int kk = 0; kk < kn; ++kk) {
+                    const int k = k0 + kk;
+%  for i in range(MWI):
+                    const float a${i} = ${"A[(size_t)k * lda + r%d]" % i if trans_a else "A[(size_t)r%d * lda + k]" % i};
+%  endfor
+%  for j in range(NV):
+                    const ${vt} b${j} = LOADV(bp + kk * ${NWI} + ${j * V});
+%  endfor
+%  for i in range(MWI):
+%   for j in range(NV):
+                    acc${i}_${j} += a${i} * b${j};
+%   endfor
+%  endfor
+                }
+${store_c("beta_k")}
+            }
+        }
 </%def>

@@ -14,13 +14,15 @@ from conftest import DEVICES
 TOL = 1e-5
 TRANSPOSES = [(False, False), (False, True), (True, False), (True, True)]
 # 30+ shapes (m, n, k): degenerate, primes, tile multiples +-1, tall, wide, deep, skinny M a
-# multiple of 8 (CPUs: stacked 4-row blocks, GemmParams.for_shape), and 1000^3.
+# multiple of 8 (CPUs: stacked 4-row blocks, GemmParams.for_shape), TN with a short K (CPUs:
+# packed B panels, MLOOP), and 1000^3.
 SHAPES = [(1, 1, 1), (7, 13, 5), (1, 64, 1), (64, 1, 64), (1, 1, 300), (2, 3, 4), (5, 1, 17),
           (13, 7, 33), (17, 31, 1), (31, 17, 64), (33, 65, 9), (63, 63, 63), (64, 64, 64),
           (65, 65, 65), (100, 10, 3), (3, 100, 10), (10, 3, 100), (127, 129, 31), (128, 128, 4),
           (129, 127, 257), (200, 56, 84), (256, 120, 400), (256, 84, 120), (255, 1, 255),
           (1, 255, 255), (16, 784, 25), (784, 6, 25), (150, 400, 16), (97, 89, 83), (512, 3, 512),
-          (3, 512, 512), (32, 50, 130), (40, 37, 129), (1000, 1000, 1000)]
+          (3, 512, 512), (32, 50, 130), (40, 37, 129), (144, 100, 20), (288, 33, 64),
+          (1000, 1000, 1000)]
 
 
 def operands(rng, m, n, k, ta, tb):
@@ -137,6 +139,8 @@ def test_invalid_params_are_rejected(device):
     GemmParams(MWG=32, NWG=64, KWG=8, MDIMC=8, NDIMC=4, VWN=8, USE_LOCAL=1),
     GemmParams(MWG=8, NWG=32, KWG=1, MDIMC=1, NDIMC=1, VWN=16, USE_LOCAL=0),   # 1x1 groups
     GemmParams(MWG=12, NWG=24, KWG=5, MDIMC=3, NDIMC=2, VWN=4, USE_LOCAL=0),   # odd panels
+    GemmParams(MWG=12, NWG=16, KWG=16, MDIMC=1, NDIMC=1, VWN=8, USE_LOCAL=0, MLOOP=2),  # packed
+    GemmParams(MWG=18, NWG=16, KWG=5, MDIMC=3, NDIMC=2, VWN=4, USE_LOCAL=0, MLOOP=3),
 ], ids=str)
 def test_gemm_forms_and_local_path_everywhere(device, p):
     """Every inner-loop form of the template: the local-memory (GPU) path also runs on CPUs,
@@ -156,6 +160,16 @@ def test_gemm_forms_and_local_path_everywhere(device, p):
             out = run(device, a, b, m, n, k, ta, tb, params=p, alpha=0.5, beta=-2.0, c0=c0)
             ref = reference(a, b, ta, tb, 0.5, -2.0, c0)
             assert rel_err(out, ref) < TOL, (str(p), ta, tb, m, n, k)
+
+
+def test_cpu_tn_default_packs_b_panels(device):
+    """A conv's input gradient (TN, short K) on a CPU takes packed B panels (MLOOP) with one
+    panel as deep as K; the other transposes of the shape do not."""
+    if device.features["local_memory"]:
+        pytest.skip("CPU defaults")
+    p = GemmParams.for_shape(device.features, 144, 115712, 16, True, False)
+    assert p.MLOOP > 1 and p.KWG == 16 and p.valid(device.features)
+    assert GemmParams.for_shape(device.features, 144, 115712, 16).MLOOP == 1
 
 
 # Local-memory parameter sets (the GPU path) forced on every device, vector widths 4 and 8.

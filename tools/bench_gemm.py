@@ -123,7 +123,7 @@ def time_cublas(torch, x, y, out, reps):
 def candidate_params(device, cand, m, n, k, ta, tb, batch):
     """'default' = GemmParams.for_shape, 'db' = the tuning DB's choice, else GemmParams text."""
     if cand == "default":
-        return GemmParams.for_shape(device.features, m, n, k)
+        return GemmParams.for_shape(device.features, m, n, k, ta, tb)
     if cand == "db":
         return tuned_params(device, m, n, k, ta, tb, batch)
     return parse_params(cand)

@@ -88,9 +88,9 @@ def run_one(op, bufs, ref, bias):
     return op.flops() / seconds / 1e9, err
 
 
-def candidates(device, m, n, k, variants):
+def candidates(device, m, n, k, variants, ta=False, tb=False):
     """[(name, GemmParams)]: the default for the shape, then each variant that is valid."""
-    base = GemmParams.for_shape(device.features, m, n, k)
+    base = GemmParams.for_shape(device.features, m, n, k, ta, tb)
     out = [("default", base)]
     for name, fields in variants:
         fields = dict(fields)
@@ -132,7 +132,7 @@ def main():
             bias = to_device(device, np.zeros(m, np.float32))
         bufs = (to_device(device, a), to_device(device, b), empty(device, (m, n)))
         ops = [(name, build(device, shape, p))
-               for name, p in candidates(device, m, n, k, variants)]
+               for name, p in candidates(device, m, n, k, variants, *shape[4:6])]
         results = {name: [] for name, _ in ops}
         np_g = []
         for r in range(args.rounds):

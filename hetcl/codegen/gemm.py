@@ -29,6 +29,7 @@ class GemmParams(KernelParams):
     USE_LOCAL: int = 1
     VWM: int = 1
     DBUF: int = 0
+    MLOOP: int = 1
 
     template = "gemm.cl.mako"
     LOCAL = ("NDIMC", "MDIMC", 1)
@@ -56,11 +57,12 @@ class GemmParams(KernelParams):
     PAIRS = (("MWG", "MDIMC"), ("NWG", "NDIMC"), ("MWG", "NWG"), ("MDIMC", "NDIMC"))
 
     def accumulators(self):
-        return (self.MWG // self.MDIMC) * (self.NWG // self.NDIMC)
+        return (self.MWG // (self.MDIMC * self.MLOOP)) * (self.NWG // self.NDIMC)
 
     def rules(self):
-        yield (not (self.MWG % self.MDIMC or self.NWG % self.NDIMC),
-               "MWG must be a multiple of MDIMC and NWG of NDIMC")
+        yield (not (self.MWG % (self.MDIMC * self.MLOOP) or self.NWG % self.NDIMC),
+               "MWG must be a multiple of MDIMC * MLOOP and NWG of NDIMC")
+        yield self.MLOOP == 1 or not self.USE_LOCAL, "MLOOP > 1 without local memory only"
         yield (self.NWG // self.NDIMC) % self.VWN == 0, "NWI = NWG/NDIMC must be a multiple of VWN"
         yield (self.accumulators() <= self.MAX_ACCUMULATORS,
                f"more than {self.MAX_ACCUMULATORS} accumulators per work-item")
@@ -77,7 +79,7 @@ class GemmParams(KernelParams):
         if not super().searched():
             return False
         if self.NDIMC == 1 and not self.USE_LOCAL:  # a CPU register block (CPU_GRIDS)
-            rows, vectors = self.MWG // self.MDIMC, self.NWG // self.VWN
+            rows, vectors = self.MWG // (self.MDIMC * self.MLOOP), self.NWG // self.VWN
             return rows in _CPU_ROWS and vectors in _CPU_VECTORS and rows * vectors <= _CPU_BLOCK
         return self.accumulators() <= self.SEARCHED_ACCUMULATORS
 
@@ -111,6 +113,19 @@ class GemmParams(KernelParams):
         mwi, nwg, vwn = cls.cpu_block(features)
         return cls(MWG=16 * mwi, NWG=nwg, KWG=128, MDIMC=16, NDIMC=1, VWN=vwn, USE_LOCAL=0)
 
+    @classmethod
+    def _packed(cls, m, k, mwi, nwg, vwn):
+        """CPU, op(A) = A^T with a short K (a conv's input gradient, weights^T @ dz, ldb a
+        large power of two): one work-item packs its K x NWG panel of B into private memory
+        and runs up to 48 register blocks down M over it (MLOOP, see the template). Read
+        straight from B, the panel is gone from the caches before the next block of rows
+        needs it again (its rows all map to one cache set), so every block re-reads it from
+        L3 or memory (docs/benchmarks.md, 'CPU input-gradient GEMMs: packed B panels')."""
+        blocks = m // mwi
+        loop = max(d for d in range(1, 49) if blocks % d == 0)
+        return cls(MWG=loop * mwi, NWG=nwg, KWG=k, MDIMC=1, NDIMC=1, VWN=vwn, USE_LOCAL=0,
+                   MLOOP=loop)
+
     @staticmethod
     def cpu_block(features):
         """(rows, columns, vector width) of a CPU work-item's block of C, from the vector width
@@ -124,13 +139,15 @@ class GemmParams(KernelParams):
         return 6, 2 * width, width
 
     @classmethod
-    def for_shape(cls, features, m, n, k):
+    def for_shape(cls, features, m, n, k, trans_a=False, trans_b=False):
         """The default for one problem shape (the tuning DB overrides it). On CPUs the 128-row
         panels of the default only pay off when M and K are large; the skinny GEMMs of small
         conv layers (M = 6 or 16 filters, K = 25, or K = a batch of pixels) run several times
         faster as one-work-item groups of one register block (docs/benchmarks.md, 'GEMM')."""
         if not features["local_memory"] and (m < 128 or k < 128):
             mwi, nwg, vwn = cls.cpu_block(features)
+            if trans_a and not trans_b and k < 128 and not m % mwi:
+                return cls._packed(m, k, mwi, nwg, vwn)
             if m % mwi and not m % 8:
                 # M a multiple of 8 but not of the block's rows (AVX2's 6: a residual's 16, 32,
                 # 64 filters): 4-row blocks with as many accumulators (AVX2: 4 rows of 3
@@ -172,7 +189,7 @@ def record_problems():
 def tuned_params(device, m, n, k, trans_a, trans_b, batch):
     """The tuning DB's parameters for this shape class on this device, else the defaults."""
     return choose(device, GemmParams, "gemm", gemm_bucket(m, n, k, trans_a, trans_b, batch),
-                  GemmParams.for_shape(device.features, m, n, k))
+                  GemmParams.for_shape(device.features, m, n, k, trans_a, trans_b))
 
 
 class Gemm:

@@ -69,7 +69,7 @@ def gemm_candidates(device, problem, count, seed=0):
     sample of the valid space; `count` besides the current choice in all."""
     m, n, k, ta, tb, batch = problem
     current = tuned_params(device, m, n, k, ta, tb, batch)
-    first = [current, GemmParams.for_shape(device.features, m, n, k),
+    first = [current, GemmParams.for_shape(device.features, m, n, k, ta, tb),
              GemmParams.defaults(device.features)]
     space = GemmParams.valid_space(device.features)
     rng = random.Random(f"{seed}-{problem}")
