@@ -89,10 +89,11 @@ class _Stage:
     def __init__(self, device, n, sample_size, labels_type):
         self.device, self.slot = device, 0
         parts = (((n, sample_size), np.uint8), ((n,), labels_type), ((n,), np.int32))
+        nbytes = [int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in parts]
         align, offsets, size = base_align_elements(device, np.uint8), [], 0
-        for shape, dtype in parts:
+        for part_bytes in nbytes:
             offsets.append(size)
-            size = round_up(size + int(np.prod(shape)) * np.dtype(dtype).itemsize, align)
+            size = round_up(size + part_bytes, align)
         # (the queue itself is asked for per upload: a role's queue changes when the device
         # switches profiling on or off, backend/device.py)
         self.on_copy_queue = size > MAIN_QUEUE_UPLOAD_BYTES
@@ -100,9 +101,9 @@ class _Stage:
         self.dev = [empty(device, (size,), np.uint8) for _ in range(2)]
         self.views = [[d.sub(at, shape, dtype) for at, (shape, dtype) in zip(offsets, parts)]
                       for d in self.dev]
-        self.host_views = [[h[at:at + int(np.prod(shape)) * np.dtype(dtype).itemsize]
-                            .view(dtype).reshape(shape)
-                            for at, (shape, dtype) in zip(offsets, parts)] for h in self.host]
+        self.host_views = [[h[at:at + part_bytes].view(dtype).reshape(shape)
+                            for at, part_bytes, (shape, dtype) in zip(offsets, nbytes, parts)]
+                           for h in self.host]
         # per slot: the upload's event (kept: dropping it would wait for it) and the gather
         # that last read the slot
         self.uploads, self.readers = [None, None], [None, None]
