@@ -23,6 +23,8 @@ def test_unmeasured_devices_rank_by_kind_then_position():
     assert inference_device(devices, {2}, [None] * 4) is devices[3]
     assert inference_device(devices, {2, 3}, [None] * 4) is devices[1]
     assert inference_device(fake("cpu", "cpu"), set(), [None, None]).name == "cpu0"
+    # a kind outside KIND_ORDER comes last, not first
+    assert inference_device(fake("fpga", "cpu"), set(), [None, None]).name == "cpu1"
 
 
 def test_measured_devices_rank_by_speed_among_those_left():

@@ -7,6 +7,7 @@ import numpy as np
 # Without a measured speed, inference prefers a device of an earlier kind here (device_profile
 # kinds): a discrete GPU or accelerator over an integrated GPU over a CPU.
 KIND_ORDER = ("dgpu", "accelerator", "igpu", "cpu")
+_KIND_RANK = {kind: rank for rank, kind in enumerate(KIND_ORDER)}  # a kind not listed: last
 
 
 def inference_device(devices, failed, speeds):
@@ -18,8 +19,9 @@ def inference_device(devices, failed, speeds):
     alive = [i for i in range(len(devices)) if i not in failed]
     if all(speeds[i] is not None for i in alive):
         return devices[max(alive, key=lambda i: (speeds[i], -i))]
-    rank = {kind: r for r, kind in enumerate(KIND_ORDER)}
-    return devices[min(alive, key=lambda i: (rank.get(devices[i].profile["kind"], 0), i))]
+    last = len(KIND_ORDER)
+    return devices[min(alive, key=lambda i: (_KIND_RANK.get(devices[i].profile["kind"], last),
+                                             i))]
 
 
 def logits_in_batches(ex, x):
