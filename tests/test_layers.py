@@ -106,8 +106,7 @@ def test_conv2d_in_chunks(device, monkeypatch, c, f, pad, by_conv):
     with dx by col2im and (F <= C, stride 1) by a convolution of dz."""
     import hetcl.engine.ops as ops
     budget = 4 * 9 * c * 99 * 2  # two images' columns
-    monkeypatch.setattr(ops, "COL_BUDGET_BYTES", {"cpu": budget, "gpu": budget})
-    monkeypatch.setattr(ops, "COL_BUDGET_SHARE", 0)
+    monkeypatch.setattr(ops, "column_budget", lambda device: budget)
     force_conv_dx(monkeypatch, by_conv)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((5, c, 13 - 2 * pad, 11 - 2 * pad))  # 11x9 outputs
@@ -120,6 +119,22 @@ def test_conv2d_in_chunks(device, monkeypatch, c, f, pad, by_conv):
     assert rel(y, ref.conv2d_fwd(x, wt, b, (1, 1), (pad, pad))) < TOL
     dx_ref, dw_ref, db_ref = ref.conv2d_bwd(x, wt, dy, (1, 1), (pad, pad))
     assert rel(dx, dx_ref) < TOL and rel(g["weight"], dw_ref) < TOL and rel(g["bias"], db_ref) < TOL
+
+
+def test_column_budget_follows_the_device():
+    """CPUs: a quarter of the reported cache (the default where none is); GPUs: 1/32 of the
+    memory, at least 512 MiB; never over half the largest allocation."""
+    import types
+    from hetcl.engine.ops import column_budget
+
+    def dev(simt, mem, cache, max_alloc=1 << 40):
+        return types.SimpleNamespace(features={"simt": simt}, profile={
+            "global_mem_bytes": mem, "global_mem_cache_bytes": cache, "max_alloc_bytes": max_alloc})
+    assert column_budget(dev(False, 64 << 30, 32 << 20)) == 8 << 20
+    assert column_budget(dev(False, 64 << 30, 0)) == 8 << 20
+    assert column_budget(dev(False, 64 << 30, 32 << 20, max_alloc=4 << 20)) == 2 << 20
+    assert column_budget(dev(True, 80 << 30, 50 << 20)) == 2560 << 20
+    assert column_budget(dev(True, 4 << 30, 4 << 20)) == 512 << 20
 
 
 @pytest.mark.parametrize("n,c,h,w,size,stride", [(1, 3, 13, 11, (2, 2), (2, 2)),

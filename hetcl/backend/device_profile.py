@@ -41,6 +41,8 @@ def read_profile(platform, dev, index, platform_index, device_index):
         "compute_units": dev.max_compute_units,
         "clock_mhz": get("max_clock_frequency", 0),
         "global_mem_bytes": dev.global_mem_size,
+        # the cache in front of global memory (a CPU's last-level cache; 0: not reported)
+        "global_mem_cache_bytes": get("global_mem_cache_size", 0),
         "max_alloc_bytes": dev.max_mem_alloc_size,
         "local_mem_bytes": dev.local_mem_size,
         "local_mem_dedicated": local_type == cl.device_local_mem_type.LOCAL,

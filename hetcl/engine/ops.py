@@ -26,11 +26,16 @@ from ..codegen.pool import MaxPoolBwd, MaxPoolFwd
 from ..codegen.splitk import SplitKGemm
 from ..codegen.update import Axpby
 
-COL_BUDGET_BYTES = {"cpu": 64 << 20, "gpu": 512 << 20}
-# GPUs: at least COL_BUDGET_BYTES["gpu"], or this fraction of the device's memory, so that a
-# large GPU keeps even a big conv layer's columns in one chunk (each extra chunk redoes im2col
-# in the backward pass and adds a short, inefficient tail GEMM; docs/benchmarks.md, 'Layers')
+# The bytes of a conv layer's column buffer (one chunk of its images); docs/benchmarks.md,
+# 'Layers'. GPUs: at least COL_BUDGET_BYTES["gpu"], or COL_BUDGET_SHARE of the device's memory,
+# so that a large GPU keeps even a big conv layer's columns in one chunk (each extra chunk redoes
+# im2col in the backward pass and adds a short, inefficient tail GEMM). CPUs: COL_CACHE_SHARE of
+# the cache the driver reports in front of memory (the last-level cache), so that the GEMM reads
+# the columns im2col has just written from the cache, not from memory; COL_BUDGET_BYTES["cpu"]
+# where none is reported.
+COL_BUDGET_BYTES = {"cpu": 8 << 20, "gpu": 512 << 20}
 COL_BUDGET_SHARE = 1 / 32
+COL_CACHE_SHARE = 1 / 4
 
 
 class Lazy:
@@ -44,6 +49,17 @@ class Lazy:
         if self.op is None:
             self.op = self.make()
         return self.op(*args, **kwargs)
+
+
+def column_budget(device):
+    """The bytes a conv layer's column buffer may take on the device (COL_BUDGET_BYTES)."""
+    profile = device.profile
+    if device.features["simt"]:
+        budget = max(COL_BUDGET_BYTES["gpu"], int(profile["global_mem_bytes"] * COL_BUDGET_SHARE))
+    else:
+        cache = profile.get("global_mem_cache_bytes", 0)
+        budget = int(cache * COL_CACHE_SHARE) if cache else COL_BUDGET_BYTES["cpu"]
+    return min(budget, profile["max_alloc_bytes"] // 2)
 
 
 class DenseOp:
@@ -82,13 +98,7 @@ class ConvOp:
         ow = (w + 2 * pad[1] - kernel[1]) // stride[1] + 1
         self.n, self.chw, self.f, self.s = n, c * h * w, f, oh * ow
         ckk = c * kernel[0] * kernel[1]
-        if device.features["simt"]:
-            budget = max(COL_BUDGET_BYTES["gpu"],
-                         int(device.profile["global_mem_bytes"] * COL_BUDGET_SHARE))
-        else:
-            budget = COL_BUDGET_BYTES["cpu"]
-        budget = min(budget, device.profile["max_alloc_bytes"] // 2)
-        chunk = int(max(1, min(n, budget // (4 * ckk * self.s))))
+        chunk = int(max(1, min(n, column_budget(device) // (4 * ckk * self.s))))
         self.chunks = [(n0, min(chunk, n - n0)) for n0 in range(0, n, chunk)]
         sizes = sorted({nc for _, nc in self.chunks})
         geo = (in_chw, kernel, stride, pad)
