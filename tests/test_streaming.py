@@ -23,32 +23,52 @@ def dataset(seed=0, classes=10):
     return images, rng.integers(0, classes, N).astype(np.uint8 if classes <= 256 else np.int32)
 
 
-def train(devices, augment=False, classes=10):
+def step_indices(step):
+    return np.random.default_rng([1, step]).permutation(N)[:BATCH].astype(np.int32)
+
+
+def train(devices, augment=False, classes=10, lookahead=None):
     """STEPS steps of the MLP on the set (its few kernels compile quickly; the data path is
-    the same for every model); -> (runtime, model, losses, (images, labels))."""
+    the same for every model); lookahead: None, or "next" / "other" to pass the next step's
+    indices / others as next_indices. -> (runtime, model, losses, (images, labels))."""
     images, labels = dataset(classes=classes)
     model = build_model("mlp", (1, 28, 28), classes, 0)
     rt, opt = hetcl.Runtime(devices), SGD(0.05, 0.9)
     losses = []
     for step in range(STEPS):
-        idx = np.random.default_rng([1, step]).permutation(N)[:BATCH].astype(np.int32)
         aug = Augment(4, True, seed=7, epoch=step // 2) if augment else None
-        losses.append(rt.train_step_indices(model, opt, images, labels, idx, 0.3, 0.3,
-                                            augment=aug))
+        ahead = {None: None, "next": step_indices(step + 1),
+                 "other": step_indices(step + 1)[::-1]}[lookahead]
+        losses.append(rt.train_step_indices(model, opt, images, labels, step_indices(step),
+                                            0.3, 0.3, augment=aug, next_indices=ahead))
     return rt, model, losses, (images, labels)
 
 
-@pytest.mark.parametrize("augment, classes, queue", [(False, 10, "main"), (True, 10, "main"),
-                                                     (False, 300, "main"), (True, 10, "copy")])
-def test_streamed_set_trains_like_a_resident_one(device, monkeypatch, augment, classes, queue):
+def spy_on_lookahead(monkeypatch):
+    """-> the list of HostRows.take's answers, one per streamed step and device."""
+    answers, take = [], device_data.HostRows.take
+    monkeypatch.setattr(device_data.HostRows, "take",
+                        lambda self, *a: answers.append(take(self, *a)) or answers[-1])
+    return answers
+
+
+@pytest.mark.parametrize("augment, classes, queue, lookahead", [
+    (False, 10, "main", None), (True, 10, "main", "next"), (False, 300, "main", "other"),
+    (True, 10, "copy", None), (False, 10, "copy", "next")])
+def test_streamed_set_trains_like_a_resident_one(device, monkeypatch, augment, classes, queue,
+                                                 lookahead):
     """queue: which of the device's queues carries the uploads (small ones go on the main
-    queue; "copy": the one a large upload takes, forced by a threshold of 0 bytes)."""
+    queue; "copy": the one a large upload takes, forced by a threshold of 0 bytes).
+    lookahead: the rows gathered ahead on the host serve the next step only where they are
+    its indices (else the step gathers its own): the same bits either way."""
     rt, model, losses, data = train(device, augment, classes)
     assert isinstance(rt.resident_sets.get(device, *data, 0.3, 0.3), Resident)
     monkeypatch.setenv("HETCL_DATA_BUDGET", "1K")  # the set's 75 KiB no longer fit
     if queue == "copy":
         monkeypatch.setattr(device_data, "MAIN_QUEUE_UPLOAD_BYTES", 0)
-    rt2, model2, losses2, data2 = train(device, augment, classes)
+    answers = spy_on_lookahead(monkeypatch)
+    rt2, model2, losses2, data2 = train(device, augment, classes, lookahead)
+    assert answers == [False] + [lookahead == "next"] * (STEPS - 1)
     streamed = rt2.resident_sets.get(device, *data2, 0.3, 0.3)
     assert isinstance(streamed, Streamed)
     assert [s.on_copy_queue for s in streamed._stages.values()] == [queue == "copy"]
@@ -67,8 +87,11 @@ def test_two_devices_augmented_equal_one(monkeypatch, budget):
     _, one, losses1, _ = train(DEVICES[0], augment=True)
     if budget:
         monkeypatch.setenv("HETCL_DATA_BUDGET", budget)
-    rt, two, losses2, _ = train("all", augment=True)
+    answers = spy_on_lookahead(monkeypatch)
+    rt, two, losses2, _ = train("all", augment=True, lookahead="next")
     assert len(rt.devices) == 2
+    # streamed: from the second step on, each device's run of the batch was gathered ahead
+    assert answers == ([False] * 2 + [True] * 2 * (STEPS - 1) if budget else [])
     assert np.allclose(losses2, losses1, rtol=1e-5, atol=0)
     p1, p2 = one.parameters(), two.parameters()
     for k in p1:

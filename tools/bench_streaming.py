@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Benchmark (not a test): training images/s with the data set resident on the devices, beside
-the same set streamed from host memory (forced over the data budget, HETCL_DATA_BUDGET), as by
-default and with every upload on the copy queue, and beside resident data with `--augment
-flip-crop`, in alternating timed windows of one process.
+the same set streamed from host memory (forced over the data budget, HETCL_DATA_BUDGET): as by
+default, with each step's rows gathered on the host at the step instead of ahead (no
+next_indices), and with every upload on the copy queue; and beside resident data with
+`--augment flip-crop`; in alternating timed windows of one process.
 
     python tools/bench_streaming.py --devices gpu --model lenet5 --batch 256 --rounds 7
 
@@ -22,14 +23,14 @@ from hetcl.measure.bench import INPUT_SHAPES, TrainLoop
 BATCHES = 256
 
 
-def streamed(model, devices, batch, main_queue_bytes):
+def streamed(model, devices, batch, main_queue_bytes, lookahead=True):
     """A TrainLoop whose set streams (built and first used over budget), its uploads on the
     main queue up to main_queue_bytes (device_data.MAIN_QUEUE_UPLOAD_BYTES), else the copy
     queue."""
     os.environ["HETCL_DATA_BUDGET"], default = "1K", device_data.MAIN_QUEUE_UPLOAD_BYTES
     device_data.MAIN_QUEUE_UPLOAD_BYTES = main_queue_bytes
     try:
-        loop = TrainLoop(model, devices, batch, batches=BATCHES)
+        loop = TrainLoop(model, devices, batch, batches=BATCHES, lookahead=lookahead)
     finally:
         del os.environ["HETCL_DATA_BUDGET"]
         device_data.MAIN_QUEUE_UPLOAD_BYTES = default
@@ -39,10 +40,12 @@ def streamed(model, devices, batch, main_queue_bytes):
 
 
 def loops(model, devices, batch):
-    """{name: TrainLoop}: resident, streamed as by default, streamed on the copy queue
-    whatever the size, resident with flip-crop."""
+    """{name: TrainLoop}: resident, streamed as by default, streamed without the rows gathered
+    ahead, streamed on the copy queue whatever the size, resident with flip-crop."""
     out = {"resident": TrainLoop(model, devices, batch, batches=BATCHES),
            "streamed": streamed(model, devices, batch, device_data.MAIN_QUEUE_UPLOAD_BYTES),
+           "streamed, rows gathered at the step": streamed(
+               model, devices, batch, device_data.MAIN_QUEUE_UPLOAD_BYTES, lookahead=False),
            "streamed, copy queue": streamed(model, devices, batch, 0)}
     out["resident, flip-crop"] = TrainLoop(model, devices, batch, batches=BATCHES,
                                            augment=Augment(4, True, seed=0, epoch=0))

@@ -63,11 +63,12 @@ class Streamed(_DataSet):
     host prepares a step while the kernels of the one before still compute (double buffering);
     a large upload goes on the device's copy queue, where the transfer overlaps those kernels
     too (MAIN_QUEUE_UPLOAD_BYTES). A slot is written again only after the gather that read it
-    has run."""
+    has run. ahead: the set's HostRows (shared by its copies on every device), whose batch
+    gathered ahead the rows come from where the step's indices are a run of it."""
 
-    def __init__(self, device, images, labels, mean, std, labels_hi):
+    def __init__(self, device, images, labels, mean, std, labels_hi, ahead):
         super().__init__(images, labels, mean, std, labels_hi)
-        self.device = device
+        self.device, self.ahead = device, ahead
         self._stages = {}  # id(executor) -> _Stage
 
     def rows(self, executor, host_indices):
@@ -75,7 +76,7 @@ class Streamed(_DataSet):
         if stage is None:
             stage = self._stages[id(executor)] = _Stage(self.device, executor.n,
                                                        self.sample_size, self.label_type)
-        return stage.upload(self.host_images, self.host_labels, host_indices)
+        return stage.upload(self.host_images, self.host_labels, host_indices, self.ahead)
 
     def read_by(self, executor, event):
         self._stages[id(executor)].read_by(event)
@@ -110,21 +111,58 @@ class _Stage:
         # rows 0..n-1 of a slot, in order: the staging arrays hold the step's samples already
         self.arange = to_device(device, np.arange(n, dtype=np.int32))
 
-    def upload(self, images, labels, idx):
+    def upload(self, images, labels, idx, ahead):
         self.slot ^= 1
         host_x, host_y, host_keys = self.host_views[self.slot]
         if self.readers[self.slot] is not None:  # the host must not overwrite what is read
             self.readers[self.slot].wait()
-        np.take(images, idx, axis=0, out=host_x[:len(idx)])
-        np.take(labels, idx, out=host_y[:len(idx)])
-        host_keys[:len(idx)] = idx
+        n = len(idx)
+        if not ahead.take(idx, host_x[:n], host_y[:n]):
+            np.take(images, idx, axis=0, out=host_x[:n])
+            np.take(labels, idx, out=host_y[:n])
+        host_keys[:n] = idx
         queue = self.device.copy_queue if self.on_copy_queue else self.device.queue
         event = self.uploads[self.slot] = self.dev[self.slot].set(
             self.host[self.slot], wait=False, queue=queue)
-        if self.on_copy_queue:
-            queue.flush()  # a command waited on from another queue must be flushed (spec)
         x, y, keys = self.views[self.slot]
+        if not self.on_copy_queue:  # in order before the gather on the same queue: no wait
+            return x, y, self.arange, keys, None
+        queue.flush()  # a command waited on from another queue must be flushed (spec)
         return x, y, self.arange, keys, [event]
 
     def read_by(self, event):
         self.readers[self.slot] = event
+
+
+class HostRows:
+    """A streamed set's next batch gathered ahead on the host: given the next step's indices
+    (start), a worker thread takes their images and labels from host memory - random rows, a
+    read from main memory each - while the main thread enqueues and waits on the current step
+    (np.take releases the GIL); the step then copies its run of that batch from the cache
+    (take). pool: the one-thread executor the work runs on."""
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.job = None  # (indices [n] int32, future of (images [n, sample], labels [n]))
+
+    def start(self, images, labels, indices):
+        """Gather the rows of `indices` (checked) of the host arrays in the background."""
+        idx = np.array(indices, np.int32)
+        self.job = (idx, self.pool.submit(lambda: (np.take(images, idx, axis=0),
+                                                   np.take(labels, idx))))
+
+    def take(self, idx, out_images, out_labels):
+        """Copy the rows of idx into the outputs where idx is a run of the batch gathered ahead
+        (one device's share of it); -> False where it is not (nothing gathered ahead, or other
+        indices): the caller gathers them itself."""
+        if self.job is None or not len(idx):
+            return False
+        ahead, future = self.job
+        n = len(idx)
+        for at in np.flatnonzero(ahead[:len(ahead) - n + 1] == idx[0]):
+            if np.array_equal(ahead[at:at + n], idx):
+                images, labels = future.result()
+                out_images[...] = images[at:at + n]
+                out_labels[...] = labels[at:at + n]
+                return True
+        return False

@@ -4,13 +4,14 @@ data budget (device_data.Streamed), so that a step sends only its batch's sample
 the gather kernel normalises (x/255 - mean)/std - and augments - on the device. Runtime holds
 one ResidentSets and runs the steps (runtime.py: train_step_indices, evaluate_indices); this
 module knows nothing of the step."""
+import concurrent.futures
 import dataclasses
 
 import numpy as np
 
 from .. import settings
 from ..model import inputs
-from .device_data import Resident, Streamed
+from .device_data import HostRows, Resident, Streamed
 
 # The default data budget of a device: this share of its memory (the rest holds the model's
 # activations, gradients and the kernels' scratch), and never more than one allocation.
@@ -53,6 +54,8 @@ class ResidentSets:
     def __init__(self):
         self._uploads = {}       # (device index, id(images), id(labels)) -> Resident/Streamed
         self._label_ranges = {}  # (id(images), id(labels)) -> (min, max)
+        self._ahead = {}         # (id(images), id(labels)) -> HostRows of a streamed set
+        self._pool = None        # the thread HostRows gather on (made on first use)
 
     def get(self, device, images, labels, mean=0.0, std=1.0):
         """The set on the device (cached): whole where its images fit the device's data
@@ -60,9 +63,27 @@ class ResidentSets:
         key = (device.index, id(images), id(labels))
         if key not in self._uploads:
             hi = self._label_ranges.get((id(images), id(labels)), (0, int(np.max(labels))))[1]
-            kind = Resident if images.nbytes <= data_budget(device) else Streamed
-            self._uploads[key] = kind(device, images, labels, mean, std, hi)
+            if images.nbytes <= data_budget(device):
+                self._uploads[key] = Resident(device, images, labels, mean, std, hi)
+            else:
+                ahead = self._ahead.setdefault(key[1:], HostRows(self._worker()))
+                self._uploads[key] = Streamed(device, images, labels, mean, std, hi, ahead)
         return self._uploads[key]
+
+    def prefetch(self, images, labels, indices):
+        """Where the set streams to some device: gather the rows of the next step's `indices`
+        on the host in the background (device_data.HostRows); else nothing."""
+        key = (id(images), id(labels))
+        if key in self._ahead:
+            streamed = next(s for k, s in self._uploads.items() if k[1:] == key
+                            and isinstance(s, Streamed))
+            self._ahead[key].start(streamed.host_images, streamed.host_labels,
+                                   inputs.indices(indices, len(images)))
+
+    def _worker(self):
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(1, "hetcl-rows")
+        return self._pool
 
     def check(self, model, images, labels):
         """Images, labels and the model checked before a step or an evaluation on a resident

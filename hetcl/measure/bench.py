@@ -74,10 +74,11 @@ class TrainLoop:
     once').
     world: an mpi.World; batch_size is then the global batch, split across the ranks.
     parallel, adaptive: as for runtime.Runtime; augment: a resident_sets.Augment or None;
-    batches: how many batches of random images the data set holds (the steps cycle over them)."""
+    batches: how many batches of random images the data set holds (the steps cycle over them);
+    lookahead: each step passes the next one's indices (next_indices), as `hetcl train` does."""
 
     def __init__(self, model_name, devices, batch_size=256, warmup=None, seed=0, world=None,
-                 parallel="data", adaptive=True, augment=None, batches=8):
+                 parallel="data", adaptive=True, augment=None, batches=8, lookahead=True):
         from ..model.models import build_model
         from ..model.optim import SGD
         from ..parallel.runtime import Runtime
@@ -87,7 +88,7 @@ class TrainLoop:
         self.model = build_model(model_name, INPUT_SHAPES[model_name], 10, seed)
         self.rt = rt = Runtime(devices, world=world, parallel=parallel, adaptive=adaptive)
         self.opt, self.batch_size, self.world = SGD(0.01, 0.9), batch_size, world
-        self.augment = augment
+        self.augment, self.lookahead = augment, lookahead
         self.in_flight = []  # as in `hetcl train`: a step's loss is read after the next is enqueued
         if warmup is None and len(rt.devices) > 1:
             # Until the scheduler has settled: no trial running and the same split for 10 steps.
@@ -107,7 +108,8 @@ class TrainLoop:
     def step(self, i):
         self.in_flight.append(self.rt.train_step_indices(
             self.model, self.opt, self.images, self.labels, self.batches[i % len(self.batches)],
-            0.3, 0.3, defer=True, augment=self.augment))
+            0.3, 0.3, defer=True, augment=self.augment,
+            next_indices=self.batches[(i + 1) % len(self.batches)] if self.lookahead else None))
         if len(self.in_flight) > 1:
             self.in_flight.pop(0).get()
 

@@ -229,9 +229,9 @@ class Trainer:
             idx = batches[i]
             self.opt.lr = scheduled_lr(cfg.lr_schedule, cfg.lr, self.epoch, i, len(batches),
                                        cfg.epochs, cfg.warmup_epochs)
-            result = self.rt.train_step_indices(self.model, self.opt, d.train_x, d.train_y,
-                                                idx, d.mean, d.std, defer=True,
-                                                augment=augment)
+            result = self.rt.train_step_indices(
+                self.model, self.opt, d.train_x, d.train_y, idx, d.mean, d.std, defer=True,
+                augment=augment, next_indices=batches[i + 1] if i + 1 < len(batches) else None)
             self.step_in_epoch = i + 1
             if pending:
                 self._account(*pending, bar, log)
