@@ -10,6 +10,8 @@ input on the other side of the kink, which changes its gradient from 0 to whole;
 trained on small batches then carries that apart (docs/benchmarks.md, "Batch norm: N devices
 == 1 device and ReLU's kink"). The ReLU network itself is checked on one step's loss, running
 statistics and evaluation outputs."""
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -166,6 +168,37 @@ def test_two_uneven_devices_equal_one(build, shape, classes):
             x, y = batch(16, 200 + step, shape, classes)
             rt.train_step(model, opt, x, y, split=[16, 0] if split and step == 7 else split)
         out.append(model.parameters())
+    for name in out[0]:
+        assert rel(out[1][name], out[0][name]) < 1e-5, name
+
+
+@pytest.mark.skipif(len(DEVICES) < 2, reason="needs two devices (POCL_DEVICES='pthread basic')")
+def test_a_step_redone_after_a_device_fault_blends_running_statistics_once(monkeypatch):
+    """The second device fails at the end of the third step, after both devices' batch norms
+    blended the batch's statistics into their running ones: the step, redone on the first
+    device, starts again from the running statistics of before it, so the run ends where one
+    on the first device alone does (parameters and running statistics)."""
+    from hetcl.engine.executor import Executor
+    from hetcl.errors import DeviceFault, DeviceWarning
+    enqueue_step = Executor.enqueue_step
+
+    def failing_at_the_end(ex, *args, **kwargs):
+        yield from enqueue_step(ex, *args, **kwargs)
+        raise DeviceFault("fails after its backward pass")
+
+    def maybe_failing(ex, *args, **kwargs):
+        fails = ex.replica.device is rt.devices[-1] and rt.steps == 2 and len(rt.devices) > 1
+        return (failing_at_the_end if fails else enqueue_step)(ex, *args, **kwargs)
+    monkeypatch.setattr(Executor, "enqueue_step", maybe_failing)
+    out = []
+    for devices in (fresh_pair()[:1], fresh_pair()):
+        model, rt = bn_net(seed=5), hetcl.Runtime(devices, adaptive=False)
+        opt = hetcl.optim.SGD(lr=0.05, momentum=0.9)
+        with pytest.warns(DeviceWarning) if len(devices) > 1 else contextlib.nullcontext():
+            for step in range(4):
+                rt.train_step(model, opt, *batch(16, 300 + step))
+        out.append(model.parameters())
+    assert rt.failed == {1} and rt.steps == 4
     for name in out[0]:
         assert rel(out[1][name], out[0][name]) < 1e-5, name
 

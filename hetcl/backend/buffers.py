@@ -58,6 +58,13 @@ class DeviceArray:
         return cl.enqueue_copy(queue or self.device.queue, self.buffer, array, is_blocking=wait,
                                wait_for=wait_for)
 
+    def copy_from(self, other):
+        """Enqueue a copy of another array of as many bytes on this device (non-blocking)."""
+        if other.nbytes != self.nbytes:
+            raise ValueError(f"{other.nbytes} bytes do not fit an array of {self.nbytes}")
+        if self.nbytes:
+            cl.enqueue_copy(self.device.queue, self.buffer, other.buffer)
+
     def get(self, out=None):
         out = np.empty(self.shape, self.dtype) if out is None else out
         if self.nbytes:

@@ -20,9 +20,12 @@ class Replica:
         self.model, self.device, self.names = model, device, names
         host = self._host(model.parameters())
         running = model.running_names()
-        # params: every tensor a layer's kernels read, its running statistics included;
+        # params: every tensor a layer's kernels read, its running statistics included (those
+        # packed in one region, with a second region to copy them aside: save_running);
         # grads: the trained ones
-        self.params = {k: empty(device, v.shape) for k, v in host.items()}
+        self._running = self._packed(device, {k: v for k, v in host.items() if k in running})
+        self.params = {k: self._running[0][k] if k in running else empty(device, v.shape)
+                       for k, v in host.items()}
         self.grads, self._spans = self._grouped(
             device, {k: v for k, v in host.items() if k not in running})
         self.state = {}  # optimizer buffers {kind: {name: DeviceArray}}, e.g. "momentum"
@@ -57,6 +60,35 @@ class Replica:
             spans[layer] = (region, sum(host[k].nbytes for k in names))
         return grads, spans
 
+    @staticmethod
+    def _packed(device, host):
+        """Arrays for the host tensors as sub-buffers of one region, each start aligned for a
+        sub-buffer, and a second region as large. -> ({name: array}, region, spare region);
+        ({}, None, None) for none."""
+        if not host:
+            return {}, None, None
+        align, offsets, end = base_align_elements(device), [], 0
+        for v in host.values():
+            offsets.append(round_up(end, align))
+            end = offsets[-1] + v.size
+        region = empty(device, (end,)).fill(0.0)
+        arrays = {k: region.sub(at, v.shape) for (k, v), at in zip(host.items(), offsets)}
+        return arrays, region, empty(device, (end,))
+
+    def save_running(self):
+        """Copy the running statistics (batch norm's) aside, one command: a training step
+        blends them in its forward pass, so a step redone after another device failed must
+        start again from these values (restore_running), not blend them twice."""
+        _, region, spare = self._running
+        if region is not None:
+            spare.copy_from(region)
+
+    def restore_running(self):
+        """The running statistics as save_running left them."""
+        _, region, spare = self._running
+        if region is not None:
+            region.copy_from(spare)
+
     def grad_span(self, names):
         """(the gradients of a layer as one array, their own bytes), for the names of its
         parameters (e.g. "conv0.weight", "conv0.bias"; a replica holds whole layers)."""
@@ -69,6 +101,7 @@ class Replica:
         host = self._host(host if host is not None else self.model.parameters())
         for k, v in host.items():
             self.params[k].set(v)
+        self.save_running()  # (a step that syncs this replica may be redone: they start it)
         self.version = self.model.version
 
     def _host(self, params):

@@ -72,9 +72,9 @@ class ResidentSets:
 
     def prefetch(self, images, labels, indices):
         """Where the set streams to some device: gather the rows of the next step's `indices`
-        on the host in the background (device_data.HostRows); else nothing."""
+        on the host in the background (device_data.HostRows); else, or for None, nothing."""
         key = (id(images), id(labels))
-        if key in self._ahead:
+        if indices is not None and key in self._ahead:
             streamed = next(s for k, s in self._uploads.items() if k[1:] == key
                             and isinstance(s, Streamed))
             self._ahead[key].start(streamed.host_images, streamed.host_labels,

@@ -57,6 +57,23 @@ class ModelState:
         if self.hybrid:
             self.hybrid.version = version
 
+    def save_running(self):
+        """Before a step: the running statistics of every replica on a device still in use
+        copied aside, so that the step, redone after a device fault, blends them once
+        (restore_running after the fault). Nothing with one device left: a fault there ends
+        the training."""
+        if len(self.rt.devices) - len(self.rt.failed) > 1:
+            for rep in self._alive_replicas():
+                rep.save_running()
+
+    def restore_running(self):
+        for rep in self._alive_replicas():
+            rep.restore_running()
+
+    def _alive_replicas(self):
+        alive = {d.index for i, d in enumerate(self.rt.devices) if i not in self.rt.failed}
+        return [rep for index, rep in self.replicas.items() if index in alive]
+
     # --- parallel mode ----------------------------------------------------------------------
     def choose_mode(self, parallel, devices_in_step, last_bytes):
         """Before each step: the mode for it (the model's first step on several devices fixes

@@ -5,10 +5,10 @@ layer, overlapped with the backward pass, in a fixed order) and every replica's 
 update keeps them identical (batch norm's statistics are the whole batch's: batch_sums.py).
 A step (step_on_devices) reads top to bottom: time it, take this rank's slice, split, run the
 model's strategy (strategies.py), record; a device that fails mid-step is removed with a
-warning and the step redone on the others with the same arguments: no step lost, none counted
-twice (faults.py). With an mpi.World, each process (rank)
-takes its slice of every global batch first, and the sums span the ranks too (mpi.py, comm.py).
-Per model it holds a ModelState (model_state.py); data sets on the devices, a ResidentSets."""
+warning and the step redone on the others with the same arguments, from the same running
+statistics: no step lost, none counted twice (faults.py). With an mpi.World, each process
+(rank) takes its slice of every global batch first, and the sums span the ranks too (mpi.py,
+comm.py). Per model it holds a ModelState (model_state.py); data sets, a ResidentSets."""
 import contextlib
 import time
 import weakref
@@ -148,6 +148,7 @@ class Runtime:
         self._time_step(split, started)
         offset, stop = self.world.shard(n) if self.world else (0, n)  # this rank's slice
         state = self.state(model)
+        state.save_running()
         while True:  # a device that fails is removed and the step redone on the others
             plan = self._split(stop - offset, split)
             exchange = self._exchange if len(plan) > 1 or self.world else None
@@ -164,6 +165,7 @@ class Runtime:
                 break
             except StepFailed as failure:
                 self._drop(failure, n)
+                state.restore_running()
         self.last_bytes = out.bytes
         if self.world:
             loss, correct = self.world.sum(list(out.result.get()))
@@ -267,14 +269,12 @@ class Runtime:
         a StepResult at once, without waiting for the step's loss: read it (get()) after
         enqueueing the next step, and the host prepares that step while the devices still
         compute this one - with several GPUs the host's enqueueing is the limit otherwise.
-        next_indices: the next step's, where known: a streamed set's host gathers their rows
-        in the background meanwhile."""
+        next_indices: the next step's, where known (a streamed set gathers their rows ahead)."""
         self.resident_sets.check(model, images, labels)
         indices = inputs.indices(indices, len(images))
         feed = self.resident_sets.feed(images, labels, indices, mean, std, augment)
         out = self._train(model, opt, len(indices), feed, return_correct, defer=defer)
-        if next_indices is not None:
-            self.resident_sets.prefetch(images, labels, next_indices)
+        self.resident_sets.prefetch(images, labels, next_indices)
         return out
 
     def _train(self, model, opt, n, feed, return_correct, split=None, defer=False):
