@@ -5,7 +5,7 @@ import types
 
 import pytest
 
-from hetcl.backend.affinity import chosen_core, host_thread_pinned
+from hetcl.backend.affinity import chosen_core, host_thread_pinned, leave_pinned_core
 from hetcl.backend.device import select_devices
 from hetcl.errors import HetclError
 
@@ -65,6 +65,26 @@ def test_only_the_calling_thread_is_pinned():
         go.set()
         t.join()
     assert seen["cores"] == CORES
+
+
+@several_cores
+def test_a_helper_started_while_pinned_leaves_the_pinned_core(monkeypatch):
+    """A thread started by the pinned one inherits its core; leave_pinned_core moves it to the
+    others (a streamed set's row gather), and does nothing where no thread is pinned."""
+    monkeypatch.delenv("HETCL_PIN_HOST", raising=False)
+    seen = {}
+
+    def helper(name):
+        leave_pinned_core()
+        seen[name] = os.sched_getaffinity(0)
+    with host_thread_pinned([fake_device(True)]) as core:
+        t = threading.Thread(target=helper, args=("pinned",))
+        t.start()
+        t.join()
+    t = threading.Thread(target=helper, args=("free",))
+    t.start()
+    t.join()
+    assert seen == {"pinned": CORES - {core}, "free": CORES}
 
 
 @several_cores

@@ -9,7 +9,8 @@ Only the calling thread is pinned (Linux: the affinity of pid 0 is the calling t
 Threads that exist keep their cores: PoCL starts its workers when the platform is listed, a
 GPU driver its own with the context - so the devices' contexts are made before pinning.
 Threads started while pinned would inherit the one core: nothing is pinned under MPI, whose
-sums run on a thread of their own (mpi.py).
+sums run on a thread of their own (mpi.py), and a helper thread of the host's own (a streamed
+data set's row gather: resident_sets.py) moves itself to the other cores (leave_pinned_core).
 
 HETCL_PIN_HOST: unset or "auto" - pin where a device's features ask for it ("pin_host"), to
 the last core the process may use; "off" - never; a number - that core.
@@ -19,6 +20,10 @@ import os
 
 from .. import settings
 from ..errors import HetclError
+
+# While a thread is pinned: the cores the process may use but that one ("others"), for the
+# helper threads started meanwhile.
+_pinned = {"others": None}
 
 
 def chosen_core(allowed, setting=None):
@@ -70,7 +75,20 @@ def host_thread_pinned(devices, world=None):
     if core is None:
         yield None
         return
+    _pinned["others"] = (before - {core}) or None
     try:
         yield core
     finally:
+        _pinned["others"] = None
         os.sched_setaffinity(0, before)
+
+
+def leave_pinned_core():
+    """Run by a helper thread as it starts: where it was started by a pinned thread (and so
+    inherits its one core), it moves to the process's other cores, so that it does not take
+    turns with the thread that feeds the devices."""
+    if _pinned["others"]:
+        try:
+            os.sched_setaffinity(0, _pinned["others"])
+        except OSError:
+            pass  # (a container's cpuset that changed under us): stay where it is

@@ -10,6 +10,7 @@ import dataclasses
 import numpy as np
 
 from .. import settings
+from ..backend import affinity
 from ..model import inputs
 from .device_data import HostRows, Resident, Streamed
 
@@ -82,7 +83,8 @@ class ResidentSets:
 
     def _worker(self):
         if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(1, "hetcl-rows")
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                1, "hetcl-rows", initializer=affinity.leave_pinned_core)
         return self._pool
 
     def check(self, model, images, labels):
