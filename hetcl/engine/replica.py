@@ -43,20 +43,13 @@ class Replica:
             raise HetclError(f"{device.name} needs sub-buffers aligned to "
                              f"{base_align_elements(device)} floats, more than hetcl's "
                              f"gradient layout ({GRAD_ALIGN}): please report this device")
-        align = GRAD_ALIGN
         layers = {}
         for k in host:
             layers.setdefault(k.rsplit(".", 1)[0], []).append(k)
         grads, spans = {}, {}
         for layer, names in layers.items():
-            offsets, end = [], 0
-            for k in names:
-                start = round_up(end, align)
-                offsets.append(start)
-                end = start + host[k].size
-            region = empty(device, (end,)).fill(0.0)
-            for k, start in zip(names, offsets):
-                grads[k] = region.sub(start, host[k].shape)
+            region, arrays = _one_region(device, {k: host[k] for k in names}, GRAD_ALIGN)
+            grads.update(arrays)
             spans[layer] = (region, sum(host[k].nbytes for k in names))
         return grads, spans
 
@@ -67,13 +60,8 @@ class Replica:
         ({}, None, None) for none."""
         if not host:
             return {}, None, None
-        align, offsets, end = base_align_elements(device), [], 0
-        for v in host.values():
-            offsets.append(round_up(end, align))
-            end = offsets[-1] + v.size
-        region = empty(device, (end,)).fill(0.0)
-        arrays = {k: region.sub(at, v.shape) for (k, v), at in zip(host.items(), offsets)}
-        return arrays, region, empty(device, (end,))
+        region, arrays = _one_region(device, host, base_align_elements(device))
+        return arrays, region, empty(device, region.shape)
 
     def save_running(self):
         """Copy the running statistics (batch norm's) aside, one command: a training step
@@ -109,6 +97,17 @@ class Replica:
 
     def download(self):
         return {k: v.get() for k, v in self.params.items()}
+
+
+def _one_region(device, host, align):
+    """One zeroed float32 region on the device holding the host tensors one after the other,
+    each start a multiple of `align` elements. -> region, {name: sub-buffer array}"""
+    offsets, end = [], 0
+    for v in host.values():
+        offsets.append(round_up(end, align))
+        end = offsets[-1] + v.size
+    region = empty(device, (end,)).fill(0.0)
+    return region, {k: region.sub(at, v.shape) for (k, v), at in zip(host.items(), offsets)}
 
 
 def state_on_host(state):
