@@ -90,8 +90,14 @@ def test_two_devices_augmented_equal_one(monkeypatch, budget):
     answers = spy_on_lookahead(monkeypatch)
     rt, two, losses2, _ = train("all", augment=True, lookahead="next")
     assert len(rt.devices) == 2
-    # streamed: from the second step on, each device's run of the batch was gathered ahead
-    assert answers == ([False] * 2 + [True] * 2 * (STEPS - 1) if budget else [])
+    # streamed: the first step splits evenly (two runs gathered at the step); from the second
+    # step on, each run was gathered ahead. The scheduler may leave the slow device out of a
+    # later step (its share under a granule), so a later step has one or two runs.
+    if budget:
+        assert answers[:2] == [False] * 2 and all(answers[2:])
+        assert STEPS - 1 <= len(answers) - 2 <= 2 * (STEPS - 1)
+    else:
+        assert answers == []
     assert np.allclose(losses2, losses1, rtol=1e-5, atol=0)
     p1, p2 = one.parameters(), two.parameters()
     for k in p1:
