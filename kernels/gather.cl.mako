@@ -1,8 +1,10 @@
 ## gather.cl.mako - a mini-batch from the device-resident dataset, normalised on the fly and
 ## optionally augmented:
-##   x[b, :] = ((float)A(images[indices[b]]) / 255 - mean) / std,  y[b] = (int)labels[indices[b]]
-## for b < count (count <= batch, a runtime argument: the shard of a last, partial batch), where
-## A is the identity or the augmentation below. Rows b >= count of x and y are not written.
+##   x[b, :] = ((float)A(images[indices[first + b]]) / 255 - mean) / std,
+##   y[b] = (int)labels[indices[first + b]]
+## for b < count (count <= batch, a runtime argument: the shard of a last, partial batch), with
+## first a runtime row offset into indices and keys (0, or a step's place in a chunk of a
+## streamed data set: hetcl/engine/chunks.py), where A is the identity or the augmentation below. Rows b >= count of x and y are not written.
 ##
 ## Context (compile-time, lower case): batch (rows of x and y), s (sample size = C*H*W bytes per
 ## image), label_type (the labels' element type: uchar or int), and for augmentation h, w (an
@@ -15,9 +17,11 @@
 ##   images   uint8       [N, s]      image i starts at i*s (size_t: N*s passes 2^31 for big sets);
 ##                                    an image is [C, h, w]: pixel (c, i, j) at c*h*w + i*w + j
 ##   labels   label_type  [N]
-##   indices  int32       [batch]     rows of images to take; repeats are fine
-##   keys     int32       [batch]     (augmentation only) each row's sample key, its index in the
-##                                    whole data set: the draws' counter (a streamed data set
+##   indices  int32       [first + count, or more]  rows of images to take, from element
+##                                    first; repeats are fine
+##   keys     int32       [first + count, or more]  (augmentation only) from element first:
+##                                    each row's sample key, its index in the whole data
+##                                    set: the draws' counter (a streamed data set
 ##                                    gathers rows of a staging buffer, keyed by their data-set
 ##                                    indices)
 ##   x        float32     [batch, s]  row b starts at b*s, laid out as an image
@@ -30,7 +34,7 @@
 ## Augmentation (pad > 0 or flip): torchvision's RandomCrop((h, w), padding=pad) then
 ## RandomHorizontalFlip(0.5), on the uint8 image before normalisation; padding pixels are 0 and
 ## are normalised like any pixel. Row b's draws are Philox4x32-10 (kernels/philox.cl.mako) of
-## key (seed_lo, seed_hi) and counter (keys[b], epoch, 0, 0) (uint runtime arguments: the host
+## key (seed_lo, seed_hi) and counter (keys[first + b], epoch, 0, 0) (uint runtime arguments: the host
 ## forms the key from the run's seed and the augmentation's own stream): a function of (seed,
 ## epoch, sample key) only, the same whatever the row, the split over devices or the batch size.
 ## Of the output words w0, w1, w2: dy = w0 % (2*pad+1), dx = w1 % (2*pad+1), mirror = w2 & 1
@@ -71,19 +75,19 @@ __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void gather(__global const uchar* restrict images, __global const ${label_type}* restrict labels,
             __global const int* restrict indices, __global const int* restrict keys,
             __global float* restrict x, __global int* restrict y, const long n_images,
-            const int count, const float scale, const float shift, const uint seed_lo,
+            const int count, const int first, const float scale, const float shift, const uint seed_lo,
             const uint seed_hi, const uint epoch)
 % else:
 void gather(__global const uchar* restrict images, __global const ${label_type}* restrict labels,
             __global const int* restrict indices, __global float* restrict x,
             __global int* restrict y, const long n_images, const int count,
-            const float scale, const float shift)
+            const int first, const float scale, const float shift)
 % endif
 {
     const int b = get_global_id(1);
     if (b >= count)
         return;                          // no barriers below: early exit is safe
-    const long idx = indices[b];
+    const long idx = indices[first + b];
     const bool ok = idx >= 0 && idx < n_images;
     if (get_global_id(0) == 0)
         y[b] = ok ? (int)labels[idx] : -1;
@@ -129,8 +133,8 @@ ${plain()}\
     col = col + " + dx" if pad else col
     inside = "(uint)si < %du && (uint)sj < %du" % (h, w)            # (negative: huge as uint)
 %>\
-    // The row's draws: Philox4x32-10 of the counter (keys[b], epoch, 0, 0).
-    uint r0 = (uint)keys[b], r1 = epoch, r2 = 0u, r3 = 0u;
+    // The row's draws: Philox4x32-10 of the counter (keys[first + b], epoch, 0, 0).
+    uint r0 = (uint)keys[first + b], r1 = epoch, r2 = 0u, r3 = 0u;
 ${philox.rounds("uint", "ulong")}\
 % if pad:
     // source row - output row, and source column - (mirrored) output column: in [-pad, pad]

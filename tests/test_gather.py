@@ -71,6 +71,24 @@ def test_gather_params_from_space(device):
             check(device, rng, 150, shape, 19, count=18, params=p)
 
 
+def test_gather_from_a_row_offset(device):
+    """first: rows b < count come from indices[first + b] of a longer index array (a step's
+    place in a streamed chunk); rows past count stay untouched."""
+    images, labels = dataset(np.random.default_rng(4), 90, (1, 5, 7))
+    indices = np.random.default_rng(5).permutation(90).astype(np.int32)
+    gather = Gather(device, 16, 35, MEAN, STD)
+    x = empty(device, (16, 35)).fill(np.nan)
+    y = empty(device, (16,), np.int32).fill(-7)
+    gather(to_device(device, images), to_device(device, labels), to_device(device, indices), x,
+           y, count=11, first=77).wait()
+    x_ref, y_ref = reference(images, labels, indices[77:88])
+    np.testing.assert_allclose(x.get()[:11], x_ref, rtol=1e-6, atol=1e-6)
+    assert y.get()[:11].tolist() == y_ref.tolist() and (y.get()[11:] == -7).all()
+    with pytest.raises(ValueError, match="indices must be int32 with at least 91"):
+        gather(to_device(device, images), to_device(device, labels),
+               to_device(device, indices), x, y, count=11, first=80)
+
+
 def test_gather_bad_index_gives_nan_row(device):
     rng = np.random.default_rng(3)
     images, labels = dataset(rng, 50, (1, 6, 6))

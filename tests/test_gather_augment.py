@@ -2,7 +2,7 @@
 numpy reference (hetcl/codegen/probes/augment.py) on every device, bit for bit: with mean 0 and
 std 1/255 the kernel's x is the uint8 pixel itself. Keys differ from indices, batches are
 partial (count < batch) and labels uint8 or int32 past 255. The draws depend on (seed, epoch,
-key) only: a batch gathered in two halves equals it gathered whole. Outputs are NaN / -7
+key) only: a batch gathered in two halves (also from a row offset) equals it gathered whole. Outputs are NaN / -7
 poisoned before each run, so an element the kernel misses cannot pass."""
 import numpy as np
 import pytest
@@ -39,13 +39,13 @@ def batch_of(rng, n, batch=BATCH):
     return indices, keys
 
 
-def run(gather, images, labels, indices, keys=None, count=None, seed=0, epoch=0):
+def run(gather, images, labels, indices, keys=None, count=None, seed=0, epoch=0, first=0):
     device, batch = gather.device, gather.batch
     x = empty(device, (batch, gather.sample_size)).fill(np.nan)
     y = empty(device, (batch,), np.int32).fill(-7)
     gather(to_device(device, images), to_device(device, labels), to_device(device, indices),
            x, y, count=count, keys=None if keys is None else to_device(device, keys),
-           seed=seed, epoch=epoch).wait()
+           seed=seed, epoch=epoch, first=first).wait()
     return x.get(), y.get()
 
 
@@ -92,6 +92,10 @@ def test_gather_augment_draws_depend_on_seed_epoch_and_key_only(device):
     # halves: another batch size, each sample at another row than in the whole batch
     half = Gather(device, 6, ODD, MEAN, STD, pad=1, flip=True)
     parts = [run(half, images, labels, indices[k:k + 6], keys[k:k + 6], seed=9, epoch=2)[0]
+             for k in (0, 6)]
+    assert np.array_equal(np.concatenate(parts), x)
+    # the halves again, read from the whole batch's indices and keys at a row offset (first)
+    parts = [run(half, images, labels, indices, keys, seed=9, epoch=2, first=k)[0]
              for k in (0, 6)]
     assert np.array_equal(np.concatenate(parts), x)
     # another epoch or seed: other draws (each still the reference's)

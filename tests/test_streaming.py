@@ -7,9 +7,10 @@ import pytest
 import hetcl
 from conftest import DEVICES
 from hetcl.codegen.probes.augment import augment_reference
-from hetcl.engine import device_data
+from hetcl.engine import chunks, staging
 from hetcl.engine.device_data import Resident, Streamed
 from hetcl.engine.resident_sets import Augment
+from hetcl.errors import InputError
 from hetcl.model.models import build_model
 from hetcl.model.optim import SGD
 
@@ -24,54 +25,80 @@ def dataset(seed=0, classes=10):
 
 
 def step_indices(step):
-    return np.random.default_rng([1, step]).permutation(N)[:BATCH].astype(np.int32)
+    """The step's batch: BATCH samples, the last step fewer (a partial batch)."""
+    size = BATCH if step < STEPS - 1 else BATCH - 12
+    return np.random.default_rng([1, step]).permutation(N)[:size].astype(np.int32)
+
+
+def coming(step, lookahead):
+    """upcoming for the step: None; "next": the following steps' indices (as `hetcl train`
+    passes them); "one": the next step's only; "other": the following steps' reversed, never
+    what comes; "detour": as "next", but after step 2 something else (step 3 is not planned)."""
+    following = [step_indices(s) for s in range(step + 1, STEPS)]
+    return {None: None, "next": following, "one": following[:1],
+            "other": [b[::-1] for b in following],
+            "detour": following[::-1] if step == 2 else following}[lookahead]
+
+
+PLANNED = {None: [False] * STEPS, "next": [False] + [True] * (STEPS - 1),
+           "one": [False] + [True] * (STEPS - 1), "other": [False] * STEPS,
+           "detour": [False, True, True, False, True, True]}  # step by step: from a chunk?
 
 
 def train(devices, augment=False, classes=10, lookahead=None):
     """STEPS steps of the MLP on the set (its few kernels compile quickly; the data path is
-    the same for every model); lookahead: None, or "next" / "other" to pass the next step's
-    indices / others as next_indices. -> (runtime, model, losses, (images, labels))."""
+    the same for every model); lookahead: what each step passes as upcoming (coming).
+    -> (runtime, model, losses, (images, labels))."""
     images, labels = dataset(classes=classes)
     model = build_model("mlp", (1, 28, 28), classes, 0)
     rt, opt = hetcl.Runtime(devices), SGD(0.05, 0.9)
     losses = []
     for step in range(STEPS):
         aug = Augment(4, True, seed=7, epoch=step // 2) if augment else None
-        ahead = {None: None, "next": step_indices(step + 1),
-                 "other": step_indices(step + 1)[::-1]}[lookahead]
         losses.append(rt.train_step_indices(model, opt, images, labels, step_indices(step),
-                                            0.3, 0.3, augment=aug, next_indices=ahead))
+                                            0.3, 0.3, augment=aug,
+                                            upcoming=coming(step, lookahead)))
     return rt, model, losses, (images, labels)
 
 
 def spy_on_lookahead(monkeypatch):
-    """-> the list of HostRows.take's answers, one per streamed step and device."""
-    answers, take = [], device_data.HostRows.take
-    monkeypatch.setattr(device_data.HostRows, "take",
-                        lambda self, *a: answers.append(take(self, *a)) or answers[-1])
+    """-> a list of whether each streamed step's run (one per step and device) came from a
+    chunk uploaded ahead (HostChunks.locate found it)."""
+    answers, locate = [], chunks.HostChunks.locate
+
+    def spy(self, idx):
+        found = locate(self, idx)
+        answers.append(found is not None)
+        return found
+    monkeypatch.setattr(chunks.HostChunks, "locate", spy)
     return answers
 
 
-@pytest.mark.parametrize("augment, classes, queue, lookahead", [
-    (False, 10, "main", None), (True, 10, "main", "next"), (False, 300, "main", "other"),
-    (True, 10, "copy", None), (False, 10, "copy", "next")])
+@pytest.mark.parametrize("augment, classes, queue, lookahead, chunk_steps", [
+    (False, 10, "main", None, 16), (True, 10, "main", "next", 16),
+    (False, 300, "main", "other", 16), (True, 10, "copy", None, 16),
+    (False, 10, "copy", "one", 16), (True, 300, "main", "next", 2),
+    (False, 10, "main", "detour", 2)])
 def test_streamed_set_trains_like_a_resident_one(device, monkeypatch, augment, classes, queue,
-                                                 lookahead):
-    """queue: which of the device's queues carries the uploads (small ones go on the main
-    queue; "copy": the one a large upload takes, forced by a threshold of 0 bytes).
-    lookahead: the rows gathered ahead on the host serve the next step only where they are
-    its indices (else the step gathers its own): the same bits either way."""
+                                                 lookahead, chunk_steps):
+    """queue: which of the device's queues carries a step's own upload (small ones go on the
+    main queue; "copy": the one a large upload takes, forced by a threshold of 0 bytes).
+    lookahead: the coming steps' rows, uploaded ahead in chunks of up to chunk_steps steps,
+    serve a step only where it is the one planned (else the step uploads its own): the same
+    bits either way."""
     rt, model, losses, data = train(device, augment, classes)
     assert isinstance(rt.resident_sets.get(device, *data, 0.3, 0.3), Resident)
     monkeypatch.setenv("HETCL_DATA_BUDGET", "1K")  # the set's 75 KiB no longer fit
     if queue == "copy":
-        monkeypatch.setattr(device_data, "MAIN_QUEUE_UPLOAD_BYTES", 0)
+        monkeypatch.setattr(staging, "MAIN_QUEUE_UPLOAD_BYTES", 0)
+    monkeypatch.setattr(chunks, "CHUNK_STEPS", chunk_steps)
     answers = spy_on_lookahead(monkeypatch)
     rt2, model2, losses2, data2 = train(device, augment, classes, lookahead)
-    assert answers == [False] + [lookahead == "next"] * (STEPS - 1)
+    assert answers == PLANNED[lookahead]
     streamed = rt2.resident_sets.get(device, *data2, 0.3, 0.3)
     assert isinstance(streamed, Streamed)
-    assert [s.on_copy_queue for s in streamed._stages.values()] == [queue == "copy"]
+    # (one staging per executor: the last, partial batch has its own)
+    assert {s.on_copy_queue for s in streamed._stages.values()} == {queue == "copy"}
     assert losses2 == losses  # bitwise: the gather reads the same bytes
     p, p2 = model.parameters(), model2.parameters()
     assert all(np.array_equal(p[k], p2[k]) for k in p)
@@ -119,3 +146,28 @@ def test_a_step_trains_on_the_reference_crops_and_flips(device, monkeypatch, bud
     ref = augment_reference(images, idx, idx, 11, 4, 3, True)
     assert np.array_equal(x, ref.astype(np.float32).reshape(x.shape))
     assert not np.array_equal(ref, images[idx])  # (something was cropped or flipped)
+
+
+def test_a_chunk_finds_a_run_at_whole_indices_only():
+    """Chunk.find: a device's run of a planned step, by a byte search that must land on a whole
+    int32 (256 then 3 hold the bytes of 0x300 across their boundary)."""
+    c = chunks.Chunk(0, [np.array([1, 256, 3, 7, 1, 2], np.int32), np.array([9, 8], np.int32)],
+                     None)
+    assert c.find(0, np.array([1, 2], np.int32)) == 4        # the second 1 starts the run
+    assert c.find(0, np.array([256, 3], np.int32)) == 1
+    assert c.find(1, np.array([8], np.int32)) == 7           # after the first step's 6 rows
+    for missing in ([5], [0x300], [3, 7, 1, 2, 9], []):
+        assert c.find(0, np.array(missing, np.int32)) is None, missing
+
+
+def test_a_coming_index_outside_the_set_is_an_input_error(device, monkeypatch):
+    """upcoming is checked where a chunk is planned: an index past the set says so, and the
+    steps after it still train (each uploading its own rows)."""
+    monkeypatch.setenv("HETCL_DATA_BUDGET", "1K")
+    images, labels = dataset()
+    model, rt, opt = build_model("mlp", (1, 28, 28), 10, 0), hetcl.Runtime(device), SGD(0.05)
+    with pytest.raises(InputError, match=rf"indices must be in \[0, {N}\)"):
+        rt.train_step_indices(model, opt, images, labels, step_indices(0), 0.3, 0.3,
+                              upcoming=[step_indices(1), np.array([0, N])])
+    loss = rt.train_step_indices(model, opt, images, labels, step_indices(1), 0.3, 0.3)
+    assert np.isfinite(loss) and 1.0 < loss < 4.0

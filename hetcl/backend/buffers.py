@@ -90,6 +90,16 @@ def base_align_elements(device, dtype=np.float32):
     return max(1, device.cl_device.mem_base_addr_align // 8 // np.dtype(dtype).itemsize)
 
 
+def packed_offsets(sizes, align):
+    """Parts of `sizes` elements laid one after the other, each start a multiple of `align`
+    elements (a sub-buffer start: base_align_elements). -> (offsets, end of the last part)"""
+    offsets, end = [], 0
+    for size in sizes:
+        offsets.append(-(-end // align) * align)
+        end = offsets[-1] + int(size)
+    return offsets, end
+
+
 def to_device(device, array, dtype=None):
     array = np.ascontiguousarray(array, dtype=dtype or np.asarray(array).dtype)
     out = DeviceArray(device, array.shape, array.dtype)

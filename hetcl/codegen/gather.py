@@ -20,8 +20,9 @@ from .params import INT_MAX, VECTOR_WIDTHS, KernelParams, vector_width
 # layer's stream is the crc32 of its name; only a name hashing to this one would share it).
 AUGMENT_STREAM = 0x6A09E667
 _LABEL_NAMES = {np.dtype(t): name for name, t in LABEL_TYPES.items()}  # dtype -> template type
-_PLAIN_ARGS = [None] * 5 + [np.int64, np.int32, np.float32, np.float32]
-_AUGMENTED_ARGS = [None] * 6 + [np.int64, np.int32, np.float32, np.float32] + [np.uint32] * 3
+_PLAIN_ARGS = [None] * 5 + [np.int64, np.int32, np.int32, np.float32, np.float32]
+_AUGMENTED_ARGS = [None] * 6 + [np.int64, np.int32, np.int32, np.float32, np.float32] + \
+    [np.uint32] * 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +52,13 @@ class GatherParams(KernelParams):
         # CPU: explicit 16-wide vectors (one uchar16 load, one float16 store), one group per
         # row of up to 16*64 = 1024 bytes: a whole MNIST row per group.
         return cls(WG=64, WPT=1, VW=16).capped(vector_width(features))
+
+
+def _check_rows(array, name, size):
+    """indices and keys: int32, at least `size` elements (first + count)."""
+    if np.dtype(array.dtype) != np.int32 or array.size < size:
+        raise ValueError(f"gather: {name} must be int32 with at least {size} elements, got "
+                         f"{np.dtype(array.dtype).name} {array.shape}")
 
 
 def _check(array, name, dtype, size):
@@ -118,27 +126,28 @@ class Gather:
         self.params = self._launch.params
 
     def __call__(self, images, labels, indices, x, y, count=None, keys=None, seed=0, epoch=0,
-                 wait_for=None):
-        """keys: int32 [batch], each row's sample key (its index in the whole data set), the
-        counter of its draws (default: indices); seed: the run's seed; epoch: 0 .. 2**32-1. The
-        draws depend on (seed, epoch, key) only. keys, seed and epoch do nothing where nothing
-        is augmented."""
+                 wait_for=None, first=0):
+        """Rows b < count of x and y from indices[first + b]. keys: int32, element first + b
+        row b's sample key (its index in the whole data set), the counter of its draws
+        (default: indices); seed: the run's seed; epoch: 0 .. 2**32-1. The draws depend on
+        (seed, epoch, key) only. keys, seed and epoch do nothing where nothing is augmented."""
         count = self.batch if count is None else int(count)
-        if not 0 <= count <= self.batch:
-            raise ValueError(f"gather: count={count} outside [0, batch={self.batch}]")
+        if not 0 <= count <= self.batch or not 0 <= first <= INT_MAX - count:
+            raise ValueError(f"gather: count={count} outside [0, batch={self.batch}] or "
+                             f"first={first} negative")
         n_images = images.size // self.sample_size
         _check(images, "images", np.uint8, n_images * self.sample_size)
         _check(labels, "labels", self.label_dtype, n_images)
-        _check(indices, "indices", np.int32, self.batch)
+        _check_rows(indices, "indices", first + count)
         _check(x, "x", np.float32, self.batch * self.sample_size)
         _check(y, "y", np.int32, self.batch)
         if not self.augment:
-            return self._launch(images, labels, indices, x, y, n_images, count, self.scale,
-                                self.shift, wait_for=wait_for)
+            return self._launch(images, labels, indices, x, y, n_images, count, first,
+                                self.scale, self.shift, wait_for=wait_for)
         keys = indices if keys is None else keys
-        _check(keys, "keys", np.int32, self.batch)
+        _check_rows(keys, "keys", first + count)
         if not 0 <= epoch <= WORD:
             raise ValueError(f"gather: epoch={epoch} outside [0, 2**32)")
-        return self._launch(images, labels, indices, keys, x, y, n_images, count, self.scale,
-                            self.shift, *philox_key(seed, AUGMENT_STREAM), epoch,
+        return self._launch(images, labels, indices, keys, x, y, n_images, count, first,
+                            self.scale, self.shift, *philox_key(seed, AUGMENT_STREAM), epoch,
                             wait_for=wait_for)

@@ -106,7 +106,7 @@ class Executor:
         streamed): only the step's indices travel, or for a streamed set its rows too.
         indices: a copy is taken (an upload may be pending when the caller reuses them)."""
         host_idx = np.array(indices, np.int32)
-        images, labels, rows, keys, wait_for = data.rows(self, host_idx)
+        images, labels, rows, keys, wait_for, first = data.rows(self, host_idx)
         pad, flip = (augment.pad, augment.flip) if augment else (0, False)
         key = (id(data), pad, flip)
         if key not in self._gathers:
@@ -116,7 +116,8 @@ class Executor:
         event = self._gathers[key](images, labels, rows, self.out[0], self.labels,
                                    count=len(host_idx), keys=keys,
                                    seed=augment.seed if augment else 0,
-                                   epoch=augment.epoch if augment else 0, wait_for=wait_for)
+                                   epoch=augment.epoch if augment else 0, wait_for=wait_for,
+                                   first=first)
         data.read_by(self, event)
 
     def upload_indices(self, host_idx):

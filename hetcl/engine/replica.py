@@ -2,8 +2,7 @@
 (Its data sets on the device: device_data.py.)"""
 import numpy as np
 
-from ..backend.buffers import base_align_elements, empty, to_device
-from ..codegen.launch import round_up
+from ..backend.buffers import base_align_elements, empty, packed_offsets, to_device
 from ..errors import HetclError
 from ..model.optim import split_key, state_key
 
@@ -102,10 +101,7 @@ class Replica:
 def _one_region(device, host, align):
     """One zeroed float32 region on the device holding the host tensors one after the other,
     each start a multiple of `align` elements. -> region, {name: sub-buffer array}"""
-    offsets, end = [], 0
-    for v in host.values():
-        offsets.append(round_up(end, align))
-        end = offsets[-1] + v.size
+    offsets, end = packed_offsets([v.size for v in host.values()], align)
     region = empty(device, (end,)).fill(0.0)
     return region, {k: region.sub(at, v.shape) for (k, v), at in zip(host.items(), offsets)}
 

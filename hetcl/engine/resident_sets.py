@@ -12,7 +12,8 @@ import numpy as np
 from .. import settings
 from ..backend import affinity
 from ..model import inputs
-from .device_data import HostRows, Resident, Streamed
+from .chunks import HostChunks
+from .device_data import Resident, Streamed, host_arrays
 
 # The default data budget of a device: this share of its memory (the rest holds the model's
 # activations, gradients and the kernels' scratch), and never more than one allocation.
@@ -55,8 +56,8 @@ class ResidentSets:
     def __init__(self):
         self._uploads = {}       # (device index, id(images), id(labels)) -> Resident/Streamed
         self._label_ranges = {}  # (id(images), id(labels)) -> (min, max)
-        self._ahead = {}         # (id(images), id(labels)) -> HostRows of a streamed set
-        self._pool = None        # the thread HostRows gather on (made on first use)
+        self._ahead = {}         # (id(images), id(labels)) -> HostChunks of a streamed set
+        self._pool = None        # the thread HostChunks gather on (made on first use)
 
     def get(self, device, images, labels, mean=0.0, std=1.0):
         """The set on the device (cached): whole where its images fit the device's data
@@ -67,19 +68,20 @@ class ResidentSets:
             if images.nbytes <= data_budget(device):
                 self._uploads[key] = Resident(device, images, labels, mean, std, hi)
             else:
-                ahead = self._ahead.setdefault(key[1:], HostRows(self._worker()))
-                self._uploads[key] = Streamed(device, images, labels, mean, std, hi, ahead)
+                if key[1:] not in self._ahead:
+                    self._ahead[key[1:]] = HostChunks(self._worker(), device,
+                                                      *host_arrays(images, labels, hi))
+                self._uploads[key] = Streamed(device, images, labels, mean, std, hi,
+                                              self._ahead[key[1:]])
         return self._uploads[key]
 
-    def prefetch(self, images, labels, indices):
-        """Where the set streams to some device: gather the rows of the next step's `indices`
-        on the host in the background (device_data.HostRows); else, or for None, nothing."""
-        key = (id(images), id(labels))
-        if indices is not None and key in self._ahead:
-            streamed = next(s for k, s in self._uploads.items() if k[1:] == key
-                            and isinstance(s, Streamed))
-            self._ahead[key].start(streamed.host_images, streamed.host_labels,
-                                   inputs.indices(indices, len(images)))
+    def plan(self, images, labels, upcoming):
+        """After a step: where the set streams to some device, its coming steps' rows (upcoming:
+        their indices in order, or None) are gathered and uploaded ahead in chunks
+        (chunks.HostChunks.plan); else nothing."""
+        ahead = self._ahead.get((id(images), id(labels)))
+        if ahead is not None:
+            ahead.plan(upcoming)
 
     def _worker(self):
         if self._pool is None:

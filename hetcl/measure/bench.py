@@ -12,6 +12,7 @@ from ..backend.affinity import host_thread_pinned
 from ..backend.buffers import empty, to_device
 from ..backend.device import event_seconds
 from ..codegen.gemm import Gemm
+from ..engine.chunks import LOOKAHEAD_STEPS
 from ..model.models import INPUT_SHAPES  # noqa: F401  (the tools import it from here)
 
 
@@ -75,7 +76,7 @@ class TrainLoop:
     world: an mpi.World; batch_size is then the global batch, split across the ranks.
     parallel, adaptive: as for runtime.Runtime; augment: a resident_sets.Augment or None;
     batches: how many batches of random images the data set holds (the steps cycle over them);
-    lookahead: each step passes the next one's indices (next_indices), as `hetcl train` does."""
+    lookahead: each step passes the coming steps' indices (upcoming), as `hetcl train` does."""
 
     def __init__(self, model_name, devices, batch_size=256, warmup=None, seed=0, world=None,
                  parallel="data", adaptive=True, augment=None, batches=8, lookahead=True):
@@ -89,6 +90,8 @@ class TrainLoop:
         self.rt = rt = Runtime(devices, world=world, parallel=parallel, adaptive=adaptive)
         self.opt, self.batch_size, self.world = SGD(0.01, 0.9), batch_size, world
         self.augment, self.lookahead = augment, lookahead
+        # the batches in their cyclic order, long enough to slice any step's coming ones from
+        self.cycle = self.batches * (2 + LOOKAHEAD_STEPS // len(self.batches))
         self.in_flight = []  # as in `hetcl train`: a step's loss is read after the next is enqueued
         if warmup is None and len(rt.devices) > 1:
             # Until the scheduler has settled: no trial running and the same split for 10 steps.
@@ -109,9 +112,16 @@ class TrainLoop:
         self.in_flight.append(self.rt.train_step_indices(
             self.model, self.opt, self.images, self.labels, self.batches[i % len(self.batches)],
             0.3, 0.3, defer=True, augment=self.augment,
-            next_indices=self.batches[(i + 1) % len(self.batches)] if self.lookahead else None))
+            upcoming=self.upcoming(i)))
         if len(self.in_flight) > 1:
             self.in_flight.pop(0).get()
+
+    def upcoming(self, i):
+        """The indices of the steps after step i (None without lookahead)."""
+        if not self.lookahead:
+            return None
+        at = i % len(self.batches) + 1
+        return self.cycle[at:at + LOOKAHEAD_STEPS]
 
     def rate(self, steps=20, min_seconds=1.0):
         """Images/s by the wall clock over `steps` steps, more until min_seconds have passed

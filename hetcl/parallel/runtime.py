@@ -262,19 +262,19 @@ class Runtime:
         return self._train(model, opt, *self._numpy_feed(model, x, y), return_correct, split=split)
 
     def train_step_indices(self, model, opt, images, labels, indices, mean=0.0, std=1.0,
-                           return_correct=False, defer=False, augment=None, next_indices=None):
+                           return_correct=False, defer=False, augment=None, upcoming=None):
         """One SGD step on samples `indices` of a uint8 data set kept on every device (or
         streamed to it: resident_sets.py); the kernels normalise (x/255 - mean)/std while
         gathering, augmented where `augment` (resident_sets.Augment) says. defer=True returns
         a StepResult at once, without waiting for the step's loss: read it (get()) after
         enqueueing the next step, and the host prepares that step while the devices still
         compute this one - with several GPUs the host's enqueueing is the limit otherwise.
-        next_indices: the next step's, where known (a streamed set gathers their rows ahead)."""
+        upcoming: the coming steps' indices in order, where known (engine/chunks.py)."""
         self.resident_sets.check(model, images, labels)
         indices = inputs.indices(indices, len(images))
         feed = self.resident_sets.feed(images, labels, indices, mean, std, augment)
         out = self._train(model, opt, len(indices), feed, return_correct, defer=defer)
-        self.resident_sets.prefetch(images, labels, next_indices)
+        self.resident_sets.plan(images, labels, upcoming)
         return out
 
     def _train(self, model, opt, n, feed, return_correct, split=None, defer=False):

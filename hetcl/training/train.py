@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from ..backend.affinity import host_thread_pinned
+from ..engine.chunks import LOOKAHEAD_STEPS
 from ..errors import HetclError
 from ..model.models import build_model
 from ..model.optim import OPTIMIZERS, SGD, scheduled_lr, split_key
@@ -218,6 +219,10 @@ class Trainer:
     def _epoch(self, log):
         cfg, d = self.cfg, self.data
         batches = shuffled_batches(len(d.train_x), cfg.batch_size, cfg.seed, self.epoch)
+        # the coming steps run on into the next epoch's (a streamed set's plan goes on)
+        ahead = batches + (shuffled_batches(len(d.train_x), cfg.batch_size, cfg.seed,
+                                            self.epoch + 1) if self.epoch + 1 < cfg.epochs
+                           else [])[:LOOKAHEAD_STEPS]
         bar = Progress(len(batches), f"epoch {self.epoch + 1}/{cfg.epochs}") \
             if cfg.progress and self.lead else None
         start = time.perf_counter() - self.totals["seconds"]
@@ -231,7 +236,7 @@ class Trainer:
                                        cfg.epochs, cfg.warmup_epochs)
             result = self.rt.train_step_indices(
                 self.model, self.opt, d.train_x, d.train_y, idx, d.mean, d.std, defer=True,
-                augment=augment, next_indices=batches[i + 1] if i + 1 < len(batches) else None)
+                augment=augment, upcoming=ahead[i + 1:i + 1 + LOOKAHEAD_STEPS])
             self.step_in_epoch = i + 1
             if pending:
                 self._account(*pending, bar, log)
