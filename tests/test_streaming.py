@@ -13,6 +13,7 @@ from hetcl.engine.resident_sets import Augment
 from hetcl.errors import InputError
 from hetcl.model.models import build_model
 from hetcl.model.optim import SGD
+from test_train import N_TRAIN, cfg, run, small_data  # noqa: F401 (a fixture)
 
 N, BATCH, STEPS = 96, 32, 6
 
@@ -61,14 +62,15 @@ def train(devices, augment=False, classes=10, lookahead=None):
     return rt, model, losses, (images, labels)
 
 
-def spy_on_lookahead(monkeypatch):
-    """-> a list of whether each streamed step's run (one per step and device) came from a
-    chunk uploaded ahead (HostChunks.locate found it)."""
+def spy_on_lookahead(monkeypatch, samples=N):
+    """-> a list of whether each streamed step's run (one per step and device) of the set of
+    `samples` images came from a chunk uploaded ahead (HostChunks.locate found it)."""
     answers, locate = [], chunks.HostChunks.locate
 
     def spy(self, idx):
         found = locate(self, idx)
-        answers.append(found is not None)
+        if len(self.images) == samples:
+            answers.append(found is not None)
         return found
     monkeypatch.setattr(chunks.HostChunks, "locate", spy)
     return answers
@@ -171,3 +173,15 @@ def test_a_coming_index_outside_the_set_is_an_input_error(device, monkeypatch):
                               upcoming=[step_indices(1), np.array([0, N])])
     loss = rt.train_step_indices(model, opt, images, labels, step_indices(1), 0.3, 0.3)
     assert np.isfinite(loss) and 1.0 < loss < 4.0
+
+
+def test_hetcl_train_streams_its_steps_ahead_into_the_next_epoch(small_data, monkeypatch):
+    """`hetcl train` over budget: the numbers of resident data, and every step but the run's
+    first came from a chunk - the plan goes on over the epoch's end (and the evaluations)."""
+    _, resident = run(cfg(small_data, epochs=2))
+    monkeypatch.setenv("HETCL_DATA_BUDGET", "1K")
+    answers = spy_on_lookahead(monkeypatch, samples=N_TRAIN)
+    _, streamed = run(cfg(small_data, epochs=2))
+    assert [h["train_loss"] for h in streamed] == [h["train_loss"] for h in resident]
+    assert [h["test_acc"] for h in streamed] == [h["test_acc"] for h in resident]
+    assert answers == [False] + [True] * (2 * N_TRAIN // 128 - 1)
