@@ -152,7 +152,8 @@ def _gather_rows(views, images, labels, idx, waits):
 
 class DeviceChunks:
     """A device's two chunk slots, filled from the host's (HostChunks) by one upload each on the
-    copy queue, and its row numbers 0..rows-1, through which the gather reads a slot."""
+    copy queue, and the row numbers 0..rows-1 of a slot (arange), through which the gather
+    reads it."""
 
     def __init__(self, device, host):
         if base_align_elements(device, np.uint8) > SLOT_ALIGN:
@@ -161,7 +162,7 @@ class DeviceChunks:
         self.device, self.host = device, host
         self.slots = [empty(device, (host.layout.nbytes,), np.uint8) for _ in range(2)]
         self.views = [host.layout.device_views(s) for s in self.slots]
-        self.rows = to_device(device, np.arange(host.layout.rows, dtype=np.int32))
+        self.arange = to_device(device, np.arange(host.layout.rows, dtype=np.int32))
         self.loaded = [None, None]   # the chunk number in each slot
         self.uploads = [None, None]  # each slot's upload (kept: dropping it would wait for it)
         self.fresh = [False, False]  # the next gather from the slot waits for its upload
@@ -179,7 +180,7 @@ class DeviceChunks:
         if after is not None and self.loaded[after.slot] != after.number and after.future.done():
             self._upload(after)
         x, y, keys = self.views[slot]
-        return x, y, self.rows, keys, wait_for, first
+        return x, y, self.arange, keys, wait_for, first
 
     def reader(self, slot):
         """-> read_by(event) for a gather from the slot."""
@@ -187,7 +188,7 @@ class DeviceChunks:
 
     def _upload(self, chunk):
         """The chunk's host slot to its slot here (the worker's rows waited for), after the
-        gathers that read the chunk there before; non-blocking."""
+        gathers that read the slot's previous chunk; non-blocking."""
         chunk.future.result()
         slot, reader = chunk.slot, self.readers[chunk.slot]
         if reader is not None:
