@@ -57,11 +57,11 @@ class Chunk:
 class HostChunks:
     """The host side of a streamed set's chunks, shared by its copies on every device.
     images [N, sample_size] uint8 and labels [N] (the device's label type): the host arrays;
-    pool: the one-thread executor the rows are gathered on; device: the one whose context
-    allocates the pinned slots (host memory any device can upload from)."""
+    pool: the one-thread executor the rows are gathered on."""
 
-    def __init__(self, pool, device, images, labels):
-        self.pool, self.device, self.images, self.labels = pool, device, images, labels
+    def __init__(self, pool, images, labels):
+        self.pool, self.images, self.labels = pool, images, labels
+        self.devices = []    # the devices the set streams to (serve)
         self.layout = None   # SlotLayout, sized at the first plan (the batch is known then)
         self.steps = 0       # the most steps of a chunk (sized with the layout)
         self.host, self.host_views = None, None
@@ -91,6 +91,10 @@ class HostChunks:
             if chunk.number + 1 not in self.chunks and len(upcoming) > rest:
                 self._start(upcoming[rest:])
 
+    def serve(self, device):
+        """The set streams to this device too."""
+        self.devices.append(device)
+
     def locate(self, idx):
         """-> (chunk, slot row of idx[0]) where idx (int32) is a run of the step about to run,
         as planned; else None."""
@@ -115,8 +119,12 @@ class HostChunks:
         self.steps = max(1, min(CHUNK_STEPS, CHUNK_BYTES // (batch * row_bytes)))
         self.layout = SlotLayout(self.steps * batch, self.images.shape[1], self.labels.dtype,
                                  SLOT_ALIGN)
-        self.host = [pinned_empty(self.device, (self.layout.nbytes,), np.uint8)
-                     for _ in range(2)]
+        # Page-locked by a discrete GPU's driver where one is served (the first step, whose
+        # split is even, has reached them all): its uploads then go by DMA, where memory of
+        # a CPU's context would pass through a bounce buffer; any device uploads from it.
+        owner = next((d for d in self.devices if not d.features["unified_memory"]),
+                     self.devices[0])
+        self.host = [pinned_empty(owner, (self.layout.nbytes,), np.uint8) for _ in range(2)]
         self.host_views = [self.layout.host_views(h) for h in self.host]
 
     def _start(self, upcoming):

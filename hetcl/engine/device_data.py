@@ -69,6 +69,7 @@ class Streamed(_DataSet):
     def __init__(self, device, images, labels, mean, std, labels_hi, ahead):
         super().__init__(images, labels, mean, std, labels_hi)
         self.device, self.ahead = device, ahead
+        ahead.serve(device)
         self._stages = {}    # id(executor) -> staging.Stage
         self._chunks = None  # DeviceChunks, made at the first step of a chunk
         self._readers = {}   # id(executor) -> read_by(event) of what its last gather read

@@ -69,7 +69,7 @@ class ResidentSets:
                 self._uploads[key] = Resident(device, images, labels, mean, std, hi)
             else:
                 if key[1:] not in self._ahead:
-                    self._ahead[key[1:]] = HostChunks(self._worker(), device,
+                    self._ahead[key[1:]] = HostChunks(self._worker(),
                                                       *host_arrays(images, labels, hi))
                 self._uploads[key] = Streamed(device, images, labels, mean, std, hi,
                                               self._ahead[key[1:]])
