@@ -185,3 +185,18 @@ def test_hetcl_train_streams_its_steps_ahead_into_the_next_epoch(small_data, mon
     assert [h["train_loss"] for h in streamed] == [h["train_loss"] for h in resident]
     assert [h["test_acc"] for h in streamed] == [h["test_acc"] for h in resident]
     assert answers == [False] + [True] * (2 * N_TRAIN // 128 - 1)
+
+
+@pytest.mark.parametrize("budget", [None, "1K"])
+def test_evaluation_in_many_batches_equals_one_batch(device, monkeypatch, budget):
+    """Evaluation reads each batch's logits without waiting for them before the next batch
+    (resident_sets.READS_IN_FLIGHT): 14 batches of 7 (the last one partial), resident or
+    streamed, predict what one batch of the whole set does."""
+    if budget:
+        monkeypatch.setenv("HETCL_DATA_BUDGET", budget)
+    images, labels = dataset()
+    model, rt = build_model("mlp", (1, 28, 28), 10, 0), hetcl.Runtime(device)
+    whole = rt.evaluate_indices(model, images, labels, 0.3, 0.3, batch_size=N)
+    assert len(whole) == N and len(set(whole.tolist())) > 1
+    assert np.array_equal(rt.evaluate_indices(model, images, labels, 0.3, 0.3, batch_size=7),
+                          whole)

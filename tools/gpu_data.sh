@@ -5,7 +5,8 @@
 #      resident data, streamed data (forced over the data budget: in chunks, in chunks of one
 #      step, each step its own upload) and resident data with flip-crop, alternating windows in
 #      one process, the GPU to itself
-#   3. then resnet20 on Fashion-MNIST trained twice at once, --augment none and flip-crop, same
+#   3. tools/bench_evaluate.py: evaluation with the logits read in flight vs waited for
+#   4. then resnet20 on Fashion-MNIST trained twice at once, --augment none and flip-crop, same
 #      recipe and epochs: the test accuracy each reaches (their images/s share the GPU)
 # The data set travels in .data/fashion-mnist (carry it). Logs go to $OUT (or ./out).
 # Usage: source .whl/gpu-env.sh && bash tools/gpu_data.sh EPOCHS
@@ -22,6 +23,8 @@ for run in 1 2; do  # twice: a LeNet-5 step on a GPU is host-bound, and the host
         --rounds 9 > "$out/streaming$run.md" 2>&1
     cat "$out/streaming$run.md"
 done
+timeout 60 python3 tools/bench_evaluate.py --devices gpu --model lenet5 > "$out/evaluate.txt" 2>&1
+cat "$out/evaluate.txt"
 recipe=(--model resnet20 --epochs "$epochs" --batch-size 128 --data .data/fashion-mnist
         --devices gpu)
 for aug in none flip-crop; do

@@ -4,6 +4,7 @@ data budget (device_data.Streamed), so that a step sends only its batch's sample
 the gather kernel normalises (x/255 - mean)/std - and augments - on the device. Runtime holds
 one ResidentSets and runs the steps (runtime.py: train_step_indices, evaluate_indices); this
 module knows nothing of the step."""
+import collections
 import concurrent.futures
 import dataclasses
 
@@ -15,6 +16,8 @@ from ..model import inputs
 from .chunks import HostChunks
 from .device_data import Resident, Streamed, host_arrays
 
+# Evaluation: batches whose logits the host has not taken yet (a host array each).
+READS_IN_FLIGHT = 4
 # The default data budget of a device: this share of its memory (the rest holds the model's
 # activations, gradients and the kernels' scratch), and never more than one allocation.
 DATA_BUDGET_SHARE = 1 / 4
@@ -107,12 +110,21 @@ class ResidentSets:
 
     def predict(self, ex, images, labels, mean=0.0, std=1.0):
         """-> predicted class per sample of the set, in batches of the executor's size on its
-        device."""
+        device. The host does not wait for a batch's logits before it enqueues the next: each
+        batch's are read into a host array of their own without blocking (the in-order queue
+        reads them before the next batch's forward pass overwrites them), and taken once
+        READS_IN_FLIGHT batches are queued behind them."""
         data = self.get(ex.replica.device, images, labels, mean, std)
-        preds = []
+        preds, pending = [], collections.deque()  # (start, host logits, read's event)
         for start in range(0, len(images), ex.n):
             idx = np.arange(start, start + ex.n, dtype=np.int32)
             idx[idx >= len(images)] = len(images) - 1  # pad the last batch with a repeat
             ex.gather(data, idx)
-            preds.append(ex.forward().get().argmax(axis=1)[:len(images) - start])
+            out = ex.forward()
+            logits = np.empty(out.shape, out.dtype)
+            pending.append((start, logits, out.get_async(logits)))
+            while len(pending) > READS_IN_FLIGHT or (pending and start + ex.n >= len(images)):
+                first, logits, read = pending.popleft()
+                read.wait()
+                preds.append(logits.argmax(axis=1)[:len(images) - first])
         return np.concatenate(preds)
