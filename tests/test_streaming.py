@@ -188,15 +188,21 @@ def test_hetcl_train_streams_its_steps_ahead_into_the_next_epoch(small_data, mon
 
 
 @pytest.mark.parametrize("budget", [None, "1K"])
-def test_evaluation_in_many_batches_equals_one_batch(device, monkeypatch, budget):
+def test_evaluation_with_reads_in_flight_equals_waiting_for_each_batch(device, monkeypatch,
+                                                                       budget):
     """Evaluation reads each batch's logits without waiting for them before the next batch
     (resident_sets.READS_IN_FLIGHT): 14 batches of 7 (the last one partial), resident or
-    streamed, predict what one batch of the whole set does."""
+    streamed, predict what the same executor does batch by batch, waiting for each."""
     if budget:
         monkeypatch.setenv("HETCL_DATA_BUDGET", budget)
     images, labels = dataset()
     model, rt = build_model("mlp", (1, 28, 28), 10, 0), hetcl.Runtime(device)
-    whole = rt.evaluate_indices(model, images, labels, 0.3, 0.3, batch_size=N)
-    assert len(whole) == N and len(set(whole.tolist())) > 1
-    assert np.array_equal(rt.evaluate_indices(model, images, labels, 0.3, 0.3, batch_size=7),
-                          whole)
+    preds = rt.evaluate_indices(model, images, labels, 0.3, 0.3, batch_size=7)
+    ex = rt.executor(model, device, 7)
+    data = rt.resident_sets.get(device, images, labels, 0.3, 0.3)
+    waited = []
+    for start in range(0, N, 7):
+        ex.gather(data, np.minimum(np.arange(start, start + 7), N - 1))
+        waited.append(ex.forward().get().argmax(axis=1)[:N - start])
+    assert len(preds) == N and len(set(preds.tolist())) > 1
+    assert np.array_equal(preds, np.concatenate(waited))
