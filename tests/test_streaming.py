@@ -206,3 +206,23 @@ def test_evaluation_with_reads_in_flight_equals_waiting_for_each_batch(device, m
         waited.append(ex.forward().get().argmax(axis=1)[:N - start])
     assert len(preds) == N and len(set(preds.tolist())) > 1
     assert np.array_equal(preds, np.concatenate(waited))
+
+
+def test_a_larger_batch_later_sizes_the_chunks_anew(device, monkeypatch):
+    """Chunks are sized for the first announced batch (two steps of 8 rows here); a batch of
+    32 later sizes them anew, and its steps still come from chunks, with resident numbers."""
+    monkeypatch.setattr(chunks, "CHUNK_STEPS", 2)
+    images, labels = dataset()
+    order = np.random.default_rng(9).permutation(N).astype(np.int32)
+    steps = [order[:8], order[8:16], order[16:24], order[24:56], order[56:88], order[64:96]]
+
+    def run(budget):
+        if budget:
+            monkeypatch.setenv("HETCL_DATA_BUDGET", budget)
+        model, rt, opt = build_model("mlp", (1, 28, 28), 10, 0), hetcl.Runtime(device), SGD(0.05)
+        return [rt.train_step_indices(model, opt, images, labels, idx, 0.3, 0.3,
+                                      upcoming=steps[k + 1:]) for k, idx in enumerate(steps)]
+    resident = run(None)
+    answers = spy_on_lookahead(monkeypatch)
+    assert run("1K") == resident
+    assert answers == [False] + [True] * 5

@@ -77,7 +77,8 @@ class HostChunks:
         at, self.at = self._following(), None  # (None until planned: a bad index raises below)
         if upcoming is None or not len(upcoming):
             return
-        if self.layout is None:  # (sized for the first step's batch)
+        if self.layout is None or len(upcoming[0]) > self.layout.rows:
+            at = None  # (sized for the first step's batch; a larger one: new slots, new plan)
             self._allocate(len(upcoming[0]))
         if at is None or at[0].batches[at[1]] != np.asarray(upcoming[0], np.int32).tobytes():
             self.chunks.clear()
@@ -125,6 +126,7 @@ class HostChunks:
         owner = next((d for d in self.devices if not d.features["unified_memory"]),
                      self.devices[0])
         self.host = [pinned_empty(owner, (self.layout.nbytes,), np.uint8) for _ in range(2)]
+        self.uploads = [[], []]  # (the old slots' uploads keep their own arrays alive)
         self.host_views = [self.layout.host_views(h) for h in self.host]
 
     def _start(self, upcoming):
@@ -167,7 +169,7 @@ class DeviceChunks:
         if base_align_elements(device, np.uint8) > SLOT_ALIGN:
             raise ValueError(f"{device}: sub-buffers must start at multiples of "
                              f"{base_align_elements(device, np.uint8)} bytes, over {SLOT_ALIGN}")
-        self.device, self.host = device, host
+        self.device, self.host, self.layout = device, host, host.layout
         self.slots = [empty(device, (host.layout.nbytes,), np.uint8) for _ in range(2)]
         self.views = [host.layout.device_views(s) for s in self.slots]
         self.arange = to_device(device, np.arange(host.layout.rows, dtype=np.int32))

@@ -71,14 +71,15 @@ class Streamed(_DataSet):
         self.device, self.ahead = device, ahead
         ahead.serve(device)
         self._stages = {}    # id(executor) -> staging.Stage
-        self._chunks = None  # DeviceChunks, made at the first step of a chunk
+        self._chunks = None  # DeviceChunks, made at the first step of a chunk (again where
+        #                      the host's chunks were sized anew)
         self._readers = {}   # id(executor) -> read_by(event) of what its last gather read
 
     def rows(self, executor, host_indices):
         found = self.ahead.locate(host_indices)
         if found is not None:
             chunk, first = found
-            if self._chunks is None:
+            if self._chunks is None or self._chunks.layout is not self.ahead.layout:
                 self._chunks = DeviceChunks(self.device, self.ahead)
             self._readers[id(executor)] = self._chunks.reader(chunk.slot)
             return self._chunks.rows_for(chunk, first)
