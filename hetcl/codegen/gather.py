@@ -134,7 +134,7 @@ class Gather:
         count = self.batch if count is None else int(count)
         if not 0 <= count <= self.batch or not 0 <= first <= INT_MAX - count:
             raise ValueError(f"gather: count={count} outside [0, batch={self.batch}] or "
-                             f"first={first} negative")
+                             f"first={first} outside [0, 2**31 - count)")
         n_images = images.size // self.sample_size
         _check(images, "images", np.uint8, n_images * self.sample_size)
         _check(labels, "labels", self.label_dtype, n_images)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..backend.buffers import base_align_elements, empty, pinned_empty, to_device
 from ..model import inputs
-from .staging import SlotLayout
+from .staging import SlotLayout, fill_rows
 
 # A chunk holds as many steps as fit CHUNK_BYTES, at least one and at most CHUNK_STEPS: one
 # upload (and one cross-queue wait) per chunk instead of one per step - the host's cost of an
@@ -152,12 +152,7 @@ def _gather_rows(views, images, labels, idx, waits):
     """(worker) The rows idx into a host slot's views, after the uploads in waits have run."""
     for event in waits:
         event.wait()
-    x, y, keys = views
-    n = len(idx)
-    # (mode="clip": the indices are checked; numpy buffers an output under "raise")
-    np.take(images, idx, axis=0, out=x[:n], mode="clip")
-    np.take(labels, idx, out=y[:n], mode="clip")
-    keys[:n] = idx
+    fill_rows(views, images, labels, idx)
 
 
 class DeviceChunks:

@@ -19,6 +19,17 @@ from ..backend.buffers import base_align_elements, empty, packed_offsets, pinned
 MAIN_QUEUE_UPLOAD_BYTES = 1 << 20
 
 
+def fill_rows(views, images, labels, idx):
+    """The rows idx of the host images and labels, and idx as their keys, into the first
+    len(idx) rows of a host slot's views [images, labels, keys]."""
+    x, y, keys = views
+    n = len(idx)
+    # (mode="clip": the indices are checked; numpy buffers an output under "raise")
+    np.take(images, idx, axis=0, out=x[:n], mode="clip")
+    np.take(labels, idx, out=y[:n], mode="clip")
+    keys[:n] = idx
+
+
 class SlotLayout:
     """Where a slot of `rows` rows keeps its images, labels and keys (module docstring)."""
 
@@ -67,14 +78,9 @@ class Stage:
         """The rows idx of the host arrays to the device. -> (images, labels, rows, keys,
         wait_for, first) for the gather (device_data's module docstring)."""
         self.slot ^= 1
-        host_x, host_y, host_keys = self.host_views[self.slot]
         if self.readers[self.slot] is not None:  # the host must not overwrite what is read
             self.readers[self.slot].wait()
-        n = len(idx)
-        # (mode="clip": the indices are checked; numpy buffers an output under "raise")
-        np.take(images, idx, axis=0, out=host_x[:n], mode="clip")
-        np.take(labels, idx, out=host_y[:n], mode="clip")
-        host_keys[:n] = idx
+        fill_rows(self.host_views[self.slot], images, labels, idx)
         queue = self.device.copy_queue if self.on_copy_queue else self.device.queue
         event = self.uploads[self.slot] = self.dev[self.slot].set(
             self.host[self.slot], wait=False, queue=queue)
