@@ -216,13 +216,13 @@ def test_a_larger_batch_later_sizes_the_chunks_anew(device, monkeypatch):
     order = np.random.default_rng(9).permutation(N).astype(np.int32)
     steps = [order[:8], order[8:16], order[16:24], order[24:56], order[56:88], order[64:96]]
 
-    def run(budget):
+    def losses(budget):
         if budget:
             monkeypatch.setenv("HETCL_DATA_BUDGET", budget)
         model, rt, opt = build_model("mlp", (1, 28, 28), 10, 0), hetcl.Runtime(device), SGD(0.05)
         return [rt.train_step_indices(model, opt, images, labels, idx, 0.3, 0.3,
                                       upcoming=steps[k + 1:]) for k, idx in enumerate(steps)]
-    resident = run(None)
+    resident = losses(None)
     answers = spy_on_lookahead(monkeypatch)
-    assert run("1K") == resident
+    assert losses("1K") == resident
     assert answers == [False] + [True] * 5

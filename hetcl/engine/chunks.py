@@ -165,9 +165,9 @@ class DeviceChunks:
             raise ValueError(f"{device}: sub-buffers must start at multiples of "
                              f"{base_align_elements(device, np.uint8)} bytes, over {SLOT_ALIGN}")
         self.device, self.host, self.layout = device, host, host.layout
-        self.slots = [empty(device, (host.layout.nbytes,), np.uint8) for _ in range(2)]
-        self.views = [host.layout.device_views(s) for s in self.slots]
-        self.arange = to_device(device, np.arange(host.layout.rows, dtype=np.int32))
+        self.slots = [empty(device, (self.layout.nbytes,), np.uint8) for _ in range(2)]
+        self.views = [self.layout.device_views(s) for s in self.slots]
+        self.arange = to_device(device, np.arange(self.layout.rows, dtype=np.int32))
         self.loaded = [None, None]   # the chunk number in each slot
         self.uploads = [None, None]  # each slot's upload (kept: dropping it would wait for it)
         self.fresh = [False, False]  # the next gather from the slot waits for its upload
